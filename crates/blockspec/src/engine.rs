@@ -1,0 +1,266 @@
+//! The evaluation engine of one sequence: KV cache, graph reuse, batched evaluation.
+
+use crate::capture::CaptureBuffer;
+use crate::kv_cache::KvCache;
+use crate::model::{ForwardGraph, GraphShape, Model};
+use anyhow::{bail, Result};
+use ggml::{Backend, Sched, Type};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// KV cells are attended in multiples of this (as llama.cpp pads n_kv), so a graph serves 256
+/// positions before the next shape is needed.
+const KV_PAD: usize = 256;
+/// At most this many built graphs are kept (prompt lengths vary; decode shapes repeat).
+const MAX_CACHED_GRAPHS: usize = 24;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Context length (KV cells).
+    pub n_ctx: usize,
+    /// Largest batch evaluated in one graph; longer inputs are split.
+    pub n_ubatch: usize,
+    pub type_k: Type,
+    pub type_v: Type,
+    /// Target layers whose outputs are captured for every token (empty: none).
+    pub capture_layers: Vec<usize>,
+}
+
+/// Which rows of a batch produce logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outputs {
+    /// Only the last token (prompt processing, plain decoding).
+    Last,
+    /// Every token (verifying a draft).
+    All,
+}
+
+/// Logits of some rows: `n_rows x n_vocab`, row-major.
+#[derive(Clone, Debug)]
+pub struct Logits {
+    pub data: Vec<f32>,
+    pub n_vocab: usize,
+}
+
+impl Logits {
+    pub fn n_rows(&self) -> usize {
+        self.data.len() / self.n_vocab
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.n_vocab..(i + 1) * self.n_vocab]
+    }
+    pub fn last(&self) -> &[f32] {
+        self.row(self.n_rows() - 1)
+    }
+}
+
+pub struct Engine {
+    pub model: Arc<Model>,
+    backend: Arc<Backend>,
+    sched: Sched,
+    kv: KvCache,
+    capture: Option<CaptureBuffer>,
+    graphs: HashMap<GraphShape, ForwardGraph>,
+    /// The shape whose graph the scheduler has allocated now (reused without re-planning).
+    allocated: Option<GraphShape>,
+    n_past: usize,
+    cfg: EngineConfig,
+    /// Captured hidden states of the last `decode` call, token-major (see CaptureBuffer).
+    captured: Vec<f32>,
+}
+
+impl Engine {
+    pub fn new(model: Arc<Model>, backend: Arc<Backend>, cfg: EngineConfig) -> Result<Engine> {
+        let hp = &model.hp;
+        if cfg.n_ctx == 0 || cfg.n_ubatch == 0 {
+            bail!("context size and batch size must be positive");
+        }
+        for &l in &cfg.capture_layers {
+            if l >= hp.n_layer {
+                bail!("capture layer {l} out of range: the model has {} layers", hp.n_layer);
+            }
+        }
+        let kv = KvCache::new(&backend, hp.n_layer, hp.n_embd_kv(), cfg.n_ctx, cfg.type_k, cfg.type_v)?;
+        let capture = if cfg.capture_layers.is_empty() {
+            None
+        } else {
+            Some(CaptureBuffer::new(&backend, cfg.capture_layers.clone(), hp.n_embd, cfg.n_ubatch.min(cfg.n_ctx))?)
+        };
+        let graph_nodes = (hp.n_layer * 40 + 64).max(2048);
+        let sched = Sched::new(vec![backend.clone()], graph_nodes);
+        let mut e = Engine {
+            model,
+            backend,
+            sched,
+            kv,
+            capture,
+            graphs: HashMap::new(),
+            allocated: None,
+            n_past: 0,
+            cfg,
+            captured: Vec::new(),
+        };
+        // Reserve compute memory once for the largest shape, so no step allocates later.
+        let n = e.cfg.n_ubatch.min(e.cfg.n_ctx);
+        let worst = GraphShape { n_tokens: n, n_kv: e.cfg.n_ctx, n_outputs: n, capture: e.capture.is_some() };
+        let g = e.model.build_graph(&e.kv, e.capture.as_ref(), worst);
+        if !e.sched.reserve(g.graph) {
+            bail!("could not reserve compute memory for a batch of {n} over {} cells", e.cfg.n_ctx);
+        }
+        Ok(e)
+    }
+
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.cfg.n_ctx
+    }
+    pub fn n_vocab(&self) -> usize {
+        self.model.hp.n_vocab
+    }
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+    pub fn compute_bytes(&self) -> usize {
+        self.sched.buffer_size(&self.backend)
+    }
+
+    /// Forget everything after the first `n` positions (rejected draft tokens, a new prompt
+    /// sharing a prefix). Cells past `n` are masked from then on and overwritten later.
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+    }
+
+    /// Hidden states captured by the last `decode` (all its tokens), token-major.
+    pub fn captured(&self) -> &[f32] {
+        &self.captured
+    }
+
+    /// Evaluate `tokens` at positions `n_past..`, append them to the cache, and return logits for
+    /// the rows `outputs` asks for.
+    pub fn decode(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Logits> {
+        if tokens.is_empty() {
+            bail!("decode: no tokens");
+        }
+        if self.n_past + tokens.len() > self.cfg.n_ctx {
+            bail!(
+                "context full: {} cached + {} new tokens exceed the context size {} (-c)",
+                self.n_past,
+                tokens.len(),
+                self.cfg.n_ctx
+            );
+        }
+        let n_vocab = self.model.hp.n_vocab;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            bail!("token id {bad} out of range (vocabulary size {n_vocab})");
+        }
+        self.captured.clear();
+        let mut data = Vec::new();
+        let chunks: Vec<&[u32]> = tokens.chunks(self.cfg.n_ubatch).collect();
+        for (ci, chunk) in chunks.iter().enumerate() {
+            let last_chunk = ci + 1 == chunks.len();
+            let n_outputs = match (outputs, last_chunk) {
+                (Outputs::All, _) => chunk.len(),
+                (Outputs::Last, true) => 1,
+                (Outputs::Last, false) => 0,
+            };
+            self.eval_chunk(chunk, n_outputs, &mut data)?;
+        }
+        Ok(Logits { data, n_vocab })
+    }
+
+    fn eval_chunk(&mut self, chunk: &[u32], n_outputs: usize, out: &mut Vec<f32>) -> Result<()> {
+        let nt = chunk.len();
+        let n_kv = (self.n_past + nt).div_ceil(KV_PAD) * KV_PAD;
+        let n_kv = n_kv.min(self.cfg.n_ctx);
+        let capture = self.capture.is_some();
+        // A chunk without outputs still computes the last row's logits (cheap, one row) so that
+        // the graph shape stays among the common ones.
+        let shape = GraphShape { n_tokens: nt, n_kv, n_outputs: n_outputs.max(1), capture };
+        if !self.graphs.contains_key(&shape) {
+            if self.graphs.len() >= MAX_CACHED_GRAPHS {
+                self.graphs.clear();
+                self.allocated = None;
+            }
+            let g = self.model.build_graph(&self.kv, self.capture.as_ref(), shape);
+            self.graphs.insert(shape, g);
+        }
+        let g = self.graphs.get(&shape).expect("inserted above");
+        if self.allocated != Some(shape) {
+            self.sched.reset();
+            if !self.sched.alloc_graph(g.graph) {
+                self.allocated = None;
+                bail!("failed to allocate compute memory for a batch of {nt}");
+            }
+            self.allocated = Some(shape);
+        }
+
+        // Inputs.
+        let start = self.n_past;
+        let toks: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
+        g.tokens.write_i32(&toks);
+        let pos: Vec<i32> = (start..start + nt).map(|p| p as i32).collect();
+        g.pos.write_i32(&pos);
+        let rows: Vec<i64> = (start..start + nt).map(|p| p as i64).collect();
+        g.kv_rows.write_i64(&rows);
+        g.mask.write_f16_bits(&causal_mask(start, nt, n_kv));
+        if let Some(ids) = g.out_ids {
+            let n_out = shape.n_outputs;
+            let ids_v: Vec<i32> = ((nt - n_out)..nt).map(|i| i as i32).collect();
+            ids.write_i32(&ids_v);
+        }
+
+        let graph = g.graph;
+        let logits_t = g.logits;
+        self.sched.compute(graph).map_err(anyhow::Error::msg)?;
+        self.n_past += nt;
+
+        if n_outputs > 0 {
+            let n_vocab = self.model.hp.n_vocab;
+            let n_rows = shape.n_outputs;
+            let first_row = n_rows - n_outputs;
+            let old = out.len();
+            out.resize(old + n_outputs * n_vocab, 0.0);
+            logits_t.read_f32_into(&mut out[old..], first_row * n_vocab);
+        }
+        if let Some(cap) = &self.capture {
+            self.captured.extend_from_slice(&cap.read(nt));
+        }
+        Ok(())
+    }
+}
+
+/// F16 bits of 0 and -inf.
+const F16_ZERO: u16 = 0x0000;
+const F16_NEG_INF: u16 = 0xFC00;
+
+/// Causal mask for `nt` tokens at positions `start..start+nt` over `n_kv` cells (cell i holds
+/// position i): a token sees every cell up to and including its own position.
+pub fn causal_mask(start: usize, nt: usize, n_kv: usize) -> Vec<u16> {
+    let mut m = vec![F16_NEG_INF; nt * n_kv];
+    for t in 0..nt {
+        let p = start + t;
+        let row = &mut m[t * n_kv..(t + 1) * n_kv];
+        for cell in row.iter_mut().take((p + 1).min(n_kv)) {
+            *cell = F16_ZERO;
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal() {
+        let m = causal_mask(2, 2, 4);
+        assert_eq!(&m[0..4], &[F16_ZERO, F16_ZERO, F16_ZERO, F16_NEG_INF]);
+        assert_eq!(&m[4..8], &[F16_ZERO; 4]);
+    }
+}

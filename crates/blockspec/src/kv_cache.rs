@@ -1,0 +1,66 @@
+//! The target's KV cache: one K and one V matrix per layer, preallocated for the whole context.
+//!
+//! Cell `i` holds position `i` of the single sequence (a slot's session), so truncating the cache
+//! after a rejected draft is just lowering the used length: nothing is copied or cleared, the mask
+//! hides cells past the used length.
+
+use anyhow::{Context as _, Result};
+use ggml::{Backend, Buffer, Context, Tensor, Type};
+use std::any::Any;
+use std::sync::Arc;
+
+pub struct KvStore {
+    _ctx: Context,
+    buffer: Buffer,
+}
+
+pub struct KvCache {
+    /// Per layer: K as [n_embd_kv, n_ctx] rows.
+    pub k: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+    pub n_ctx: usize,
+    pub type_k: Type,
+    pub type_v: Type,
+    store: Arc<KvStore>,
+}
+
+impl KvCache {
+    pub fn new(
+        backend: &Backend,
+        n_layer: usize,
+        n_embd_kv: usize,
+        n_ctx: usize,
+        type_k: Type,
+        type_v: Type,
+    ) -> Result<KvCache> {
+        for (what, t) in [("--cache-type-k", type_k), ("--cache-type-v", type_v)] {
+            if t.row_bytes(n_embd_kv as u64).is_none() {
+                anyhow::bail!("{what} {t}: the KV row of {n_embd_kv} is not a multiple of its block size");
+            }
+        }
+        let mut ctx = Context::new(2 * n_layer, 0);
+        let mut k = Vec::with_capacity(n_layer);
+        let mut v = Vec::with_capacity(n_layer);
+        for il in 0..n_layer {
+            let kt = ctx.new_tensor(type_k, &[n_embd_kv as i64, n_ctx as i64]);
+            ctx.set_name(kt, &format!("cache_k_l{il}"));
+            let vt = ctx.new_tensor(type_v, &[n_embd_kv as i64, n_ctx as i64]);
+            ctx.set_name(vt, &format!("cache_v_l{il}"));
+            k.push(kt);
+            v.push(vt);
+        }
+        let buffer = Buffer::alloc_ctx_tensors(&ctx, backend.default_buffer_type())
+            .context("out of memory allocating the KV cache (try a smaller -c)")?;
+        // Stale cells are always masked, but NaN garbage times a zero weight is still NaN.
+        buffer.clear(0);
+        Ok(KvCache { k, v, n_ctx, type_k, type_v, store: Arc::new(KvStore { _ctx: ctx, buffer }) })
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.store.buffer.size()
+    }
+
+    pub fn owner(&self) -> Arc<dyn Any + Send + Sync> {
+        self.store.clone()
+    }
+}
