@@ -114,7 +114,11 @@ impl Backend {
                 let b = ctx.new_tensor(Type::I32, &[512]);
                 ctx.get_rows(shadow, b)
             }
-            WeightUse::Other => return true,
+            // Norm weights, biases: elementwise use.
+            WeightUse::Other => {
+                let a = ctx.new_tensor(Type::F32, &ne);
+                ctx.mul(a, shadow)
+            }
         };
         // SAFETY: shadow is a fresh tensor of a live context with no buffer; we attach a dummy
         // zero-size buffer of `buft` so supports_op can see the buffer type, and detach and free

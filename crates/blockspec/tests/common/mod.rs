@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests: where the real models and fixtures are.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub const MODEL_05B: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+pub const MODEL_15B: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
+
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("BLOCKSPEC_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/blockspec/models"),
+    }
+}
+
+/// The path of a real model, or None (with a note) when it has not been fetched. CI fetches
+/// them (scripts/fetch-models.sh), and sets BLOCKSPEC_REQUIRE_MODELS=1 so a missing model fails.
+pub fn model(name: &str) -> Option<PathBuf> {
+    let p = models_dir().join(name);
+    if p.exists() {
+        Some(p)
+    } else if std::env::var_os("BLOCKSPEC_REQUIRE_MODELS").is_some() {
+        panic!("model {} missing and BLOCKSPEC_REQUIRE_MODELS is set", p.display());
+    } else {
+        eprintln!("skipping: model {} not found (run scripts/fetch-models.sh)", p.display());
+        None
+    }
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(rel)
+}
+
+pub fn read_json(rel: &str) -> serde_json::Value {
+    let p = fixture(rel);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

@@ -1,0 +1,65 @@
+//! Greedy generation equals llama.cpp's, token for token, on the real Qwen2.5-Coder GGUFs.
+//! Reference: tests/fixtures/llama/generate-*.json, made by scripts/ref/make_llama_fixtures.py
+//! with llama.cpp built from the same vendored ggml source (same kernels on the CPU).
+
+mod common;
+
+use blockspec::engine::{Engine, EngineConfig, Outputs};
+use blockspec::gguf::Gguf;
+use blockspec::model::Model;
+use blockspec::sampling::argmax;
+use std::sync::Arc;
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn check_model(file: &str) {
+    let Some(path) = common::model(file) else { return };
+    let fx = common::read_json(&format!("llama/generate-{}.json", file.trim_end_matches(".gguf")));
+    let g = Gguf::open(&path).expect("open gguf");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
+    let cfg = EngineConfig {
+        n_ctx: 4096,
+        n_ubatch: 512,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        capture_layers: vec![],
+    };
+    let mut engine = Engine::new(model, backend, cfg).expect("engine");
+    let cases = fx["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 14, "fixture has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        let prompt = ids(&case["prompt_tokens"]);
+        let want = ids(&case["tokens"]);
+        engine.reset();
+        let mut logits = engine.decode(&prompt, Outputs::Last).expect("prefill");
+        let mut got = Vec::new();
+        for i in 0..want.len() {
+            let t = argmax(logits.last());
+            got.push(t);
+            if t != want[i] || i + 1 == want.len() {
+                break;
+            }
+            logits = engine.decode(&[t], Outputs::Last).expect("decode");
+        }
+        if got != want {
+            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len());
+            failures.push(format!("{name}: first difference at token {at}: got {:?}, llama.cpp {:?}", got.get(at), want.get(at)));
+        }
+    }
+    assert!(failures.is_empty(), "{file}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn greedy_matches_llama_cpp_05b() {
+    check_model(common::MODEL_05B);
+}
+
+#[test]
+fn greedy_matches_llama_cpp_15b() {
+    check_model(common::MODEL_15B);
+}
