@@ -362,13 +362,15 @@ impl Context {
     pub fn transpose(&mut self, a: Tensor) -> Tensor {
         ptr!(unsafe { sys::ggml_transpose(self.ctx(), a.raw()) })
     }
-    pub fn rope_ext(&mut self, a: Tensor, pos: Tensor, p: &RopeParams) -> Tensor {
+    /// RoPE at positions `pos`; `freq_factors` divides each frequency (Llama 3.1 scaling).
+    pub fn rope_ext(&mut self, a: Tensor, pos: Tensor, freq_factors: Option<Tensor>, p: &RopeParams) -> Tensor {
+        let ff = freq_factors.map_or(std::ptr::null_mut(), |t| t.raw());
         ptr!(unsafe {
             sys::ggml_rope_ext(
                 self.ctx(),
                 a.raw(),
                 pos.raw(),
-                std::ptr::null_mut(),
+                ff,
                 p.n_dims,
                 p.mode,
                 p.n_ctx_orig,

@@ -109,12 +109,12 @@ pub fn build(
             q = c.rms_norm(q, hp.rms_eps);
             q = c.mul(q, n);
         }
-        q = c.rope_ext(q, pos, &rope);
+        q = c.rope_ext(q, pos, w.rope_freqs, &rope);
         if let Some(n) = l.k_norm {
             k = c.rms_norm(k, hp.rms_eps);
             k = c.mul(k, n);
         }
-        k = c.rope_ext(k, pos, &rope);
+        k = c.rope_ext(k, pos, w.rope_freqs, &rope);
 
         // Same node order as llama.cpp: q, v, k, then the cache writes.
         c.build_forward_expand(gf, q);

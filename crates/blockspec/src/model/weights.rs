@@ -65,6 +65,8 @@ pub struct Weights {
     pub output_norm: Tensor,
     /// The lm_head (a second placement of `tok_embd`'s bytes when the model ties them).
     pub output: Tensor,
+    /// Per-frequency divisors of RoPE (Llama 3.1+ long-context scaling), shared by all layers.
+    pub rope_freqs: Option<Tensor>,
     pub layers: Vec<LayerWeights>,
     pub store: Arc<WeightStore>,
 }
@@ -227,6 +229,7 @@ pub fn declare_dense(loader: &mut Loader, hp: &super::Hparams) -> Result<DenseDe
         Some(o) => o,
         None => loader.duplicate("token_embd.weight", "output.weight", &[e, nv], WeightUse::MulMat)?,
     };
+    let rope_freqs = loader.optional("rope_freqs.weight", &[hp.rope.n_rot / 2], WeightUse::Other)?;
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
@@ -261,7 +264,7 @@ pub fn declare_dense(loader: &mut Loader, hp: &super::Hparams) -> Result<DenseDe
             ffn_down: loader.require(&n("ffn_down.weight"), &[ff, e], WeightUse::MulMat)?,
         });
     }
-    Ok(DenseDecl { tok_embd, output_norm, output, layers })
+    Ok(DenseDecl { tok_embd, output_norm, output, rope_freqs, layers })
 }
 
 /// Declaration indices of a dense model's tensors (resolved by [`DenseDecl::resolve`]).
@@ -269,6 +272,7 @@ pub struct DenseDecl {
     tok_embd: usize,
     output_norm: usize,
     output: usize,
+    rope_freqs: Option<usize>,
     layers: Vec<LayerWeights<usize>>,
 }
 
@@ -278,6 +282,7 @@ impl DenseDecl {
             tok_embd: tensors[self.tok_embd],
             output_norm: tensors[self.output_norm],
             output: tensors[self.output],
+            rope_freqs: self.rope_freqs.map(|i| tensors[i]),
             layers: self.layers.into_iter().map(|l| l.map(|i| tensors[i])).collect(),
             store,
         }
