@@ -77,14 +77,30 @@ impl Engine {
         }
         for &l in &cfg.capture_layers {
             if l >= hp.n_layer {
-                bail!("capture layer {l} out of range: the model has {} layers", hp.n_layer);
+                bail!(
+                    "capture layer {l} out of range: the model has {} layers",
+                    hp.n_layer
+                );
             }
         }
-        let kv = KvCache::new(&backend, hp.n_layer, hp.n_embd_kv(), cfg.n_ctx, cfg.type_k, cfg.type_v)?;
+        let kv = KvCache::new(
+            &backend,
+            hp.n_layer,
+            hp.head_dim,
+            hp.n_head_kv,
+            cfg.n_ctx,
+            cfg.type_k,
+            cfg.type_v,
+        )?;
         let capture = if cfg.capture_layers.is_empty() {
             None
         } else {
-            Some(CaptureBuffer::new(&backend, cfg.capture_layers.clone(), hp.n_embd, cfg.n_ubatch.min(cfg.n_ctx))?)
+            Some(CaptureBuffer::new(
+                &backend,
+                cfg.capture_layers.clone(),
+                hp.n_embd,
+                cfg.n_ubatch.min(cfg.n_ctx),
+            )?)
         };
         let graph_nodes = (hp.n_layer * 40 + 64).max(2048);
         let sched = Sched::new(vec![backend.clone()], graph_nodes);
@@ -102,10 +118,18 @@ impl Engine {
         };
         // Reserve compute memory once for the largest shape, so no step allocates later.
         let n = e.cfg.n_ubatch.min(e.cfg.n_ctx);
-        let worst = GraphShape { n_tokens: n, n_kv: e.cfg.n_ctx, n_outputs: n, capture: e.capture.is_some() };
+        let worst = GraphShape {
+            n_tokens: n,
+            n_kv: e.cfg.n_ctx,
+            n_outputs: n,
+            capture: e.capture.is_some(),
+        };
         let g = e.model.build_graph(&e.kv, e.capture.as_ref(), worst);
         if !e.sched.reserve(g.graph) {
-            bail!("could not reserve compute memory for a batch of {n} over {} cells", e.cfg.n_ctx);
+            bail!(
+                "could not reserve compute memory for a batch of {n} over {} cells",
+                e.cfg.n_ctx
+            );
         }
         Ok(e)
     }
@@ -181,13 +205,20 @@ impl Engine {
         let capture = self.capture.is_some();
         // A chunk without outputs still computes the last row's logits (cheap, one row) so that
         // the graph shape stays among the common ones.
-        let shape = GraphShape { n_tokens: nt, n_kv, n_outputs: n_outputs.max(1), capture };
+        let shape = GraphShape {
+            n_tokens: nt,
+            n_kv,
+            n_outputs: n_outputs.max(1),
+            capture,
+        };
         if !self.graphs.contains_key(&shape) {
             if self.graphs.len() >= MAX_CACHED_GRAPHS {
                 self.graphs.clear();
                 self.allocated = None;
             }
-            let g = self.model.build_graph(&self.kv, self.capture.as_ref(), shape);
+            let g = self
+                .model
+                .build_graph(&self.kv, self.capture.as_ref(), shape);
             self.graphs.insert(shape, g);
         }
         let g = self.graphs.get(&shape).expect("inserted above");

@@ -28,16 +28,22 @@ impl KvCache {
     pub fn new(
         backend: &Backend,
         n_layer: usize,
-        n_embd_kv: usize,
+        head_dim: usize,
+        n_head_kv: usize,
         n_ctx: usize,
         type_k: Type,
         type_v: Type,
     ) -> Result<KvCache> {
+        // Attention reads the cache per head, so a head must be a whole number of blocks.
         for (what, t) in [("--cache-type-k", type_k), ("--cache-type-v", type_v)] {
-            if t.row_bytes(n_embd_kv as u64).is_none() {
-                anyhow::bail!("{what} {t}: the KV row of {n_embd_kv} is not a multiple of its block size");
+            if t.row_bytes(head_dim as u64).is_none() {
+                anyhow::bail!(
+                    "{what} {t}: the model's head size {head_dim} is not a multiple of the {t} block size {}",
+                    t.block_size()
+                );
             }
         }
+        let n_embd_kv = head_dim * n_head_kv;
         let mut ctx = Context::new(2 * n_layer, 0);
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);
@@ -53,7 +59,14 @@ impl KvCache {
             .context("out of memory allocating the KV cache (try a smaller -c)")?;
         // Stale cells are always masked, but NaN garbage times a zero weight is still NaN.
         buffer.clear(0);
-        Ok(KvCache { k, v, n_ctx, type_k, type_v, store: Arc::new(KvStore { _ctx: ctx, buffer }) })
+        Ok(KvCache {
+            k,
+            v,
+            n_ctx,
+            type_k,
+            type_v,
+            store: Arc::new(KvStore { _ctx: ctx, buffer }),
+        })
     }
 
     pub fn bytes(&self) -> usize {

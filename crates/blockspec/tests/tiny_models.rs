@@ -12,13 +12,21 @@ use blockspec::sampling::argmax;
 use std::sync::Arc;
 
 fn f32s(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
     v.as_array().expect("array").iter().map(f32s).collect()
 }
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 /// max |a-b| over max |b|: the error relative to the reference's scale.
@@ -39,13 +47,23 @@ fn engine_for(dir: &str, file: &str, capture_all: bool) -> Engine {
         n_ubatch: 64,
         type_k: ggml::Type::F32,
         type_v: ggml::Type::F32,
-        capture_layers: if capture_all { (0..n_layer).collect() } else { vec![] },
+        capture_layers: if capture_all {
+            (0..n_layer).collect()
+        } else {
+            vec![]
+        },
     };
     Engine::new(model, backend, cfg).expect("engine")
 }
 
 /// Logits of every position and hidden states of every layer against transformers.
-fn check_forward(dir: &str, file: &str, seq_key: Option<&str>, max_logit_err: f32, max_hidden_err: f32) {
+fn check_forward(
+    dir: &str,
+    file: &str,
+    seq_key: Option<&str>,
+    max_logit_err: f32,
+    max_hidden_err: f32,
+) {
     let fx = common::read_json(&format!("tiny/{dir}/reference.json"));
     let mut e = engine_for(dir, file, true);
     let n_layer = e.model.hp.n_layer;
@@ -63,10 +81,17 @@ fn check_forward(dir: &str, file: &str, seq_key: Option<&str>, max_logit_err: f3
         let mut worst = 0f32;
         for (p, w) in want.iter().enumerate() {
             worst = worst.max(rel_err(logits.row(p), w));
-            assert_eq!(argmax(logits.row(p)), argmax(w), "{dir}/{file} seq {si} pos {p}: argmax differs");
+            assert_eq!(
+                argmax(logits.row(p)),
+                argmax(w),
+                "{dir}/{file} seq {si} pos {p}: argmax differs"
+            );
         }
         eprintln!("{dir}/{file} seq {si}: logits max rel err {worst:.2e}");
-        assert!(worst <= max_logit_err, "{dir}/{file} seq {si}: logits rel err {worst} > {max_logit_err}");
+        assert!(
+            worst <= max_logit_err,
+            "{dir}/{file} seq {si}: logits rel err {worst} > {max_logit_err}"
+        );
         if seq_key.is_some() {
             continue; // hidden states are recorded for the f32 HF model only
         }
@@ -76,14 +101,21 @@ fn check_forward(dir: &str, file: &str, seq_key: Option<&str>, max_logit_err: f3
         for il in 0..n_layer {
             // HF hidden_states[il+1] is layer il's output; the last one has the final norm applied,
             // so the last layer compares with last_layer_output_prenorm.
-            let want = if il + 1 == n_layer { rows(&full[si]["last_layer_output_prenorm"]) } else { rows(&hs[il + 1]) };
+            let want = if il + 1 == n_layer {
+                rows(&full[si]["last_layer_output_prenorm"])
+            } else {
+                rows(&hs[il + 1])
+            };
             for (p, w) in want.iter().enumerate() {
                 let base = (p * n_layer + il) * n_embd;
                 let err = rel_err(&cap[base..base + n_embd], w);
                 if p == 0 && il + 1 == n_layer {
                     eprintln!("{dir} seq {si} last layer hidden rel err {err:.2e}");
                 }
-                assert!(err <= max_hidden_err, "{dir} seq {si} layer {il} pos {p}: hidden rel err {err} > {max_hidden_err}");
+                assert!(
+                    err <= max_hidden_err,
+                    "{dir} seq {si} layer {il} pos {p}: hidden rel err {err} > {max_hidden_err}"
+                );
             }
         }
     }
@@ -107,7 +139,10 @@ fn check_greedy(dir: &str, file: &str, seq_key: Option<&str>) {
             got.push(t);
             logits = e.decode(&[t], Outputs::Last).expect("decode");
         }
-        assert_eq!(got, want, "{dir}/{file}: greedy continuation differs from transformers");
+        assert_eq!(
+            got, want,
+            "{dir}/{file}: greedy continuation differs from transformers"
+        );
     }
 }
 
@@ -124,7 +159,13 @@ fn qwen3_f32_matches_transformers() {
 #[test]
 fn qwen3_f16_matches_f16_rounded_transformers() {
     // f16 weights; the reference is transformers with the same f16-rounded weights.
-    check_forward("qwen3", "model-f16.gguf", Some("f16_weight_reference"), 5e-3, 1.0);
+    check_forward(
+        "qwen3",
+        "model-f16.gguf",
+        Some("f16_weight_reference"),
+        5e-3,
+        1.0,
+    );
     check_greedy("qwen3", "model-f16.gguf", Some("f16_weight_reference"));
 }
 

@@ -1,0 +1,586 @@
+//! The `blockspec` command line: `run`, `tokenize`, `bench`, `info`.
+//!
+//! Every failure prints one line `error: ...` naming the problem and exits with status 2.
+
+use crate::engine::{Engine, EngineConfig, Outputs};
+use crate::generate::{generate, GenerateOptions};
+use crate::gguf::Gguf;
+use crate::model::Model;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "blockspec",
+    version,
+    about = "LLM inference on ggml with DFlash speculative decoding"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate text from a prompt (or a chat) and stream it to stdout.
+    Run(RunArgs),
+    /// Print the token ids of a text.
+    Tokenize(TokenizeArgs),
+    /// Measure prompt processing and decoding speed.
+    Bench(BenchArgs),
+    /// Print a model's metadata, tensors and memory use.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ModelArgs {
+    /// Model GGUF file.
+    #[arg(short = 'm', long = "model")]
+    model: PathBuf,
+    /// CPU threads (default: all available cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Context size in tokens (default: the model's training context, capped at 8192).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
+    /// Largest batch evaluated in one graph (also -ub).
+    #[arg(long = "ubatch-size", default_value_t = 512)]
+    ubatch: usize,
+    /// KV cache type for K: f16, q8_0, q4_0, f32 (also -ctk).
+    #[arg(long = "cache-type-k", default_value = "f16")]
+    cache_type_k: String,
+    /// KV cache type for V (also -ctv).
+    #[arg(long = "cache-type-v", default_value = "f16")]
+    cache_type_v: String,
+    /// Show ggml's log and debug messages.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text (special tokens written inline are parsed).
+    #[arg(short = 'p', long = "prompt", conflicts_with_all = ["chat_file", "file"])]
+    prompt: Option<String>,
+    /// Read the prompt text from a file.
+    #[arg(short = 'f', long = "file", conflicts_with = "chat_file")]
+    file: Option<PathBuf>,
+    /// An OpenAI-style JSON messages array; the model's chat template is applied.
+    #[arg(long = "chat-file")]
+    chat_file: Option<PathBuf>,
+    /// Use this Jinja chat template file instead of the model's.
+    #[arg(long = "chat-template-file")]
+    chat_template_file: Option<PathBuf>,
+    /// Tokens to generate (-1: until end of generation or a full context).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Stop when this text appears (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Do not stop at end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+    /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SamplingArgs {
+    /// Temperature (0: greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    temp: f32,
+    /// Top-k (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    top_k: i32,
+    /// Top-p (1: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    min_p: f32,
+    /// Random seed (default: random).
+    #[arg(short = 's', long = "seed")]
+    seed: Option<u64>,
+    /// Repetition penalty (1: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Tokens the penalties look back over (-1: all).
+    #[arg(
+        long = "repeat-last-n",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
+    repeat_last_n: i32,
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    frequency_penalty: f32,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> Result<SamplingParams> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        let p = SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        };
+        p.validate().map_err(anyhow::Error::msg)?;
+        Ok(p)
+    }
+}
+
+#[derive(Args, Debug)]
+struct TokenizeArgs {
+    #[arg(short = 'm', long = "model")]
+    model: PathBuf,
+    /// The text to tokenize.
+    #[arg(long = "text", short = 'p')]
+    text: String,
+    /// Treat special tokens written in the text as plain text.
+    #[arg(long = "no-parse-special")]
+    no_parse_special: bool,
+    /// Print a JSON array of ids.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens per prefill test (comma-separated list, like llama-bench -p).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        default_value = "64",
+        value_delimiter = ','
+    )]
+    n_prompt: Vec<usize>,
+    /// Tokens per decode test (like llama-bench -n).
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        default_value = "32",
+        value_delimiter = ','
+    )]
+    n_gen: Vec<usize>,
+    /// Repetitions per test; the median is reported.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    reps: usize,
+    /// Print JSON instead of a markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    #[arg(short = 'm', long = "model")]
+    model: PathBuf,
+    /// Also list every tensor.
+    #[arg(long)]
+    tensors: bool,
+}
+
+/// llama.cpp's multi-letter single-dash flags, mapped to our long names (clap's short flags are
+/// one letter), so scripts written for llama-cli / llama-bench work unchanged.
+const LLAMA_FLAGS: &[(&str, &str)] = &[
+    ("-ub", "--ubatch-size"),
+    ("-ctk", "--cache-type-k"),
+    ("-ctv", "--cache-type-v"),
+];
+
+fn normalize_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| match a.to_str().and_then(|s| LLAMA_FLAGS.iter().find(|(f, _)| *f == s)) {
+        Some((_, long)) => (*long).into(),
+        None => a,
+    })
+    .collect()
+}
+
+/// Entry point: returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse_from(normalize_args(std::env::args_os())) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let verbose = match &cli.cmd {
+        Command::Run(a) => a.model.verbose,
+        Command::Bench(a) => a.model.verbose,
+        _ => false,
+    };
+    init_logging(verbose);
+    let r = match cli.cmd {
+        Command::Run(a) => cmd_run(a),
+        Command::Tokenize(a) => cmd_tokenize(a),
+        Command::Bench(a) => cmd_bench(a),
+        Command::Info(a) => cmd_info(a),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {}", one_line(&e));
+            2
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_logging(verbose: bool) {
+    ggml::set_log_verbosity(verbose);
+    let filter = if verbose { "debug" } else { "warn" };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BLOCKSPEC_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .try_init();
+}
+
+fn open_gguf(path: &Path) -> Result<Gguf> {
+    if !path.exists() {
+        bail!("model file not found: {}", path.display());
+    }
+    Ok(Gguf::open(path)?)
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(4)
+}
+
+/// A loaded model ready to generate.
+struct Loaded {
+    tokenizer: Tokenizer,
+    engine: Engine,
+    gguf: Gguf,
+}
+
+fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
+    let gguf = open_gguf(&args.model)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let threads = args.threads.unwrap_or_else(default_threads);
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let backend = Arc::new(ggml::Backend::cpu(threads));
+    let t0 = Instant::now();
+    let model = Arc::new(Model::load(&gguf, &backend, show_progress)?);
+    let n_ctx = match args.ctx_size {
+        Some(0) | None => model.hp.n_ctx_train.min(8192),
+        Some(c) => c,
+    };
+    let type_k = ggml::Type::parse(&args.cache_type_k)
+        .with_context(|| format!("--cache-type-k: unknown type {:?}", args.cache_type_k))?;
+    let type_v = ggml::Type::parse(&args.cache_type_v)
+        .with_context(|| format!("--cache-type-v: unknown type {:?}", args.cache_type_v))?;
+    if args.ubatch == 0 {
+        bail!("--ubatch-size must be at least 1");
+    }
+    let cfg = EngineConfig {
+        n_ctx,
+        n_ubatch: args.ubatch,
+        type_k,
+        type_v,
+        capture_layers: Vec::new(),
+    };
+    let engine = Engine::new(model.clone(), backend, cfg)?;
+    tracing::info!(
+        "loaded {} ({:?}, {} layers) in {:.2}s; KV {:.1} MiB, compute {:.1} MiB",
+        args.model.display(),
+        model.hp.arch,
+        model.hp.n_layer,
+        t0.elapsed().as_secs_f64(),
+        engine.kv_bytes() as f64 / 1048576.0,
+        engine.compute_bytes() as f64 / 1048576.0
+    );
+    Ok(Loaded {
+        tokenizer,
+        engine,
+        gguf,
+    })
+}
+
+fn read_text(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{what}: cannot read {}", path.display()))
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    let params = a.sampling.params()?;
+    let max_tokens = match a.n_predict {
+        n if n < 0 => None,
+        n => Some(n as usize),
+    };
+    // Check inputs before the (slow) model load.
+    let chat_messages = match &a.chat_file {
+        Some(p) => {
+            let s = read_text(p, "--chat-file")?;
+            let v: serde_json::Value = serde_json::from_str(&s)
+                .with_context(|| format!("--chat-file {}: invalid JSON", p.display()))?;
+            Some(v)
+        }
+        None => None,
+    };
+    let template_override = match &a.chat_template_file {
+        Some(p) => Some(read_text(p, "--chat-template-file")?),
+        None => None,
+    };
+    let raw_prompt = match (&a.prompt, &a.file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(read_text(f, "--file")?),
+        (None, None) => None,
+    };
+    if raw_prompt.is_none() && chat_messages.is_none() {
+        bail!("no prompt: give -p PROMPT, -f FILE or --chat-file MESSAGES.json");
+    }
+
+    let mut l = load(&a.model, !a.json)?;
+    let prompt_text = match chat_messages {
+        Some(msgs) => {
+            //CHAT-PENDING let tmpl = crate::chat::ChatTemplate::from_gguf(&l.gguf, template_override)?;
+            //CHAT-PENDING tmpl.render(&msgs, true, None, None)?
+            {
+                let _ = (&msgs, &template_override);
+                bail!("CHAT-PENDING")
+            }
+        }
+        None => raw_prompt.unwrap_or_default(),
+    };
+    let prompt = l.tokenizer.encode(&prompt_text, true, true)?;
+    let mut sampler = Sampler::new(params);
+    let opts = GenerateOptions {
+        max_tokens,
+        ignore_eos: a.ignore_eos,
+        stop: a.stop.clone(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let json = a.json;
+    let g = generate(
+        &mut l.engine,
+        &l.tokenizer,
+        &mut sampler,
+        &prompt,
+        &opts,
+        |piece| {
+            if !json {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+        },
+    )?;
+    if json {
+        let out = serde_json::json!({
+            "prompt": prompt_text,
+            "prompt_tokens": prompt,
+            "tokens": g.tokens,
+            "text": g.text,
+            "stop_type": g.stop,
+            "timings": g.timings,
+        });
+        writeln!(stdout, "{}", serde_json::to_string(&out)?)?;
+    } else {
+        writeln!(stdout)?;
+        let t = &g.timings;
+        eprintln!(
+            "\nprompt: {} tokens in {:.1} ms ({:.1} tok/s) | generated: {} tokens in {:.1} ms ({:.1} tok/s)",
+            t.prompt_n, t.prompt_ms, t.prompt_per_second, t.predicted_n, t.predicted_ms, t.predicted_per_second
+        );
+    }
+    Ok(())
+}
+
+fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
+    let g = open_gguf(&a.model)?;
+    let tok = Tokenizer::from_gguf(&g)?;
+    let ids = tok.encode(&a.text, true, !a.no_parse_special)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        let s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        println!("{}", s.join(" "));
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Deterministic pseudo-random token ids (like llama-bench's random prompt tokens).
+fn bench_tokens(n: usize, n_vocab: usize, salt: u64) -> Vec<u32> {
+    let mut x = 0x9E3779B97F4A7C15u64 ^ salt;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    let mut l = load(&a.model, !a.json)?;
+    let n_vocab = l.engine.n_vocab();
+    let threads = a.model.threads.unwrap_or_else(default_threads);
+    let mut rows = Vec::new();
+    let mut result = serde_json::Map::new();
+    for &np in &a.n_prompt {
+        if np == 0 {
+            continue;
+        }
+        if np > l.engine.n_ctx() {
+            bail!(
+                "-p {np}: more than the context size {} (-c)",
+                l.engine.n_ctx()
+            );
+        }
+        let toks = bench_tokens(np, n_vocab, np as u64);
+        // warm-up
+        l.engine.reset();
+        l.engine.decode(&toks, Outputs::Last)?;
+        let mut rates = Vec::new();
+        for _ in 0..a.reps {
+            l.engine.reset();
+            let t = Instant::now();
+            l.engine.decode(&toks, Outputs::Last)?;
+            rates.push(np as f64 / t.elapsed().as_secs_f64());
+        }
+        let m = median(&mut rates);
+        rows.push((format!("pp{np}"), m));
+        result.insert("prefill_tok_s".into(), m.into());
+        result.insert(format!("pp{np}_tok_s"), m.into());
+    }
+    for &ng in &a.n_gen {
+        if ng == 0 {
+            continue;
+        }
+        if ng + 1 > l.engine.n_ctx() {
+            bail!(
+                "-n {ng}: more than the context size {} (-c)",
+                l.engine.n_ctx()
+            );
+        }
+        let toks = bench_tokens(ng, n_vocab, 7 + ng as u64);
+        l.engine.reset();
+        l.engine.decode(&toks[..1], Outputs::Last)?;
+        let mut rates = Vec::new();
+        for _ in 0..a.reps {
+            l.engine.reset();
+            let t = Instant::now();
+            for &tk in &toks {
+                l.engine.decode(&[tk], Outputs::Last)?;
+            }
+            rates.push(ng as f64 / t.elapsed().as_secs_f64());
+        }
+        let m = median(&mut rates);
+        rows.push((format!("tg{ng}"), m));
+        result.insert("decode_tok_s".into(), m.into());
+        result.insert(format!("tg{ng}_tok_s"), m.into());
+    }
+    let name = a
+        .model
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if a.json {
+        result.insert("model".into(), name.into());
+        result.insert("threads".into(), threads.into());
+        result.insert("repetitions".into(), a.reps.into());
+        result.insert("backend".into(), "CPU".into());
+        println!("{}", serde_json::Value::Object(result));
+    } else {
+        println!(
+            "| model | backend | threads | test | t/s (median of {}) |",
+            a.reps
+        );
+        println!("| --- | --- | ---: | ---: | ---: |");
+        for (test, m) in rows {
+            println!("| {name} | CPU | {threads} | {test} | {m:.2} |");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_info(a: InfoArgs) -> Result<()> {
+    let g = open_gguf(&a.model)?;
+    println!(
+        "file: {} (GGUF v{}, {} file(s))",
+        a.model.display(),
+        g.version,
+        g.files.len()
+    );
+    for k in g.keys() {
+        let v = g.get(k).expect("listed key");
+        let shown = match v {
+            crate::gguf::Value::Array(items) => format!("[array of {}]", items.len()),
+            crate::gguf::Value::Str(s) if s.len() > 80 => {
+                format!("{:?}...", &s[..s.floor_char_boundary(80)])
+            }
+            other => format!("{other:?}"),
+        };
+        println!("  {k} = {shown}");
+    }
+    let mut by_type: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+    for t in &g.tensors {
+        let e = by_type.entry(t.ty.name().to_string()).or_default();
+        e.0 += 1;
+        e.1 += t.nbytes;
+    }
+    println!(
+        "tensors: {} ({:.1} MiB)",
+        g.tensors.len(),
+        g.tensor_data_bytes() as f64 / 1048576.0
+    );
+    for (ty, (n, b)) in by_type {
+        println!("  {ty}: {n} tensors, {:.1} MiB", b as f64 / 1048576.0);
+    }
+    if a.tensors {
+        for t in &g.tensors {
+            println!("  {} {} {:?}", t.name, t.ty, &t.ne[..t.n_dims]);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Bad input gives one clear error naming the problem: corrupt, truncated or inconsistent GGUF
+//! files, unknown architectures, and CLI misuse (exit status 2, no panic).
+
+mod common;
+
+use blockspec::gguf::{Gguf, Value};
+use blockspec::gguf_write::{read_all, write_gguf, TensorData};
+use blockspec::model::Model;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tiny() -> PathBuf {
+    common::fixture("tiny/qwen3/model-f32.gguf")
+}
+
+fn write_tmp(dir: &Path, name: &str, kv: &[(String, Value)], tensors: &[TensorData]) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).expect("create");
+    write_gguf(&mut f, kv, tensors).expect("write");
+    p
+}
+
+fn load_err(p: &Path) -> String {
+    let g = match Gguf::open(p) {
+        Ok(g) => g,
+        Err(e) => return e.to_string(),
+    };
+    let backend = ggml::Backend::cpu(1);
+    match Model::load(&g, &backend, false) {
+        Ok(_) => panic!("{} loaded but should not", p.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn writer_round_trips() {
+    let g = Gguf::open(&tiny()).expect("open");
+    let (kv, tensors) = read_all(&g);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write_tmp(dir.path(), "copy.gguf", &kv, &tensors);
+    let h = Gguf::open(&p).expect("reopen");
+    assert_eq!(h.keys(), g.keys());
+    for k in g.keys() {
+        assert_eq!(h.get(k), g.get(k), "{k}");
+    }
+    for t in &g.tensors {
+        let u = h.tensor(&t.name).expect("tensor");
+        assert_eq!((u.ne, u.ty), (t.ne, t.ty));
+        assert_eq!(h.tensor_bytes(u), g.tensor_bytes(t));
+    }
+}
+
+#[test]
+fn truncated_file_names_the_tensor_and_offset() {
+    let bytes = std::fs::read(tiny()).expect("read");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("cut.gguf");
+    std::fs::write(&p, &bytes[..bytes.len() - 1000]).expect("write");
+    let e = load_err(&p);
+    assert!(
+        e.contains("truncated") && e.contains("cut.gguf") && e.contains("tensor"),
+        "{e}"
+    );
+    // cut inside the metadata
+    std::fs::write(&p, &bytes[..300]).expect("write");
+    let e = load_err(&p);
+    assert!(e.contains("truncated") && e.contains("at byte"), "{e}");
+}
+
+#[test]
+fn not_a_gguf() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("x.gguf");
+    std::fs::write(&p, b"PK\x03\x04 this is a zip file, not a model").expect("write");
+    let e = load_err(&p);
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let e = load_err(&dir.path().join("missing.gguf"));
+    assert!(
+        e.contains("cannot open") && e.contains("missing.gguf"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_architecture() {
+    let g = Gguf::open(&tiny()).expect("open");
+    let (mut kv, tensors) = read_all(&g);
+    for (k, v) in kv.iter_mut() {
+        if k == "general.architecture" {
+            *v = Value::Str("mamba9".into());
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = load_err(&write_tmp(dir.path(), "a.gguf", &kv, &tensors));
+    assert!(e.contains("unsupported architecture \"mamba9\""), "{e}");
+}
+
+#[test]
+fn wrong_tensor_shape_and_missing_tensor() {
+    let g = Gguf::open(&tiny()).expect("open");
+    let (kv, mut tensors) = read_all(&g);
+    let k = tensors
+        .iter_mut()
+        .find(|t| t.name == "blk.0.attn_k.weight")
+        .expect("attn_k");
+    k.ne.reverse(); // same bytes, transposed shape
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = load_err(&write_tmp(dir.path(), "s.gguf", &kv, &tensors));
+    assert!(
+        e.contains("blk.0.attn_k.weight has shape [32, 64], expected [64, 32]"),
+        "{e}"
+    );
+
+    let (kv, mut tensors) = read_all(&g);
+    tensors.retain(|t| t.name != "blk.1.ffn_up.weight");
+    let e = load_err(&write_tmp(dir.path(), "m.gguf", &kv, &tensors));
+    assert!(e.contains("missing tensor blk.1.ffn_up.weight"), "{e}");
+}
+
+#[test]
+fn unknown_tensor_type() {
+    let g = Gguf::open(&tiny()).expect("open");
+    let (kv, tensors) = read_all(&g);
+    let mut bytes = Vec::new();
+    write_gguf(&mut bytes, &kv, &tensors).expect("write");
+    // The first tensor info: name, n_dims, dims, then the type id; overwrite it with 99.
+    let name = tensors[0].name.as_bytes();
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("name in header");
+    let ty_at = at + name.len() + 4 + 8 * tensors[0].ne.len();
+    bytes[ty_at..ty_at + 4].copy_from_slice(&99u32.to_le_bytes());
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("t.gguf");
+    std::fs::write(&p, &bytes).expect("write");
+    let e = load_err(&p);
+    assert!(
+        e.contains("unknown tensor type 99") && e.contains(&tensors[0].name),
+        "{e}"
+    );
+}
+
+fn blockspec(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_blockspec"))
+        .args(args)
+        .output()
+        .expect("run blockspec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_errors_exit_2_with_one_line() {
+    let m = tiny();
+    let m = m.to_str().expect("utf8 path");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", "-m", "/nonexistent/model.gguf", "-p", "hi"],
+            "model file not found",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hello there, a prompt that is longer than eight tokens for sure",
+                "-c",
+                "8",
+            ],
+            "does not fit the context",
+        ),
+        (vec!["run", "-m", m, "-p", "hi", "--temp", "warm"], "--temp"),
+        (vec!["run", "-m", m], "no prompt"),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--cache-type-k", "q9_9"],
+            "--cache-type-k",
+        ),
+        (
+            vec!["run", "-m", m, "--chat-file", "/nonexistent/chat.json"],
+            "--chat-file",
+        ),
+        (
+            vec!["tokenize", "-m", "/nonexistent/model.gguf", "--text", "x"],
+            "model file not found",
+        ),
+        (vec!["bench", "-m", m, "-p", "4096", "-c", "128"], "-p 4096"),
+    ];
+    for (args, want) in cases {
+        let (code, _out, err) = blockspec(&args);
+        assert_eq!(code, 2, "{args:?}: exit {code}, stderr {err}");
+        assert!(
+            err.contains(want),
+            "{args:?}: stderr {err:?} lacks {want:?}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn cli_run_json_on_tiny_model() {
+    let m = tiny();
+    let (code, out, err) = blockspec(&[
+        "run",
+        "-m",
+        m.to_str().expect("utf8"),
+        "-p",
+        "hello",
+        "-n",
+        "5",
+        "--temp",
+        "0",
+        "--json",
+        "--ignore-eos",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["tokens"].as_array().map(|a| a.len()), Some(5));
+    assert!(v["prompt_tokens"].as_array().is_some_and(|a| !a.is_empty()));
+    for k in ["prompt_n", "prompt_ms", "predicted_n", "predicted_ms"] {
+        assert!(v["timings"][k].is_number(), "timings.{k} missing: {v}");
+    }
+    assert_eq!(v["timings"]["predicted_n"], 5);
+}
