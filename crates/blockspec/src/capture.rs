@@ -24,13 +24,30 @@ pub struct CaptureBuffer {
 }
 
 impl CaptureBuffer {
-    pub fn new(backend: &Backend, layers: Vec<usize>, n_embd: usize, max_tokens: usize) -> Result<CaptureBuffer> {
+    pub fn new(
+        backend: &Backend,
+        layers: Vec<usize>,
+        n_embd: usize,
+        max_tokens: usize,
+    ) -> Result<CaptureBuffer> {
         let mut ctx = Context::new(1, 0);
-        let tensor = ctx.new_tensor(Type::F32, &[(layers.len() * n_embd) as i64, max_tokens as i64]);
+        let tensor = ctx.new_tensor(
+            Type::F32,
+            &[(layers.len() * n_embd) as i64, max_tokens as i64],
+        );
         ctx.set_name(tensor, "capture");
         let buffer = Buffer::alloc_ctx_tensors(&ctx, backend.default_buffer_type())
             .context("out of memory allocating the hidden-state capture buffer")?;
-        Ok(CaptureBuffer { layers, n_embd, max_tokens, tensor, store: Arc::new(CaptureStore { _ctx: ctx, _buffer: buffer }) })
+        Ok(CaptureBuffer {
+            layers,
+            n_embd,
+            max_tokens,
+            tensor,
+            store: Arc::new(CaptureStore {
+                _ctx: ctx,
+                _buffer: buffer,
+            }),
+        })
     }
 
     /// Where layer `il`'s output goes in the row, if it is captured.

@@ -4,8 +4,8 @@
 //! key/values, then the tensor infos (name, dims, type, offset), then tensor data aligned to
 //! `general.alignment` (default 32).
 
-use ggml::Type;
 use ggml::Mmap;
+use ggml::Type;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +13,16 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: cannot open: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: at byte {offset}: {what}")]
-    Corrupt { path: PathBuf, offset: u64, what: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
 }
@@ -143,7 +150,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, what: impl Into<String>) -> GgufError {
-        GgufError::Corrupt { path: self.path.to_path_buf(), offset: self.pos as u64, what: what.into() }
+        GgufError::Corrupt {
+            path: self.path.to_path_buf(),
+            offset: self.pos as u64,
+            what: what.into(),
+        }
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
         if self.buf.len() - self.pos < n {
@@ -157,10 +168,14 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self, what: &str) -> Result<String, GgufError> {
         let start = self.pos;
@@ -170,20 +185,22 @@ impl<'a> Reader<'a> {
             return Err(self.err(format!("{what}: string length {n} exceeds the file")));
         }
         let bytes = self.take(n as usize, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
-            GgufError::Corrupt {
-                path: self.path.to_path_buf(),
-                offset: start as u64,
-                what: format!("{what}: not valid UTF-8"),
-            }
+        String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::Corrupt {
+            path: self.path.to_path_buf(),
+            offset: start as u64,
+            what: format!("{what}: not valid UTF-8"),
         })
     }
     fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<Value, GgufError> {
         Ok(match ty {
             0 => Value::U8(self.take(1, key)?[0]),
             1 => Value::I8(self.take(1, key)?[0] as i8),
-            2 => Value::U16(u16::from_le_bytes(self.take(2, key)?.try_into().expect("2"))),
-            3 => Value::I16(i16::from_le_bytes(self.take(2, key)?.try_into().expect("2"))),
+            2 => Value::U16(u16::from_le_bytes(
+                self.take(2, key)?.try_into().expect("2"),
+            )),
+            3 => Value::I16(i16::from_le_bytes(
+                self.take(2, key)?.try_into().expect("2"),
+            )),
             4 => Value::U32(self.u32(key)?),
             5 => Value::I32(self.u32(key)? as i32),
             6 => Value::F32(f32::from_bits(self.u32(key)?)),
@@ -235,18 +252,25 @@ fn parse(path: &Path, buf: &[u8], file_index: usize) -> Result<Parsed, GgufError
         return Err(GgufError::Corrupt {
             path: path.to_path_buf(),
             offset: 0,
-            what: format!("not a GGUF file (magic {:?}, expected \"GGUF\")", String::from_utf8_lossy(magic)),
+            what: format!(
+                "not a GGUF file (magic {:?}, expected \"GGUF\")",
+                String::from_utf8_lossy(magic)
+            ),
         });
     }
     let version = r.u32("version")?;
     if !(2..=3).contains(&version) {
         r.pos -= 4;
-        return Err(r.err(format!("unsupported GGUF version {version} (supported: 2, 3)")));
+        return Err(r.err(format!(
+            "unsupported GGUF version {version} (supported: 2, 3)"
+        )));
     }
     let n_tensors = r.u64("tensor count")?;
     let n_kv = r.u64("metadata count")?;
     if n_tensors > buf.len() as u64 || n_kv > buf.len() as u64 {
-        return Err(r.err(format!("implausible counts: {n_tensors} tensors, {n_kv} metadata entries")));
+        return Err(r.err(format!(
+            "implausible counts: {n_tensors} tensors, {n_kv} metadata entries"
+        )));
     }
     let mut kv = Vec::with_capacity(n_kv as usize);
     for _ in 0..n_kv {
@@ -293,22 +317,41 @@ fn parse(path: &Path, buf: &[u8], file_index: usize) -> Result<Parsed, GgufError
             what: format!("tensor {name}: unknown tensor type {raw_ty}"),
         })?;
         let offset = r.u64(&name)?;
-        let row = ty.row_bytes(ne[0] as u64).ok_or_else(|| GgufError::Invalid {
-            path: path.to_path_buf(),
-            what: format!("tensor {name}: row of {} is not a multiple of the {ty} block size", ne[0]),
-        })?;
+        let row = ty
+            .row_bytes(ne[0] as u64)
+            .ok_or_else(|| GgufError::Invalid {
+                path: path.to_path_buf(),
+                what: format!(
+                    "tensor {name}: row of {} is not a multiple of the {ty} block size",
+                    ne[0]
+                ),
+            })?;
         let nbytes = ne[1..]
             .iter()
             .try_fold(row, |acc, &d| acc.checked_mul(d as u64))
-            .ok_or_else(|| GgufError::Invalid { path: path.to_path_buf(), what: format!("tensor {name}: size overflows") })?;
-        infos.push(TensorInfo { name, ne, n_dims, ty, file: file_index, offset, nbytes });
+            .ok_or_else(|| GgufError::Invalid {
+                path: path.to_path_buf(),
+                what: format!("tensor {name}: size overflows"),
+            })?;
+        infos.push(TensorInfo {
+            name,
+            ne,
+            n_dims,
+            ty,
+            file: file_index,
+            offset,
+            nbytes,
+        });
     }
     let data_start = (r.pos as u64).div_ceil(alignment as u64) * alignment as u64;
     for t in &mut infos {
         if t.offset % alignment as u64 != 0 {
             return Err(GgufError::Invalid {
                 path: path.to_path_buf(),
-                what: format!("tensor {}: data offset {} is not aligned to {alignment}", t.name, t.offset),
+                what: format!(
+                    "tensor {}: data offset {} is not aligned to {alignment}",
+                    t.name, t.offset
+                ),
             });
         }
         t.offset += data_start;
@@ -326,13 +369,26 @@ fn parse(path: &Path, buf: &[u8], file_index: usize) -> Result<Parsed, GgufError
             });
         }
     }
-    Ok(Parsed { version, kv, tensors: infos })
+    Ok(Parsed {
+        version,
+        kv,
+        tensors: infos,
+    })
 }
 
 fn map_file(path: &Path) -> Result<Arc<MappedFile>, GgufError> {
-    let f = std::fs::File::open(path).map_err(|e| GgufError::Open { path: path.to_path_buf(), source: e })?;
-    let map = map_readonly(&f).map_err(|e| GgufError::Open { path: path.to_path_buf(), source: e })?;
-    Ok(Arc::new(MappedFile { path: path.to_path_buf(), map }))
+    let f = std::fs::File::open(path).map_err(|e| GgufError::Open {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let map = map_readonly(&f).map_err(|e| GgufError::Open {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(Arc::new(MappedFile {
+        path: path.to_path_buf(),
+        map,
+    }))
 }
 
 /// The names of all files of the split set that `path` belongs to (`X-00001-of-0000N.gguf`),
@@ -385,11 +441,18 @@ impl Gguf {
                 tensors.extend(pi.tensors);
                 files.push(f);
             }
-            if let Some(n) = kv.iter().find(|(k, _)| k == "split.tensors.count").and_then(|(_, v)| v.as_i64()) {
+            if let Some(n) = kv
+                .iter()
+                .find(|(k, _)| k == "split.tensors.count")
+                .and_then(|(_, v)| v.as_i64())
+            {
                 if n as usize != tensors.len() {
                     return Err(GgufError::Invalid {
                         path: path.to_path_buf(),
-                        what: format!("split.tensors.count is {n} but the files hold {}", tensors.len()),
+                        what: format!(
+                            "split.tensors.count is {n} but the files hold {}",
+                            tensors.len()
+                        ),
                     });
                 }
             }
@@ -398,7 +461,10 @@ impl Gguf {
         let mut by_name = HashMap::new();
         for (i, t) in tensors.iter().enumerate() {
             if by_name.insert(t.name.clone(), i).is_some() {
-                return Err(GgufError::Invalid { path: path.to_path_buf(), what: format!("duplicate tensor {}", t.name) });
+                return Err(GgufError::Invalid {
+                    path: path.to_path_buf(),
+                    what: format!("duplicate tensor {}", t.name),
+                });
             }
         }
         Ok(Gguf {
@@ -424,42 +490,53 @@ impl Gguf {
     }
 
     fn invalid(&self, what: String) -> GgufError {
-        GgufError::Invalid { path: self.path().to_path_buf(), what }
+        GgufError::Invalid {
+            path: self.path().to_path_buf(),
+            what,
+        }
     }
 
     /// A required string value.
     pub fn str(&self, key: &str) -> Result<&str, GgufError> {
         match self.get(key) {
             None => Err(self.invalid(format!("missing metadata key {key}"))),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| self.invalid(format!("metadata {key}: expected a string, found {}", v.type_name()))),
+            Some(v) => v.as_str().ok_or_else(|| {
+                self.invalid(format!(
+                    "metadata {key}: expected a string, found {}",
+                    v.type_name()
+                ))
+            }),
         }
     }
     /// A required integer value.
     pub fn int(&self, key: &str) -> Result<i64, GgufError> {
         match self.get(key) {
             None => Err(self.invalid(format!("missing metadata key {key}"))),
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| self.invalid(format!("metadata {key}: expected an integer, found {}", v.type_name()))),
+            Some(v) => v.as_i64().ok_or_else(|| {
+                self.invalid(format!(
+                    "metadata {key}: expected an integer, found {}",
+                    v.type_name()
+                ))
+            }),
         }
     }
     /// A required positive integer, usable as a size.
     pub fn size(&self, key: &str) -> Result<usize, GgufError> {
         let v = self.int(key)?;
-        usize::try_from(v)
-            .ok()
-            .filter(|&v| v > 0)
-            .ok_or_else(|| self.invalid(format!("metadata {key} = {v}: expected a positive integer")))
+        usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
+            self.invalid(format!("metadata {key} = {v}: expected a positive integer"))
+        })
     }
     /// An optional float value (integers are accepted).
     pub fn float_or(&self, key: &str, default: f64) -> Result<f64, GgufError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.invalid(format!("metadata {key}: expected a number, found {}", v.type_name()))),
+            Some(v) => v.as_f64().ok_or_else(|| {
+                self.invalid(format!(
+                    "metadata {key}: expected a number, found {}",
+                    v.type_name()
+                ))
+            }),
         }
     }
     pub fn int_or(&self, key: &str, default: i64) -> Result<i64, GgufError> {
@@ -473,23 +550,41 @@ impl Gguf {
     }
     /// An optional array of strings.
     pub fn str_array(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
-        let arr = v
-            .as_array()
-            .ok_or_else(|| self.invalid(format!("metadata {key}: expected an array, found {}", v.type_name())))?;
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let arr = v.as_array().ok_or_else(|| {
+            self.invalid(format!(
+                "metadata {key}: expected an array, found {}",
+                v.type_name()
+            ))
+        })?;
         arr.iter()
-            .map(|e| e.as_str().ok_or_else(|| self.invalid(format!("metadata {key}: expected an array of strings"))))
+            .map(|e| {
+                e.as_str().ok_or_else(|| {
+                    self.invalid(format!("metadata {key}: expected an array of strings"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
     /// An optional array of integers.
     pub fn int_array(&self, key: &str) -> Result<Option<Vec<i64>>, GgufError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
-        let arr = v
-            .as_array()
-            .ok_or_else(|| self.invalid(format!("metadata {key}: expected an array, found {}", v.type_name())))?;
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let arr = v.as_array().ok_or_else(|| {
+            self.invalid(format!(
+                "metadata {key}: expected an array, found {}",
+                v.type_name()
+            ))
+        })?;
         arr.iter()
-            .map(|e| e.as_i64().ok_or_else(|| self.invalid(format!("metadata {key}: expected an array of integers"))))
+            .map(|e| {
+                e.as_i64().ok_or_else(|| {
+                    self.invalid(format!("metadata {key}: expected an array of integers"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -528,6 +623,9 @@ mod tests {
         let v = split_paths(p);
         assert_eq!(v.len(), 3);
         assert_eq!(v[0], Path::new("/m/model-00001-of-00003.gguf"));
-        assert_eq!(split_paths(Path::new("/m/x.gguf")), vec![PathBuf::from("/m/x.gguf")]);
+        assert_eq!(
+            split_paths(Path::new("/m/x.gguf")),
+            vec![PathBuf::from("/m/x.gguf")]
+        );
     }
 }

@@ -43,19 +43,28 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 1, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 1,
+            ..Default::default()
+        }
     }
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0 || self.top_k == 1
     }
     fn has_penalties(&self) -> bool {
         self.repeat_last_n != 0
-            && (self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0)
+            && (self.repeat_penalty != 1.0
+                || self.presence_penalty != 0.0
+                || self.frequency_penalty != 0.0)
     }
     /// Check ranges; the message names the parameter.
     pub fn validate(&self) -> Result<(), String> {
         if !self.temperature.is_finite() {
-            return Err(format!("temperature must be a finite number, got {}", self.temperature));
+            return Err(format!(
+                "temperature must be a finite number, got {}",
+                self.temperature
+            ));
         }
         if !(0.0..=1.0).contains(&self.top_p) && self.top_p.is_finite() {
             if self.top_p > 1.0 {
@@ -67,10 +76,16 @@ impl SamplingParams {
             return Err(format!("min_p must be at most 1, got {}", self.min_p));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(format!("repeat_penalty must be positive, got {}", self.repeat_penalty));
+            return Err(format!(
+                "repeat_penalty must be positive, got {}",
+                self.repeat_penalty
+            ));
         }
         if self.repeat_last_n < -1 {
-            return Err(format!("repeat_last_n must be >= -1, got {}", self.repeat_last_n));
+            return Err(format!(
+                "repeat_last_n must be >= -1, got {}",
+                self.repeat_last_n
+            ));
         }
         Ok(())
     }
@@ -93,14 +108,21 @@ pub struct Distribution {
 
 impl Distribution {
     pub fn prob_of(&self, tok: u32) -> f32 {
-        self.tokens.iter().position(|&t| t == tok).map_or(0.0, |i| self.probs[i])
+        self.tokens
+            .iter()
+            .position(|&t| t == tok)
+            .map_or(0.0, |i| self.probs[i])
     }
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Sampler { params, rng, history: Vec::new() }
+        Sampler {
+            params,
+            rng,
+            history: Vec::new(),
+        }
     }
 
     /// Record tokens the penalties should see (prompt and generated).
@@ -121,13 +143,19 @@ impl Sampler {
         if !p.has_penalties() {
             return;
         }
-        let n = if p.repeat_last_n < 0 { self.history.len() } else { (p.repeat_last_n as usize).min(self.history.len()) };
+        let n = if p.repeat_last_n < 0 {
+            self.history.len()
+        } else {
+            (p.repeat_last_n as usize).min(self.history.len())
+        };
         let mut counts: HashMap<u32, u32> = HashMap::new();
         for &t in &self.history[self.history.len() - n..] {
             *counts.entry(t).or_default() += 1;
         }
         for (&t, &c) in &counts {
-            let Some(l) = logits.get_mut(t as usize) else { continue };
+            let Some(l) = logits.get_mut(t as usize) else {
+                continue;
+            };
             if *l <= 0.0 {
                 *l *= p.repeat_penalty;
             } else {
@@ -144,7 +172,10 @@ impl Sampler {
         self.apply_penalties(&mut l);
         let p = &self.params;
         if p.is_greedy() {
-            return Distribution { tokens: vec![argmax(&l)], probs: vec![1.0] };
+            return Distribution {
+                tokens: vec![argmax(&l)],
+                probs: vec![1.0],
+            };
         }
         let mut cand: Vec<(u32, f32)> = l.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
         // top-k (sorted descending; stable so equal logits keep id order)
@@ -175,7 +206,10 @@ impl Sampler {
         }
         let t = p.temperature;
         let probs = softmax(cand.iter().map(|c| c.1 / t));
-        Distribution { tokens: cand.iter().map(|c| c.0).collect(), probs }
+        Distribution {
+            tokens: cand.iter().map(|c| c.0).collect(),
+            probs,
+        }
     }
 
     /// Draw from a distribution with this sampler's random state.
@@ -237,7 +271,11 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_even_with_temperature() {
-        let mut s = Sampler::new(SamplingParams { temperature: 1.5, top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.5,
+            top_k: 1,
+            ..Default::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&[0.1, 0.2, 5.0, 0.3]), 2);
         }
@@ -245,7 +283,13 @@ mod tests {
 
     #[test]
     fn top_p_keeps_smallest_prefix_reaching_p() {
-        let s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0, ..Default::default() });
+        let s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            min_p: 0.0,
+            ..Default::default()
+        });
         // probs ~ [0.64, 0.24, 0.09, 0.03]
         let d = s.distribution(&[3.0, 2.0, 1.0, 0.0]);
         assert_eq!(d.tokens, vec![0]);
@@ -253,7 +297,14 @@ mod tests {
 
     #[test]
     fn sampling_follows_the_distribution() {
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        });
         let logits = [0.0f32, (3.0f32).ln()]; // probs 0.25 / 0.75
         let n = 20000;
         let ones = (0..n).filter(|_| s.sample(&logits) == 1).count();
@@ -264,7 +315,11 @@ mod tests {
 
     #[test]
     fn repeat_penalty_lowers_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 0.0,
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
         s.accept(0);
         // 2.0/2 = 1.0 < 1.5
         assert_eq!(s.sample(&[2.0, 1.5]), 1);
@@ -272,7 +327,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_tokens() {
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 42, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 42,
+            ..Default::default()
+        };
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let mut a = Sampler::new(p.clone());
         let mut b = Sampler::new(p);

@@ -11,12 +11,21 @@ use blockspec::sampling::argmax;
 use std::sync::Arc;
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 fn check_model(file: &str) {
-    let Some(path) = common::model(file) else { return };
-    let fx = common::read_json(&format!("llama/generate-{}.json", file.trim_end_matches(".gguf")));
+    let Some(path) = common::model(file) else {
+        return;
+    };
+    let fx = common::read_json(&format!(
+        "llama/generate-{}.json",
+        file.trim_end_matches(".gguf")
+    ));
     let g = Gguf::open(&path).expect("open gguf");
     let backend = Arc::new(ggml::Backend::cpu(2));
     let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
@@ -47,11 +56,25 @@ fn check_model(file: &str) {
             logits = engine.decode(&[t], Outputs::Last).expect("decode");
         }
         if got != want {
-            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len());
-            failures.push(format!("{name}: first difference at token {at}: got {:?}, llama.cpp {:?}", got.get(at), want.get(at)));
+            let at = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len());
+            failures.push(format!(
+                "{name}: first difference at token {at}: got {:?}, llama.cpp {:?}",
+                got.get(at),
+                want.get(at)
+            ));
         }
     }
-    assert!(failures.is_empty(), "{file}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{file}: {} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

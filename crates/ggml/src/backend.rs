@@ -56,7 +56,9 @@ impl Backend {
 
     pub fn name(&self) -> String {
         // SAFETY: live backend; static C string.
-        unsafe { CStr::from_ptr(sys::ggml_backend_name(self.raw)) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(sys::ggml_backend_name(self.raw)) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     pub fn is_cpu(&self) -> bool {
@@ -84,7 +86,10 @@ impl Backend {
                 return out;
             }
             let reg = sys::ggml_backend_dev_backend_reg(dev);
-            let f = sys::ggml_backend_reg_get_proc_address(reg, c"ggml_backend_dev_get_extra_bufts".as_ptr());
+            let f = sys::ggml_backend_reg_get_proc_address(
+                reg,
+                c"ggml_backend_dev_get_extra_bufts".as_ptr(),
+            );
             if f.is_null() {
                 return out;
             }
@@ -102,7 +107,13 @@ impl Backend {
     /// Whether this backend's device can run `usage` with a weight of type `ty` and shape `ne`
     /// stored in `buft`
     /// (how llama.cpp decides where each weight goes).
-    pub fn supports_weight(&self, ty: Type, ne: [i64; 4], usage: WeightUse, buft: BufferType) -> bool {
+    pub fn supports_weight(
+        &self,
+        ty: Type,
+        ne: [i64; 4],
+        usage: WeightUse,
+        buft: BufferType,
+    ) -> bool {
         let mut ctx = Context::new(8, 0);
         let shadow = ctx.new_tensor(ty, &ne);
         let op = match usage {
@@ -156,7 +167,9 @@ unsafe impl Sync for BufferType {}
 impl BufferType {
     pub fn name(&self) -> String {
         // SAFETY: static descriptor; static C string.
-        unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(self.0)) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(self.0)) }
+            .to_string_lossy()
+            .into_owned()
     }
     pub fn is_host(&self) -> bool {
         // SAFETY: static descriptor.
@@ -202,21 +215,34 @@ impl Buffer {
         let bytes: &[u8] = (*owner).as_ref();
         // SAFETY: the memory stays valid and unmoved while `owner` lives, and the buffer keeps
         // `owner`. ggml only reads weights placed here (they are never graph outputs).
-        let raw = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(bytes.as_ptr() as *mut _, bytes.len()) };
+        let raw =
+            unsafe { sys::ggml_backend_cpu_buffer_from_ptr(bytes.as_ptr() as *mut _, bytes.len()) };
         assert!(!raw.is_null(), "ggml_backend_cpu_buffer_from_ptr failed");
-        Buffer { raw, _host: Some(owner) }
+        Buffer {
+            raw,
+            _host: Some(owner),
+        }
     }
 
     /// Place tensor `t` (no memory yet) at byte `offset` of this buffer.
     /// Panics if the tensor does not fit: the caller checked file bounds before.
     pub fn place(&self, t: Tensor, offset: usize) {
         assert!(!t.is_allocated(), "tensor {} already has memory", t.name());
-        assert!(offset + t.nbytes() <= self.size(), "tensor {} outside its buffer", t.name());
+        assert!(
+            offset + t.nbytes() <= self.size(),
+            "tensor {} outside its buffer",
+            t.name()
+        );
         // SAFETY: live buffer and tensor; the range is inside the buffer (checked above).
         unsafe {
             let base = sys::ggml_backend_buffer_get_base(self.raw) as *mut u8;
-            let status = sys::ggml_backend_tensor_alloc(self.raw, t.as_ptr(), base.add(offset).cast());
-            assert_eq!(status, sys::GGML_STATUS_SUCCESS, "ggml_backend_tensor_alloc failed");
+            let status =
+                sys::ggml_backend_tensor_alloc(self.raw, t.as_ptr(), base.add(offset).cast());
+            assert_eq!(
+                status,
+                sys::GGML_STATUS_SUCCESS,
+                "ggml_backend_tensor_alloc failed"
+            );
         }
     }
 
@@ -228,7 +254,9 @@ impl Buffer {
     /// Mark as holding weights (lets the scheduler prefer running ops where weights live).
     pub fn set_usage_weights(&self) {
         // SAFETY: live buffer.
-        unsafe { sys::ggml_backend_buffer_set_usage(self.raw, sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) }
+        unsafe {
+            sys::ggml_backend_buffer_set_usage(self.raw, sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+        }
     }
 
     pub fn clear(&self, value: u8) {
@@ -277,7 +305,10 @@ impl Sched {
             )
         };
         assert!(!raw.is_null(), "ggml_backend_sched_new failed");
-        Sched { raw, _backends: backends }
+        Sched {
+            raw,
+            _backends: backends,
+        }
     }
 
     /// Reserve compute memory for a graph of the largest shape to be used.

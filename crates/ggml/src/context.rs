@@ -108,8 +108,16 @@ impl Tensor {
     /// Panics if the tensor has no memory or the range is out of bounds: both are programming
     /// errors of the caller, never caused by user input.
     pub fn write_bytes(&self, data: &[u8], offset: usize) {
-        assert!(self.get().buffer.is_some_nonnull(), "tensor {} has no buffer", self.name());
-        assert!(offset + data.len() <= self.nbytes(), "write out of bounds of {}", self.name());
+        assert!(
+            self.get().buffer.is_some_nonnull(),
+            "tensor {} has no buffer",
+            self.name()
+        );
+        assert!(
+            offset + data.len() <= self.nbytes(),
+            "write out of bounds of {}",
+            self.name()
+        );
         // SAFETY: the tensor is allocated in a backend buffer and the range is inside it.
         unsafe {
             sys::ggml_backend_tensor_set(self.raw(), data.as_ptr().cast(), offset, data.len())
@@ -118,8 +126,16 @@ impl Tensor {
 
     /// Copy the tensor's bytes `[offset, offset + out.len())` into `out`.
     pub fn read_bytes(&self, out: &mut [u8], offset: usize) {
-        assert!(self.get().buffer.is_some_nonnull(), "tensor {} has no buffer", self.name());
-        assert!(offset + out.len() <= self.nbytes(), "read out of bounds of {}", self.name());
+        assert!(
+            self.get().buffer.is_some_nonnull(),
+            "tensor {} has no buffer",
+            self.name()
+        );
+        assert!(
+            offset + out.len() <= self.nbytes(),
+            "read out of bounds of {}",
+            self.name()
+        );
         // SAFETY: as in write_bytes.
         unsafe {
             sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), offset, out.len())
@@ -147,7 +163,10 @@ impl Tensor {
         assert_eq!(self.ty(), Type::F32);
         // SAFETY: f32 has no invalid bit patterns; the slice is reinterpreted as bytes only.
         let bytes = unsafe {
-            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(out))
+            std::slice::from_raw_parts_mut(
+                out.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of_val(out),
+            )
         };
         self.read_bytes(bytes, first * 4)
     }
@@ -205,7 +224,11 @@ impl Context {
                 + sys::ggml_graph_overhead_custom(graph_nodes, false)
                 + 1024
         };
-        let params = sys::ggml_init_params { mem_size: mem, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+        let params = sys::ggml_init_params {
+            mem_size: mem,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        };
         // SAFETY: ggml allocates its own arena of mem bytes; returns null only on OOM.
         let raw = unsafe { sys::ggml_init(params) };
         Context {
@@ -339,7 +362,16 @@ impl Context {
             match ne.len() {
                 1 => sys::ggml_view_1d(self.ctx(), a.raw(), ne[0], offset),
                 2 => sys::ggml_view_2d(self.ctx(), a.raw(), ne[0], ne[1], nb[0], offset),
-                3 => sys::ggml_view_3d(self.ctx(), a.raw(), ne[0], ne[1], ne[2], nb[0], nb[1], offset),
+                3 => sys::ggml_view_3d(
+                    self.ctx(),
+                    a.raw(),
+                    ne[0],
+                    ne[1],
+                    ne[2],
+                    nb[0],
+                    nb[1],
+                    offset,
+                ),
                 4 => sys::ggml_view_4d(
                     self.ctx(),
                     a.raw(),
@@ -363,7 +395,13 @@ impl Context {
         ptr!(unsafe { sys::ggml_transpose(self.ctx(), a.raw()) })
     }
     /// RoPE at positions `pos`; `freq_factors` divides each frequency (Llama 3.1 scaling).
-    pub fn rope_ext(&mut self, a: Tensor, pos: Tensor, freq_factors: Option<Tensor>, p: &RopeParams) -> Tensor {
+    pub fn rope_ext(
+        &mut self,
+        a: Tensor,
+        pos: Tensor,
+        freq_factors: Option<Tensor>,
+        p: &RopeParams,
+    ) -> Tensor {
         let ff = freq_factors.map_or(std::ptr::null_mut(), |t| t.raw());
         ptr!(unsafe {
             sys::ggml_rope_ext(
@@ -385,9 +423,25 @@ impl Context {
     }
     /// Fused attention; `mask` is F16 [n_kv, n_q], 0 where visible and -inf where not.
     /// Accumulates in f32 (as llama.cpp asks).
-    pub fn flash_attn_ext(&mut self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: f32) -> Tensor {
+    pub fn flash_attn_ext(
+        &mut self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor,
+        scale: f32,
+    ) -> Tensor {
         let t = ptr!(unsafe {
-            sys::ggml_flash_attn_ext(self.ctx(), q.raw(), k.raw(), v.raw(), mask.raw(), scale, 0.0, 0.0)
+            sys::ggml_flash_attn_ext(
+                self.ctx(),
+                q.raw(),
+                k.raw(),
+                v.raw(),
+                mask.raw(),
+                scale,
+                0.0,
+                0.0,
+            )
         });
         // SAFETY: t is the flash-attn node just made.
         unsafe { sys::ggml_prec_set_acc(t.raw(), sys::GGML_PREC_F32) };

@@ -128,12 +128,33 @@ pub fn build(
         c.build_forward_expand(gf, st);
 
         let row_k = kv.k[il].nb()[1];
-        let head_k = kv.type_k.row_bytes(hp.head_dim as u64).expect("checked at cache creation") as usize;
-        let kview = c.view(kv.k[il], &[hd, nhkv, shape.n_kv as i64, 1], &[head_k, row_k, row_k * kv.n_ctx], 0);
+        let head_k = kv
+            .type_k
+            .row_bytes(hp.head_dim as u64)
+            .expect("checked at cache creation") as usize;
+        let kview = c.view(
+            kv.k[il],
+            &[hd, nhkv, shape.n_kv as i64, 1],
+            &[head_k, row_k, row_k * kv.n_ctx],
+            0,
+        );
         let row_v = kv.v[il].nb()[1];
-        let head_v = kv.type_v.row_bytes(hp.head_dim as u64).expect("checked at cache creation") as usize;
-        let vview = c.view(kv.v[il], &[hd, nhkv, shape.n_kv as i64, 1], &[head_v, row_v, row_v * kv.n_ctx], 0);
-        let q4 = c.view(q, &[hd, nh, nt, 1], &[q.nb()[1], q.nb()[2], q.nb()[2] * nt as usize], 0);
+        let head_v = kv
+            .type_v
+            .row_bytes(hp.head_dim as u64)
+            .expect("checked at cache creation") as usize;
+        let vview = c.view(
+            kv.v[il],
+            &[hd, nhkv, shape.n_kv as i64, 1],
+            &[head_v, row_v, row_v * kv.n_ctx],
+            0,
+        );
+        let q4 = c.view(
+            q,
+            &[hd, nh, nt, 1],
+            &[q.nb()[1], q.nb()[2], q.nb()[2] * nt as usize],
+            0,
+        );
         let qp = c.permute(q4, [0, 2, 1, 3]);
         let kp = c.permute(kview, [0, 2, 1, 3]);
         let vp = c.permute(vview, [0, 2, 1, 3]);
@@ -161,7 +182,12 @@ pub fn build(
                 // The last layer only has the output rows when out_ids selected some.
                 let rows = out.ne()[1];
                 let row_bytes = cap.tensor.nb()[1];
-                let dst = c.view(cap.tensor, &[hp.n_embd as i64, rows], &[row_bytes], slot * hp.n_embd * 4);
+                let dst = c.view(
+                    cap.tensor,
+                    &[hp.n_embd as i64, rows],
+                    &[row_bytes],
+                    slot * hp.n_embd * 4,
+                );
                 let cp = c.cpy(out, dst);
                 c.build_forward_expand(gf, cp);
             }
@@ -175,5 +201,15 @@ pub fn build(
     c.set_output(logits);
     c.build_forward_expand(gf, logits);
 
-    ForwardGraph { ctx: c, graph: gf, shape, tokens, pos, kv_rows, mask, out_ids, logits }
+    ForwardGraph {
+        ctx: c,
+        graph: gf,
+        shape,
+        tokens,
+        pos,
+        kv_rows,
+        mask,
+        out_ids,
+        logits,
+    }
 }

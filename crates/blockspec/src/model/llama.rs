@@ -5,7 +5,11 @@
 use super::{Arch, Hparams, Variant};
 use crate::gguf::{Gguf, GgufError};
 
-pub const VARIANT: Variant = Variant { qkv_bias: false, qk_norm: false, rope_neox: false };
+pub const VARIANT: Variant = Variant {
+    qkv_bias: false,
+    qk_norm: false,
+    rope_neox: false,
+};
 
 pub fn hparams(g: &Gguf) -> Result<Hparams, GgufError> {
     Hparams::from_gguf(g, Arch::Llama, VARIANT)

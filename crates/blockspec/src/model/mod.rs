@@ -108,8 +108,15 @@ impl Hparams {
             None => "none".to_string(),
         };
         let factor = g.float_or(&k("rope.scaling.factor"), 0.0)? as f32;
-        let freq_scale = if factor > 0.0 && scaling != "none" { 1.0 / factor } else { 1.0 };
-        let n_ctx_orig = g.int_or(&k("rope.scaling.original_context_length"), n_ctx_train as i64)? as usize;
+        let freq_scale = if factor > 0.0 && scaling != "none" {
+            1.0 / factor
+        } else {
+            1.0
+        };
+        let n_ctx_orig = g.int_or(
+            &k("rope.scaling.original_context_length"),
+            n_ctx_train as i64,
+        )? as usize;
         // llama.cpp: YaRN extrapolation mix only when the model asks for YaRN scaling.
         let ext_factor = if scaling == "yarn" { 1.0 } else { 0.0 };
         let hp = Hparams {
@@ -138,7 +145,10 @@ impl Hparams {
         if hp.n_head % hp.n_head_kv != 0 {
             return Err(GgufError::Invalid {
                 path: g.path().to_path_buf(),
-                what: format!("{} heads is not a multiple of {} KV heads", hp.n_head, hp.n_head_kv),
+                what: format!(
+                    "{} heads is not a multiple of {} KV heads",
+                    hp.n_head, hp.n_head_kv
+                ),
             });
         }
         if scaling != "none" && scaling != "linear" && scaling != "yarn" {

@@ -4,7 +4,11 @@
 use super::{Arch, Hparams, Variant};
 use crate::gguf::{Gguf, GgufError};
 
-pub const VARIANT: Variant = Variant { qkv_bias: true, qk_norm: false, rope_neox: true };
+pub const VARIANT: Variant = Variant {
+    qkv_bias: true,
+    qk_norm: false,
+    rope_neox: true,
+};
 
 pub fn hparams(g: &Gguf) -> Result<Hparams, GgufError> {
     Hparams::from_gguf(g, Arch::Qwen2, VARIANT)

@@ -5,7 +5,11 @@
 use super::{Arch, Hparams, Variant};
 use crate::gguf::{Gguf, GgufError};
 
-pub const VARIANT: Variant = Variant { qkv_bias: false, qk_norm: true, rope_neox: true };
+pub const VARIANT: Variant = Variant {
+    qkv_bias: false,
+    qk_norm: true,
+    rope_neox: true,
+};
 
 pub fn hparams(g: &Gguf) -> Result<Hparams, GgufError> {
     Hparams::from_gguf(g, Arch::Qwen3, VARIANT)

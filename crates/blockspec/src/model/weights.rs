@@ -97,7 +97,12 @@ impl<'a> Loader<'a> {
     pub fn new(g: &'a Gguf, backend: &'a Backend) -> Loader<'a> {
         let mut bufts = backend.extra_buffer_types();
         bufts.push(backend.default_buffer_type());
-        Loader { g, backend, bufts, planned: Vec::new() }
+        Loader {
+            g,
+            backend,
+            bufts,
+            planned: Vec::new(),
+        }
     }
 
     /// Declare a required tensor `name` of shape `ne` (ggml order), used as `usage`.
@@ -109,7 +114,12 @@ impl<'a> Loader<'a> {
     }
 
     /// Declare an optional tensor.
-    pub fn optional(&mut self, name: &str, ne: &[usize], usage: WeightUse) -> Result<Option<usize>> {
+    pub fn optional(
+        &mut self,
+        name: &str,
+        ne: &[usize],
+        usage: WeightUse,
+    ) -> Result<Option<usize>> {
         match self.g.tensor(name) {
             None => Ok(None),
             Some(info) => self.plan(info.clone(), ne, usage).map(Some),
@@ -118,7 +128,13 @@ impl<'a> Loader<'a> {
 
     /// Declare a second placement of tensor `name` under a new name (tied embeddings: the
     /// same bytes used by get_rows and by the lm_head matmul may want different buffers).
-    pub fn duplicate(&mut self, name: &str, as_name: &str, ne: &[usize], usage: WeightUse) -> Result<usize> {
+    pub fn duplicate(
+        &mut self,
+        name: &str,
+        as_name: &str,
+        ne: &[usize],
+        usage: WeightUse,
+    ) -> Result<usize> {
         let Some(info) = self.g.tensor(name) else {
             bail!("{}: missing tensor {name}", self.g.path().display())
         };
@@ -143,7 +159,10 @@ impl<'a> Loader<'a> {
         }
         let buft = (0..self.bufts.len())
             .find(|&i| {
-                i + 1 == self.bufts.len() || self.backend.supports_weight(info.ty, info.ne, usage, self.bufts[i])
+                i + 1 == self.bufts.len()
+                    || self
+                        .backend
+                        .supports_weight(info.ty, info.ne, usage, self.bufts[i])
             })
             .expect("the default buffer type is always a candidate");
         self.planned.push(Planned { info, buft });
@@ -170,7 +189,11 @@ impl<'a> Loader<'a> {
             if host_in_place(buft) {
                 // One context + one buffer per mapped file.
                 for (fi, file) in self.g.files.iter().enumerate() {
-                    let here: Vec<usize> = members.iter().copied().filter(|&i| self.planned[i].info.file == fi).collect();
+                    let here: Vec<usize> = members
+                        .iter()
+                        .copied()
+                        .filter(|&i| self.planned[i].info.file == fi)
+                        .collect();
                     if here.is_empty() {
                         continue;
                     }
@@ -199,8 +222,9 @@ impl<'a> Loader<'a> {
                     ctx.set_name(t, &p.info.name);
                     tensors[i] = Some(t);
                 }
-                let buf = Buffer::alloc_ctx_tensors(&ctx, buft)
-                    .with_context(|| format!("out of memory allocating weights in {}", buft.name()))?;
+                let buf = Buffer::alloc_ctx_tensors(&ctx, buft).with_context(|| {
+                    format!("out of memory allocating weights in {}", buft.name())
+                })?;
                 buf.set_usage_weights();
                 for &i in &members {
                     let p = &self.planned[i];
@@ -214,8 +238,18 @@ impl<'a> Loader<'a> {
             }
         }
         bar.finish_and_clear();
-        let tensors = tensors.into_iter().map(|t| t.expect("every planned tensor placed")).collect();
-        Ok((tensors, Arc::new(WeightStore { _ctxs: ctxs, _buffers: buffers, bytes_by_buffer })))
+        let tensors = tensors
+            .into_iter()
+            .map(|t| t.expect("every planned tensor placed"))
+            .collect();
+        Ok((
+            tensors,
+            Arc::new(WeightStore {
+                _ctxs: ctxs,
+                _buffers: buffers,
+                bytes_by_buffer,
+            }),
+        ))
     }
 }
 
@@ -227,9 +261,15 @@ pub fn declare_dense(loader: &mut Loader, hp: &super::Hparams) -> Result<DenseDe
     let output_norm = loader.require("output_norm.weight", &[e], WeightUse::Other)?;
     let output = match loader.optional("output.weight", &[e, nv], WeightUse::MulMat)? {
         Some(o) => o,
-        None => loader.duplicate("token_embd.weight", "output.weight", &[e, nv], WeightUse::MulMat)?,
+        None => loader.duplicate(
+            "token_embd.weight",
+            "output.weight",
+            &[e, nv],
+            WeightUse::MulMat,
+        )?,
     };
-    let rope_freqs = loader.optional("rope_freqs.weight", &[hp.rope.n_rot / 2], WeightUse::Other)?;
+    let rope_freqs =
+        loader.optional("rope_freqs.weight", &[hp.rope.n_rot / 2], WeightUse::Other)?;
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
@@ -264,7 +304,13 @@ pub fn declare_dense(loader: &mut Loader, hp: &super::Hparams) -> Result<DenseDe
             ffn_down: loader.require(&n("ffn_down.weight"), &[ff, e], WeightUse::MulMat)?,
         });
     }
-    Ok(DenseDecl { tok_embd, output_norm, output, rope_freqs, layers })
+    Ok(DenseDecl {
+        tok_embd,
+        output_norm,
+        output,
+        rope_freqs,
+        layers,
+    })
 }
 
 /// Declaration indices of a dense model's tensors (resolved by [`DenseDecl::resolve`]).
@@ -283,14 +329,23 @@ impl DenseDecl {
             output_norm: tensors[self.output_norm],
             output: tensors[self.output],
             rope_freqs: self.rope_freqs.map(|i| tensors[i]),
-            layers: self.layers.into_iter().map(|l| l.map(|i| tensors[i])).collect(),
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| l.map(|i| tensors[i]))
+                .collect(),
             store,
         }
     }
 }
 
 /// Load a dense decoder's weights onto `backend`.
-pub fn load_dense(g: &Gguf, backend: &Backend, hp: &super::Hparams, progress: bool) -> Result<Weights> {
+pub fn load_dense(
+    g: &Gguf,
+    backend: &Backend,
+    hp: &super::Hparams,
+    progress: bool,
+) -> Result<Weights> {
     let mut loader = Loader::new(g, backend);
     let decl = declare_dense(&mut loader, hp)?;
     let (tensors, store) = loader.load(progress)?;

@@ -9,7 +9,8 @@ pub const MODEL_15B: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("BLOCKSPEC_MODELS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/blockspec/models"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/blockspec/models"),
     }
 }
 
@@ -20,15 +21,23 @@ pub fn model(name: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else if std::env::var_os("BLOCKSPEC_REQUIRE_MODELS").is_some() {
-        panic!("model {} missing and BLOCKSPEC_REQUIRE_MODELS is set", p.display());
+        panic!(
+            "model {} missing and BLOCKSPEC_REQUIRE_MODELS is set",
+            p.display()
+        );
     } else {
-        eprintln!("skipping: model {} not found (run scripts/fetch-models.sh)", p.display());
+        eprintln!(
+            "skipping: model {} not found (run scripts/fetch-models.sh)",
+            p.display()
+        );
         None
     }
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel)
 }
 
 pub fn read_json(rel: &str) -> serde_json::Value {
