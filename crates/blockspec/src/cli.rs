@@ -369,12 +369,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let mut l = load(&a.model, !a.json)?;
     let prompt_text = match chat_messages {
         Some(msgs) => {
-            //CHAT-PENDING let tmpl = crate::chat::ChatTemplate::from_gguf(&l.gguf, template_override)?;
-            //CHAT-PENDING tmpl.render(&msgs, true, None, None)?
-            {
-                let _ = (&msgs, &template_override);
-                bail!("CHAT-PENDING")
-            }
+            let tmpl = crate::chat::ChatTemplate::from_gguf(&l.gguf, template_override)?;
+            tmpl.render(&msgs, true, None, None)?
         }
         None => raw_prompt.unwrap_or_default(),
     };

@@ -5,10 +5,17 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod draft;
+pub mod chat;
+pub mod cli;
 pub mod engine;
+pub mod generate;
 pub mod gguf;
+pub mod gguf_write;
 pub mod kv_cache;
 pub mod model;
 pub mod progress;
 pub mod sampling;
-pub mod cli { pub fn main() -> i32 { 0 } }
+pub mod spec;
+pub mod synth;
+pub mod tokenizer;
