@@ -8,4 +8,6 @@ scripts/fetch-models.sh
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
 # Tests that need the real models fail (instead of skipping) when they are missing.
-BLOCKSPEC_REQUIRE_MODELS=1 cargo test --release --locked --workspace
+# One test at a time: each engine already uses both cores (ggml threads wait on each other at
+# every op, so two engines sharing two cores crawl).
+BLOCKSPEC_REQUIRE_MODELS=1 cargo test --release --locked --workspace -- --test-threads=1

@@ -7,6 +7,7 @@ use crate::generate::{generate, GenerateOptions};
 use crate::gguf::Gguf;
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
+use crate::spec::{generate_dflash, SpecOptions};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +37,27 @@ enum Command {
     Bench(BenchArgs),
     /// Print a model's metadata, tensors and memory use.
     Info(InfoArgs),
+    /// Write synthetic random-weight models (for tests and timing only).
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Write a random DFlash drafter (llama.cpp `dflash` GGUF) matching this target GGUF.
+    #[arg(long = "dflash-for")]
+    dflash_for: PathBuf,
+    /// Output file.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    #[arg(long = "draft-layers", default_value_t = 5)]
+    draft_layers: usize,
+    #[arg(long = "block-size", default_value_t = 16)]
+    block_size: usize,
+    /// Target layers to tap (comma-separated, 0-based; default: the reference rule for 5 taps).
+    #[arg(long = "target-layers", value_delimiter = ',')]
+    target_layers: Vec<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -61,6 +83,55 @@ struct ModelArgs {
     /// Show ggml's log and debug messages.
     #[arg(long)]
     verbose: bool,
+    /// Drafter for speculative decoding: a z-lab DFlash directory or a DFlash GGUF (also -md).
+    #[arg(long = "draft", visible_alias = "model-draft")]
+    draft: Option<PathBuf>,
+    /// Draft source: dflash, draft (a classic draft model), ngram, none. Also accepts llama.cpp's
+    /// --spec-type spellings (draft-dflash, draft-simple, ngram-simple, none).
+    #[arg(long = "spec", visible_alias = "spec-type")]
+    spec: Option<String>,
+    /// Verify exactly this many tokens per step (1..=block size) instead of choosing the length
+    /// that pays on this machine (also --spec-draft-n-max N, which verifies N drafts + 1).
+    #[arg(long = "block-size")]
+    block_size: Option<usize>,
+    /// Attend to at most this many past positions in the drafter (0: all; the target is unaffected).
+    #[arg(long = "draft-ctx", default_value_t = 0)]
+    draft_ctx: usize,
+    /// Use batch-size-independent kernels (no weight repacking) also without a drafter, so plain
+    /// decoding reproduces speculative output token for token. Speculation always uses them.
+    #[arg(long = "batch-invariant")]
+    batch_invariant: bool,
+}
+
+/// The speculative decoding mode a command line asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpecKind {
+    None,
+    DFlash,
+}
+
+impl ModelArgs {
+    fn spec_kind(&self) -> Result<SpecKind> {
+        let kind = match self.spec.as_deref() {
+            None => {
+                if self.draft.is_some() {
+                    SpecKind::DFlash
+                } else {
+                    SpecKind::None
+                }
+            }
+            Some("none") => SpecKind::None,
+            Some("dflash" | "draft-dflash") => SpecKind::DFlash,
+            Some(k @ ("draft" | "draft-simple" | "ngram" | "ngram-simple")) => {
+                bail!("--spec {k}: classic draft models and n-gram lookup are not implemented yet (use dflash)")
+            }
+            Some(other) => bail!("--spec {other:?}: expected dflash, draft, ngram or none"),
+        };
+        if kind == SpecKind::DFlash && self.draft.is_none() {
+            bail!("--spec dflash needs a drafter: --draft PATH");
+        }
+        Ok(kind)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +264,9 @@ struct BenchArgs {
     /// Print JSON instead of a markdown table.
     #[arg(long)]
     json: bool,
+    /// Tokens per prompt in the plain-vs-speculative comparison (with --draft).
+    #[arg(long = "spec-tokens", default_value_t = 128)]
+    spec_tokens: usize,
 }
 
 #[derive(Args, Debug)]
@@ -207,15 +281,22 @@ struct InfoArgs {
 /// llama.cpp's multi-letter single-dash flags, mapped to our long names (clap's short flags are
 /// one letter), so scripts written for llama-cli / llama-bench work unchanged.
 const LLAMA_FLAGS: &[(&str, &str)] = &[
+    ("-md", "--draft"),
+    ("--spec-draft-model", "--draft"),
     ("-ub", "--ubatch-size"),
     ("-ctk", "--cache-type-k"),
     ("-ctv", "--cache-type-v"),
 ];
 
 fn normalize_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    args.map(|a| match a.to_str().and_then(|s| LLAMA_FLAGS.iter().find(|(f, _)| *f == s)) {
-        Some((_, long)) => (*long).into(),
-        None => a,
+    args.map(|a| {
+        match a
+            .to_str()
+            .and_then(|s| LLAMA_FLAGS.iter().find(|(f, _)| *f == s))
+        {
+            Some((_, long)) => (*long).into(),
+            None => a,
+        }
     })
     .collect()
 }
@@ -241,6 +322,7 @@ pub fn main() -> i32 {
         Command::Tokenize(a) => cmd_tokenize(a),
         Command::Bench(a) => cmd_bench(a),
         Command::Info(a) => cmd_info(a),
+        Command::Synth(a) => cmd_synth(a),
     };
     match r {
         Ok(()) => 0,
@@ -286,6 +368,7 @@ struct Loaded {
     tokenizer: Tokenizer,
     engine: Engine,
     gguf: Gguf,
+    drafter: Option<crate::draft::dflash::DFlashDrafter>,
 }
 
 fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
@@ -295,12 +378,42 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
+    let spec = args.spec_kind()?;
+    if let Some(b) = args.block_size {
+        if b == 0 {
+            bail!("--block-size must be at least 1");
+        }
+    }
     let backend = Arc::new(ggml::Backend::cpu(threads));
     let t0 = Instant::now();
-    let model = Arc::new(Model::load(&gguf, &backend, show_progress)?);
+    // With a drafter, batch-invariant target kernels: a verify batch then computes every row
+    // exactly as plain decoding would, so the output is the same token for token.
+    let repack = spec == SpecKind::None && !args.batch_invariant;
+    let model = Arc::new(Model::load_with(&gguf, &backend, show_progress, repack)?);
     let n_ctx = match args.ctx_size {
         Some(0) | None => model.hp.n_ctx_train.min(8192),
         Some(c) => c,
+    };
+    let drafter = match (spec, &args.draft) {
+        (SpecKind::DFlash, Some(p)) => {
+            let d = crate::draft::dflash::DFlashDrafter::load(
+                p,
+                model.clone(),
+                backend.clone(),
+                n_ctx,
+                args.draft_ctx,
+            )?;
+            if let Some(b) = args.block_size {
+                if b > d.block_size() {
+                    bail!(
+                        "--block-size {b}: the drafter's block size is {}",
+                        d.block_size()
+                    );
+                }
+            }
+            Some(d)
+        }
+        _ => None,
     };
     let type_k = ggml::Type::parse(&args.cache_type_k)
         .with_context(|| format!("--cache-type-k: unknown type {:?}", args.cache_type_k))?;
@@ -314,7 +427,10 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         n_ubatch: args.ubatch,
         type_k,
         type_v,
-        capture_layers: Vec::new(),
+        capture_layers: drafter
+            .as_ref()
+            .map(|d| d.target_layers().to_vec())
+            .unwrap_or_default(),
     };
     let engine = Engine::new(model.clone(), backend, cfg)?;
     tracing::info!(
@@ -330,6 +446,7 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         tokenizer,
         engine,
         gguf,
+        drafter,
     })
 }
 
@@ -383,28 +500,58 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
-    let g = generate(
-        &mut l.engine,
-        &l.tokenizer,
-        &mut sampler,
-        &prompt,
-        &opts,
-        |piece| {
-            if !json {
-                let _ = stdout.write_all(piece.as_bytes());
-                let _ = stdout.flush();
-            }
-        },
-    )?;
+    let on_text = |piece: &str| {
+        if !json {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    };
+    let (g, spec) = match l.drafter.as_mut() {
+        Some(d) => {
+            let so = SpecOptions {
+                fixed_len: a.model.block_size,
+            };
+            let (g, s) = generate_dflash(
+                &mut l.engine,
+                d,
+                &l.tokenizer,
+                &mut sampler,
+                &prompt,
+                &opts,
+                &so,
+                on_text,
+            )?;
+            (g, Some(s))
+        }
+        None => (
+            generate(
+                &mut l.engine,
+                &l.tokenizer,
+                &mut sampler,
+                &prompt,
+                &opts,
+                on_text,
+            )?,
+            None,
+        ),
+    };
     if json {
-        let out = serde_json::json!({
+        let mut timings = serde_json::to_value(&g.timings)?;
+        if let Some(s) = &spec {
+            timings["draft_n"] = s.drafted.into();
+            timings["draft_n_accepted"] = s.accepted.into();
+        }
+        let mut out = serde_json::json!({
             "prompt": prompt_text,
             "prompt_tokens": prompt,
             "tokens": g.tokens,
             "text": g.text,
             "stop_type": g.stop,
-            "timings": g.timings,
+            "timings": timings,
         });
+        if let Some(s) = &spec {
+            out["spec"] = serde_json::to_value(s)?;
+        }
         writeln!(stdout, "{}", serde_json::to_string(&out)?)?;
     } else {
         writeln!(stdout)?;
@@ -413,6 +560,12 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             "\nprompt: {} tokens in {:.1} ms ({:.1} tok/s) | generated: {} tokens in {:.1} ms ({:.1} tok/s)",
             t.prompt_n, t.prompt_ms, t.prompt_per_second, t.predicted_n, t.predicted_ms, t.predicted_per_second
         );
+        if let Some(s) = &spec {
+            eprintln!(
+                "speculative: tau {:.2} over {} steps ({} speculative), {} of {} drafts accepted",
+                s.tau, s.steps, s.spec_steps, s.accepted, s.drafted
+            );
+        }
     }
     Ok(())
 }
@@ -515,6 +668,16 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         result.insert("decode_tok_s".into(), m.into());
         result.insert(format!("tg{ng}_tok_s"), m.into());
     }
+    let spec_rows = match l.drafter.take() {
+        Some(mut d) => bench_spec(
+            &mut l,
+            &mut d,
+            a.model.block_size,
+            a.spec_tokens,
+            &mut result,
+        )?,
+        None => Vec::new(),
+    };
     let name = a
         .model
         .model
@@ -536,7 +699,137 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         for (test, m) in rows {
             println!("| {name} | CPU | {threads} | {test} | {m:.2} |");
         }
+        if !spec_rows.is_empty() {
+            println!();
+            println!("| mode | tokens | tok/s | speedup | tau | drafts accepted |");
+            println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+            for r in spec_rows {
+                println!("{r}");
+            }
+        }
     }
+    Ok(())
+}
+
+/// Prompts for the plain-vs-speculative comparison (code and chat, as users run them).
+const BENCH_PROMPTS: &[&str] = &[
+    "<|im_start|>user\nWrite a Python function that returns the n-th Fibonacci number.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nImplement binary search in Rust.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nExplain what a hash map is, briefly.<|im_end|>\n<|im_start|>assistant\n",
+    "def quicksort(arr):\n",
+    "<|im_start|>user\nWrite a C function that reverses a linked list.<|im_end|>\n<|im_start|>assistant\n",
+    "// JavaScript: debounce a function\nfunction debounce(fn, ms) {\n",
+    "<|im_start|>user\nList five prime numbers and explain why they are prime.<|im_end|>\n<|im_start|>assistant\n",
+    "class Stack:\n    \"\"\"A simple stack.\"\"\"\n",
+];
+
+/// Plain and speculative greedy generation on the same prompts and the same loaded target.
+fn bench_spec(
+    l: &mut Loaded,
+    d: &mut crate::draft::dflash::DFlashDrafter,
+    fixed_len: Option<usize>,
+    n_tokens: usize,
+    result: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<String>> {
+    let opts = GenerateOptions {
+        max_tokens: Some(n_tokens),
+        ignore_eos: true,
+        stop: vec![],
+    };
+    let mut plain = (0usize, 0.0f64);
+    let mut spec = (0usize, 0.0f64);
+    let (mut steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize);
+    let mut identical = true;
+    for p in BENCH_PROMPTS {
+        let prompt = l.tokenizer.encode(p, true, true)?;
+        let g = generate(
+            &mut l.engine,
+            &l.tokenizer,
+            &mut Sampler::new(SamplingParams::greedy()),
+            &prompt,
+            &opts,
+            |_| {},
+        )?;
+        plain.0 += g.tokens.len();
+        plain.1 += g.timings.predicted_ms;
+        let so = SpecOptions { fixed_len };
+        let (gs, st) = generate_dflash(
+            &mut l.engine,
+            d,
+            &l.tokenizer,
+            &mut Sampler::new(SamplingParams::greedy()),
+            &prompt,
+            &opts,
+            &so,
+            |_| {},
+        )?;
+        identical &= gs.tokens == g.tokens;
+        spec.0 += gs.tokens.len();
+        spec.1 += gs.timings.predicted_ms;
+        steps += st.steps;
+        drafted += st.drafted;
+        accepted += st.accepted;
+    }
+    let plain_rate = 1000.0 * plain.0 as f64 / plain.1.max(1e-9);
+    let spec_rate = 1000.0 * spec.0 as f64 / spec.1.max(1e-9);
+    let tau = spec.0 as f64 / steps.max(1) as f64;
+    result.insert("plain_tok_s".into(), plain_rate.into());
+    result.insert("spec_tok_s".into(), spec_rate.into());
+    result.insert("spec_speedup".into(), (spec_rate / plain_rate).into());
+    result.insert("spec_tau".into(), tau.into());
+    result.insert("spec_drafted".into(), drafted.into());
+    result.insert("spec_accepted".into(), accepted.into());
+    result.insert("spec_identical_to_plain".into(), identical.into());
+    result.insert("spec_prompts".into(), BENCH_PROMPTS.len().into());
+    if !identical {
+        bail!("speculative output differed from plain output: this is a bug, please report it");
+    }
+    Ok(vec![
+        format!(
+            "| plain (batch-invariant) | {} | {plain_rate:.2} | 1.00 | - | - |",
+            plain.0
+        ),
+        format!(
+            "| dflash | {} | {spec_rate:.2} | {:.2} | {tau:.2} | {accepted}/{drafted} |",
+            spec.0,
+            spec_rate / plain_rate
+        ),
+    ])
+}
+
+fn cmd_synth(a: SynthArgs) -> Result<()> {
+    let g = open_gguf(&a.dflash_for)?;
+    let hp = crate::model::hparams_for(&g)?;
+    if a.block_size < 2 {
+        bail!("--block-size must be at least 2");
+    }
+    let taps = if a.target_layers.is_empty() {
+        crate::draft::dflash::default_target_layers(hp.n_layer, 5.min(hp.n_layer))
+    } else {
+        a.target_layers.clone()
+    };
+    if let Some(&bad) = taps.iter().find(|&&l| l >= hp.n_layer) {
+        bail!(
+            "--target-layers: layer {bad} out of range (the target has {} layers)",
+            hp.n_layer
+        );
+    }
+    // A token id that exists in the target's vocabulary (its last), as the mask token.
+    let mask = (hp.n_vocab - 1) as u32;
+    let spec = crate::synth::DraftSpec {
+        n_layer: a.draft_layers,
+        block_size: a.block_size,
+        target_layers: taps,
+        mask_token_id: mask,
+        seed: a.seed,
+        scale: 0.02,
+    };
+    crate::synth::write_random_dflash(&a.output, &hp, &spec)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    eprintln!(
+        "wrote random DFlash drafter {} (synthetic, for timing and tests only)",
+        a.output.display()
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Plain autoregressive generation: prefill the prompt, then sample and decode one token at a
 //! time until a stop condition. Shared by the CLI and (later) the server.
 
-use crate::engine::{Engine, Outputs};
+use crate::engine::{Engine, Logits, Outputs};
 use crate::sampling::Sampler;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use anyhow::{bail, Result};
@@ -66,16 +66,74 @@ pub struct Generation {
     pub timings: Timings,
 }
 
-/// Generate from `prompt` (the engine's cache is reset first). `on_text` receives each piece of
-/// text as soon as it is complete UTF-8 (and not possibly the start of a stop string).
-pub fn generate(
+/// Collects generated tokens, turns them into text, streams complete text that cannot be the
+/// start of a stop string, and says when to stop. Shared by plain and speculative generation.
+pub struct Output<'a, F: FnMut(&str)> {
+    tok: &'a Tokenizer,
+    opts: &'a GenerateOptions,
+    pub tokens: Vec<u32>,
+    text: String,
+    /// Bytes of `text` already given to `on_text`.
+    emitted: usize,
+    stream: StreamDecoder,
+    on_text: F,
+}
+
+impl<'a, F: FnMut(&str)> Output<'a, F> {
+    pub fn new(tok: &'a Tokenizer, opts: &'a GenerateOptions, on_text: F) -> Self {
+        Output {
+            tok,
+            opts,
+            tokens: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            stream: StreamDecoder::new(),
+            on_text,
+        }
+    }
+
+    /// Add a generated token; `Some` when generation must stop after it.
+    pub fn push(&mut self, t: u32) -> Option<StopReason> {
+        self.tokens.push(t);
+        if self.tok.is_eog(t) && !self.opts.ignore_eos {
+            return Some(StopReason::Eos);
+        }
+        self.text.push_str(&self.stream.push(self.tok, t));
+        if let Some(cut) = find_stop(&self.text, &self.opts.stop) {
+            self.text.truncate(cut);
+            return Some(StopReason::Word);
+        }
+        // Hold back a tail that could still grow into a stop string.
+        let safe = self.text.len() - partial_stop_len(&self.text, &self.opts.stop);
+        if safe > self.emitted && self.text.is_char_boundary(safe) {
+            (self.on_text)(&self.text[self.emitted..safe]);
+            self.emitted = safe;
+        }
+        if self.opts.max_tokens.is_some_and(|m| self.tokens.len() >= m) {
+            return Some(StopReason::Limit);
+        }
+        None
+    }
+
+    /// Emit what is left; returns (tokens, text).
+    pub fn finish(mut self, stop: StopReason) -> (Vec<u32>, String) {
+        if stop != StopReason::Eos && stop != StopReason::Word {
+            self.text.push_str(&self.stream.flush());
+        }
+        if self.text.len() > self.emitted {
+            (self.on_text)(&self.text[self.emitted..]);
+        }
+        (self.tokens, self.text)
+    }
+}
+
+/// Check the prompt fits, reset the engine and the sampler history, and prefill.
+pub fn prefill(
     engine: &mut Engine,
-    tok: &Tokenizer,
     sampler: &mut Sampler,
     prompt: &[u32],
-    opts: &GenerateOptions,
-    mut on_text: impl FnMut(&str),
-) -> Result<Generation> {
+    timings: &mut Timings,
+) -> Result<Logits> {
     if prompt.is_empty() {
         bail!("the prompt is empty (no tokens)");
     }
@@ -88,63 +146,46 @@ pub fn generate(
     }
     engine.reset();
     sampler.accept_all(prompt);
-    let mut timings = Timings {
-        prompt_n: prompt.len(),
-        ..Default::default()
-    };
+    timings.prompt_n = prompt.len();
     let t0 = Instant::now();
-    let mut logits = engine.decode(prompt, Outputs::Last)?;
+    let logits = engine.decode(prompt, Outputs::Last)?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    Ok(logits)
+}
 
+/// Generate from `prompt` (the engine's cache is reset first). `on_text` receives each piece of
+/// text as soon as it is complete UTF-8 (and not possibly the start of a stop string).
+pub fn generate(
+    engine: &mut Engine,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let mut timings = Timings::default();
+    let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
     let t1 = Instant::now();
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut emitted = 0usize; // bytes of `text` already given to on_text
-    let mut stream = StreamDecoder::new();
-    let stop_reason;
-    loop {
+    let mut out = Output::new(tok, opts, on_text);
+    let stop = loop {
         let t = sampler.sample(logits.last());
         sampler.accept(t);
-        out.push(t);
-        if tok.is_eog(t) && !opts.ignore_eos {
-            stop_reason = StopReason::Eos;
-            break;
-        }
-        text.push_str(&stream.push(tok, t));
-        if let Some(cut) = find_stop(&text, &opts.stop) {
-            text.truncate(cut);
-            stop_reason = StopReason::Word;
-            break;
-        }
-        // Hold back a tail that could still grow into a stop string.
-        let safe = text.len() - partial_stop_len(&text, &opts.stop);
-        if safe > emitted && text.is_char_boundary(safe) {
-            on_text(&text[emitted..safe]);
-            emitted = safe;
-        }
-        if opts.max_tokens.is_some_and(|m| out.len() >= m) {
-            stop_reason = StopReason::Limit;
-            break;
+        if let Some(stop) = out.push(t) {
+            break stop;
         }
         if engine.n_past() >= engine.n_ctx() {
-            stop_reason = StopReason::Context;
-            break;
+            break StopReason::Context;
         }
         logits = engine.decode(&[t], Outputs::Last)?;
-    }
-    if stop_reason != StopReason::Eos && stop_reason != StopReason::Word {
-        text.push_str(&stream.flush());
-    }
-    if text.len() > emitted {
-        on_text(&text[emitted..]);
-    }
-    timings.predicted_n = out.len();
+    };
+    let (tokens, text) = out.finish(stop);
+    timings.predicted_n = tokens.len();
     timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;
     timings.finish();
     Ok(Generation {
-        tokens: out,
+        tokens,
         text,
-        stop: stop_reason,
+        stop,
         timings,
     })
 }

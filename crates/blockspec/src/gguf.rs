@@ -355,7 +355,7 @@ fn parse(path: &Path, buf: &[u8], file_index: usize) -> Result<Parsed, GgufError
             });
         }
         t.offset += data_start;
-        let end = t.offset.checked_add(t.nbytes).unwrap_or(u64::MAX);
+        let end = t.offset.saturating_add(t.nbytes);
         if end > buf.len() as u64 {
             return Err(GgufError::Corrupt {
                 path: path.to_path_buf(),

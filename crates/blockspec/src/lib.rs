@@ -5,9 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
-pub mod draft;
 pub mod chat;
 pub mod cli;
+pub mod draft;
 pub mod engine;
 pub mod generate;
 pub mod gguf;

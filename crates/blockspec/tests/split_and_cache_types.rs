@@ -15,7 +15,13 @@ fn engine(path: &Path, kv: ggml::Type) -> Engine {
     let g = Gguf::open(path).expect("open");
     let backend = Arc::new(ggml::Backend::cpu(2));
     let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
-    let cfg = EngineConfig { n_ctx: 128, n_ubatch: 64, type_k: kv, type_v: kv, capture_layers: vec![] };
+    let cfg = EngineConfig {
+        n_ctx: 128,
+        n_ubatch: 64,
+        type_k: kv,
+        type_v: kv,
+        capture_layers: vec![],
+    };
     Engine::new(model, backend, cfg).expect("engine")
 }
 
@@ -42,9 +48,19 @@ fn split_gguf_equals_single_file() {
     let mut kv1 = kv.clone();
     kv1.extend(split_keys(0));
     let p1 = dir.path().join("tiny-00001-of-00002.gguf");
-    write_gguf(&mut std::fs::File::create(&p1).expect("create"), &kv1, &tensors[..half]).expect("write 1");
+    write_gguf(
+        &mut std::fs::File::create(&p1).expect("create"),
+        &kv1,
+        &tensors[..half],
+    )
+    .expect("write 1");
     let p2 = dir.path().join("tiny-00002-of-00002.gguf");
-    write_gguf(&mut std::fs::File::create(&p2).expect("create"), &split_keys(1), &tensors[half..]).expect("write 2");
+    write_gguf(
+        &mut std::fs::File::create(&p2).expect("create"),
+        &split_keys(1),
+        &tensors[half..],
+    )
+    .expect("write 2");
 
     let gs = Gguf::open(&p1).expect("open split");
     assert_eq!(gs.files.len(), 2);
@@ -69,15 +85,31 @@ fn quantized_kv_cache_needs_whole_blocks_per_head() {
     let g = Gguf::open(&path).expect("open");
     let backend = Arc::new(ggml::Backend::cpu(1));
     let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
-    let cfg = EngineConfig { n_ctx: 64, n_ubatch: 8, type_k: ggml::Type::Q8_0, type_v: ggml::Type::F16, capture_layers: vec![] };
-    let e = Engine::new(model, backend, cfg).err().expect("must fail").to_string();
-    assert!(e.contains("--cache-type-k q8_0") && e.contains("head size 16"), "{e}");
+    let cfg = EngineConfig {
+        n_ctx: 64,
+        n_ubatch: 8,
+        type_k: ggml::Type::Q8_0,
+        type_v: ggml::Type::F16,
+        capture_layers: vec![],
+    };
+    let e = Engine::new(model, backend, cfg)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        e.contains("--cache-type-k q8_0") && e.contains("head size 16"),
+        "{e}"
+    );
 }
 
 #[test]
 fn quantized_kv_caches_stay_close_to_f16() {
-    let Some(path) = common::model(common::MODEL_05B) else { return };
-    let reference = engine(&path, ggml::Type::F16).decode(&prompt(), Outputs::All).expect("f16");
+    let Some(path) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let reference = engine(&path, ggml::Type::F16)
+        .decode(&prompt(), Outputs::All)
+        .expect("f16");
     // On this (deliberately random, hence chaotic) prompt even an f32 instead of f16 cache moves the
     // logits by 3e-2 of their scale; Qwen2's K has outliers (from its K bias), so a q8_0 K costs
     // more: measured q8_0 2e-1 with argmax agreeing at 35/40 positions. The bounds catch a broken
@@ -86,19 +118,37 @@ fn quantized_kv_caches_stay_close_to_f16() {
     // Hadamard transform when K is quantized to spread those outliers, which we do not do yet; so
     // q4_0 is checked on V, and q8_0 on both.
     let f16 = ggml::Type::F16;
-    for (tk, tv, max_err, min_agree) in
-        [(ggml::Type::Q8_0, ggml::Type::Q8_0, 0.35f32, 0.75f32), (f16, ggml::Type::Q4_0, 0.35, 0.75)]
-    {
+    for (tk, tv, max_err, min_agree) in [
+        (ggml::Type::Q8_0, ggml::Type::Q8_0, 0.35f32, 0.75f32),
+        (f16, ggml::Type::Q4_0, 0.35, 0.75),
+    ] {
         let ty = format!("K {tk} V {tv}");
         let g = Gguf::open(&path).expect("open");
         let backend = Arc::new(ggml::Backend::cpu(2));
         let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
-        let cfg = EngineConfig { n_ctx: 128, n_ubatch: 64, type_k: tk, type_v: tv, capture_layers: vec![] };
-        let l = Engine::new(model, backend, cfg).expect("engine").decode(&prompt(), Outputs::All).expect("decode");
+        let cfg = EngineConfig {
+            n_ctx: 128,
+            n_ubatch: 64,
+            type_k: tk,
+            type_v: tv,
+            capture_layers: vec![],
+        };
+        let l = Engine::new(model, backend, cfg)
+            .expect("engine")
+            .decode(&prompt(), Outputs::All)
+            .expect("decode");
         let scale = reference.data.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let err = l.data.iter().zip(&reference.data).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        let err = l
+            .data
+            .iter()
+            .zip(&reference.data)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
         let n = reference.n_rows();
-        let agree = (0..n).filter(|&i| argmax(l.row(i)) == argmax(reference.row(i))).count() as f32 / n as f32;
+        let agree = (0..n)
+            .filter(|&i| argmax(l.row(i)) == argmax(reference.row(i)))
+            .count() as f32
+            / n as f32;
         eprintln!("{ty}: rel err {err:.3e}, argmax agreement {agree:.2}");
         assert!(err < max_err, "{ty}: rel err {err}");
         assert!(agree >= min_agree, "{ty}: argmax agreement {agree}");

@@ -54,7 +54,10 @@ fn load(model: &str, fixture_kind: &str) -> Option<(Tokenizer, Json)> {
         dt.as_secs_f64() * 1e3,
         tok.n_vocab()
     );
-    assert!(dt.as_secs_f64() < 10.0, "tokenizer construction took {dt:?}");
+    assert!(
+        dt.as_secs_f64() < 10.0,
+        "tokenizer construction took {dt:?}"
+    );
     Some((tok, json))
 }
 

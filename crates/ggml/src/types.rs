@@ -55,7 +55,7 @@ impl Type {
     /// Bytes of one row of `n` elements, if `n` is a whole number of blocks.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let b = self.block_size();
-        (n % b == 0).then(|| n / b * self.block_bytes())
+        n.is_multiple_of(b).then(|| n / b * self.block_bytes())
     }
 
     pub fn is_quantized(self) -> bool {

@@ -5,7 +5,7 @@ mod blocks;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
-mod weights;
+pub mod weights;
 
 pub use blocks::{ForwardGraph, GraphShape};
 pub use weights::{LayerWeights, Weights};
@@ -142,7 +142,7 @@ impl Hparams {
                 n_ctx_orig,
             },
         };
-        if hp.n_head % hp.n_head_kv != 0 {
+        if !hp.n_head.is_multiple_of(hp.n_head_kv) {
             return Err(GgufError::Invalid {
                 path: g.path().to_path_buf(),
                 what: format!(
@@ -189,8 +189,19 @@ pub struct Model {
 
 impl Model {
     pub fn load(g: &Gguf, backend: &ggml::Backend, progress: bool) -> Result<Model> {
+        Model::load_with(g, backend, progress, true)
+    }
+
+    /// `repack`: see [`weights::Loader::new`]; false gives batch-invariant kernels, so that a
+    /// multi-token verify computes each row exactly as a one-token decode step would.
+    pub fn load_with(
+        g: &Gguf,
+        backend: &ggml::Backend,
+        progress: bool,
+        repack: bool,
+    ) -> Result<Model> {
         let hp = hparams_for(g)?;
-        let weights = weights::load_dense(g, backend, &hp, progress)?;
+        let weights = weights::load_dense(g, backend, &hp, progress, repack)?;
         Ok(Model { hp, weights })
     }
 

@@ -5,7 +5,7 @@
 //! repacks (Q4_0, Q4_K, ...) go to the repacking buffer (copied once, converted), everything else
 //! is read in place from the memory-mapped file (no copy).
 
-use crate::gguf::{Gguf, TensorInfo};
+use crate::gguf::{Gguf, MappedFile, TensorInfo};
 use anyhow::{bail, Context as _, Result};
 use ggml::{Backend, Buffer, BufferType, Context, Tensor, WeightUse};
 use std::any::Any;
@@ -78,15 +78,75 @@ impl Weights {
     }
 }
 
+/// Where a weight's bytes are: inside a memory-mapped file (usable in place), or in memory we
+/// own (converted from another format).
+#[derive(Clone)]
+pub enum WeightBytes {
+    Mapped { file: Arc<MappedFile>, offset: u64 },
+    Owned(Arc<Vec<u8>>),
+}
+
+/// A tensor as a weight source offers it.
+#[derive(Clone)]
+pub struct SourceTensor {
+    pub name: String,
+    pub ty: ggml::Type,
+    pub ne: [i64; 4],
+    pub n_dims: usize,
+    pub bytes: WeightBytes,
+}
+
+impl SourceTensor {
+    pub fn data(&self) -> &[u8] {
+        match &self.bytes {
+            WeightBytes::Mapped { file, offset } => {
+                let n = self.nbytes();
+                &file.map[*offset as usize..*offset as usize + n]
+            }
+            WeightBytes::Owned(v) => v,
+        }
+    }
+    pub fn nbytes(&self) -> usize {
+        let row = self.ty.row_bytes(self.ne[0] as u64).unwrap_or(0) as usize;
+        row * self.ne[1..].iter().product::<i64>() as usize
+    }
+}
+
+/// Something weights are read from (a GGUF, a safetensors directory).
+pub trait TensorSource {
+    /// For error messages: the file or directory.
+    fn describe(&self) -> String;
+    fn find(&self, name: &str) -> Option<SourceTensor>;
+}
+
+impl TensorSource for Gguf {
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+    fn find(&self, name: &str) -> Option<SourceTensor> {
+        let t: &TensorInfo = self.tensor(name)?;
+        Some(SourceTensor {
+            name: t.name.clone(),
+            ty: t.ty,
+            ne: t.ne,
+            n_dims: t.n_dims,
+            bytes: WeightBytes::Mapped {
+                file: self.files[t.file].clone(),
+                offset: t.offset,
+            },
+        })
+    }
+}
+
 struct Planned {
-    info: TensorInfo,
+    src: SourceTensor,
     /// Index into the loader's buffer type list.
     buft: usize,
 }
 
 /// Collects the tensors a model needs (checking names and shapes), then places them.
 pub struct Loader<'a> {
-    g: &'a Gguf,
+    g: &'a dyn TensorSource,
     backend: &'a Backend,
     /// Candidate buffer types in order of preference; the last is the plain one.
     bufts: Vec<BufferType>,
@@ -94,8 +154,16 @@ pub struct Loader<'a> {
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(g: &'a Gguf, backend: &'a Backend) -> Loader<'a> {
-        let mut bufts = backend.extra_buffer_types();
+    /// `repack`: let the backend convert matmul weights to its faster layouts (the CPU's
+    /// repacked Q4_0/Q4_K...). Those kernels round differently for a one-row batch than for a
+    /// multi-row one, so a speculative verify would not reproduce plain decoding bit for bit;
+    /// turn it off for batch-invariant (exactly lossless) speculation.
+    pub fn new(g: &'a dyn TensorSource, backend: &'a Backend, repack: bool) -> Loader<'a> {
+        let mut bufts = if repack {
+            backend.extra_buffer_types()
+        } else {
+            Vec::new()
+        };
         bufts.push(backend.default_buffer_type());
         Loader {
             g,
@@ -107,10 +175,10 @@ impl<'a> Loader<'a> {
 
     /// Declare a required tensor `name` of shape `ne` (ggml order), used as `usage`.
     pub fn require(&mut self, name: &str, ne: &[usize], usage: WeightUse) -> Result<usize> {
-        let Some(info) = self.g.tensor(name) else {
-            bail!("{}: missing tensor {name}", self.g.path().display())
+        let Some(t) = self.g.find(name) else {
+            bail!("{}: missing tensor {name}", self.g.describe())
         };
-        self.plan(info.clone(), ne, usage)
+        self.plan(t, ne, usage)
     }
 
     /// Declare an optional tensor.
@@ -120,9 +188,9 @@ impl<'a> Loader<'a> {
         ne: &[usize],
         usage: WeightUse,
     ) -> Result<Option<usize>> {
-        match self.g.tensor(name) {
+        match self.g.find(name) {
             None => Ok(None),
-            Some(info) => self.plan(info.clone(), ne, usage).map(Some),
+            Some(t) => self.plan(t, ne, usage).map(Some),
         }
     }
 
@@ -135,25 +203,24 @@ impl<'a> Loader<'a> {
         ne: &[usize],
         usage: WeightUse,
     ) -> Result<usize> {
-        let Some(info) = self.g.tensor(name) else {
-            bail!("{}: missing tensor {name}", self.g.path().display())
+        let Some(mut t) = self.g.find(name) else {
+            bail!("{}: missing tensor {name}", self.g.describe())
         };
-        let mut info = info.clone();
-        info.name = as_name.to_string();
-        self.plan(info, ne, usage)
+        t.name = as_name.to_string();
+        self.plan(t, ne, usage)
     }
 
-    fn plan(&mut self, info: TensorInfo, ne: &[usize], usage: WeightUse) -> Result<usize> {
+    fn plan(&mut self, src: SourceTensor, ne: &[usize], usage: WeightUse) -> Result<usize> {
         let mut want = [1i64; 4];
         for (w, &n) in want.iter_mut().zip(ne) {
             *w = n as i64;
         }
-        if info.ne != want {
+        if src.ne != want {
             bail!(
                 "{}: tensor {} has shape {:?}, expected {:?}",
-                self.g.path().display(),
-                info.name,
-                &info.ne[..info.n_dims],
+                self.g.describe(),
+                src.name,
+                &src.ne[..src.n_dims],
                 ne
             );
         }
@@ -162,10 +229,10 @@ impl<'a> Loader<'a> {
                 i + 1 == self.bufts.len()
                     || self
                         .backend
-                        .supports_weight(info.ty, info.ne, usage, self.bufts[i])
+                        .supports_weight(src.ty, src.ne, usage, self.bufts[i])
             })
             .expect("the default buffer type is always a candidate");
-        self.planned.push(Planned { info, buft });
+        self.planned.push(Planned { src, buft });
         Ok(self.planned.len() - 1)
     }
 
@@ -176,66 +243,80 @@ impl<'a> Loader<'a> {
         let mut ctxs = Vec::new();
         let mut buffers = Vec::new();
         let mut bytes_by_buffer = Vec::new();
-        let total: u64 = self.planned.iter().map(|p| p.info.nbytes).sum();
+        let total: u64 = self.planned.iter().map(|p| p.src.nbytes() as u64).sum();
         let bar = crate::progress::bytes_bar(total, "loading weights", progress);
 
-        // Tensors in the plain host buffer type are read in place from the mapped file(s).
-        let host_in_place = |buft: BufferType| buft == BufferType::cpu();
         for (bi, &buft) in self.bufts.iter().enumerate() {
             let members: Vec<usize> = (0..n).filter(|&i| self.planned[i].buft == bi).collect();
             if members.is_empty() {
                 continue;
             }
-            if host_in_place(buft) {
-                // One context + one buffer per mapped file.
-                for (fi, file) in self.g.files.iter().enumerate() {
+            // Mapped tensors in the plain host buffer type are read in place: one buffer over
+            // each mapped file, no copy.
+            let mut copied = Vec::new();
+            if buft == BufferType::cpu() {
+                let mut files: Vec<Arc<MappedFile>> = Vec::new();
+                for &i in &members {
+                    match &self.planned[i].src.bytes {
+                        WeightBytes::Mapped { file, .. }
+                            if !files.iter().any(|f| Arc::ptr_eq(f, file)) =>
+                        {
+                            files.push(file.clone())
+                        }
+                        WeightBytes::Mapped { .. } => {}
+                        WeightBytes::Owned(_) => copied.push(i),
+                    }
+                }
+                for file in files {
                     let here: Vec<usize> = members
                         .iter()
                         .copied()
-                        .filter(|&i| self.planned[i].info.file == fi)
+                        .filter(|&i| matches!(&self.planned[i].src.bytes, WeightBytes::Mapped { file: f, .. } if Arc::ptr_eq(f, &file)))
                         .collect();
-                    if here.is_empty() {
-                        continue;
-                    }
                     let mut ctx = Context::new(here.len(), 0);
                     let buf = Buffer::from_host_memory(file.clone());
                     buf.set_usage_weights();
                     let mut sum = 0usize;
                     for &i in &here {
-                        let p = &self.planned[i];
-                        let t = ctx.new_tensor(p.info.ty, &p.info.ne[..p.info.n_dims]);
-                        ctx.set_name(t, &p.info.name);
-                        buf.place(t, p.info.offset as usize);
+                        let p = &self.planned[i].src;
+                        let t = ctx.new_tensor(p.ty, &p.ne[..p.n_dims]);
+                        ctx.set_name(t, &p.name);
+                        let WeightBytes::Mapped { offset, .. } = &p.bytes else {
+                            unreachable!("filtered")
+                        };
+                        buf.place(t, *offset as usize);
                         sum += t.nbytes();
                         tensors[i] = Some(t);
-                        bar.inc(p.info.nbytes);
+                        bar.inc(p.nbytes() as u64);
                     }
                     bytes_by_buffer.push((format!("{} (mapped)", buft.name()), sum));
                     ctxs.push(ctx);
                     buffers.push(buf);
                 }
             } else {
-                let mut ctx = Context::new(members.len(), 0);
-                for &i in &members {
-                    let p = &self.planned[i];
-                    let t = ctx.new_tensor(p.info.ty, &p.info.ne[..p.info.n_dims]);
-                    ctx.set_name(t, &p.info.name);
-                    tensors[i] = Some(t);
-                }
-                let buf = Buffer::alloc_ctx_tensors(&ctx, buft).with_context(|| {
-                    format!("out of memory allocating weights in {}", buft.name())
-                })?;
-                buf.set_usage_weights();
-                for &i in &members {
-                    let p = &self.planned[i];
-                    let t = tensors[i].expect("created above");
-                    t.write_bytes(self.g.tensor_bytes(&p.info), 0);
-                    bar.inc(p.info.nbytes);
-                }
-                bytes_by_buffer.push((buft.name(), buf.size()));
-                ctxs.push(ctx);
-                buffers.push(buf);
+                copied = members;
             }
+            if copied.is_empty() {
+                continue;
+            }
+            let mut ctx = Context::new(copied.len(), 0);
+            for &i in &copied {
+                let p = &self.planned[i].src;
+                let t = ctx.new_tensor(p.ty, &p.ne[..p.n_dims]);
+                ctx.set_name(t, &p.name);
+                tensors[i] = Some(t);
+            }
+            let buf = Buffer::alloc_ctx_tensors(&ctx, buft)
+                .with_context(|| format!("out of memory allocating weights in {}", buft.name()))?;
+            buf.set_usage_weights();
+            for &i in &copied {
+                let p = &self.planned[i].src;
+                tensors[i].expect("created above").write_bytes(p.data(), 0);
+                bar.inc(p.nbytes() as u64);
+            }
+            bytes_by_buffer.push((buft.name(), buf.size()));
+            ctxs.push(ctx);
+            buffers.push(buf);
         }
         bar.finish_and_clear();
         let tensors = tensors
@@ -345,8 +426,9 @@ pub fn load_dense(
     backend: &Backend,
     hp: &super::Hparams,
     progress: bool,
+    repack: bool,
 ) -> Result<Weights> {
-    let mut loader = Loader::new(g, backend);
+    let mut loader = Loader::new(g, backend, repack);
     let decl = declare_dense(&mut loader, hp)?;
     let (tensors, store) = loader.load(progress)?;
     Ok(decl.resolve(&tensors, store))

@@ -1,0 +1,1002 @@
+//! DFlash block-diffusion drafter (z-lab DFlash 1).
+//!
+//! A small Qwen3-style decoder without embeddings or head of its own: it reads the TARGET's token
+//! embeddings and lm_head. Context: the target's hidden states at `target_layer_ids` for every
+//! committed token, concatenated -> `fc` -> `hidden_norm`; in every draft layer that fused context
+//! goes through the layer's k_proj / k_norm / RoPE and v_proj and is kept in a draft KV cache (one
+//! cell per position, written once per committed token). A step drafts a whole block
+//! `[last token, MASK x (B-1)]` at positions `start..start+B` in one forward: the block attends
+//! without a causal mask to the cached context and to itself; slot k >= 1 predicts position
+//! start+k.
+//!
+//! One graph per step does both the context injection of the newly committed tokens and the
+//! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
+
+use crate::gguf::Gguf;
+use crate::model::weights::{Loader, SourceTensor, TensorSource, WeightBytes, WeightStore};
+use crate::model::Model;
+use anyhow::{bail, Context as _, Result};
+use ggml::{Backend, Buffer, Context, Graph, RopeParams, Sched, Tensor, Type, WeightUse};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which checkpoint spelling a drafter came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftFormat {
+    /// z-lab HF directory: config.json + safetensors.
+    ZLab,
+    /// llama.cpp GGUF, arch `dflash` (target layer ids stored +1).
+    LlamaCpp,
+    /// Luce GGUF, arch `qwen35-dflash-draft`.
+    Luce,
+    /// BeeLlama / buun GGUF, arch `dflash-draft` (ids without +1).
+    BeeLlama,
+}
+
+#[derive(Clone, Debug)]
+pub struct DFlashConfig {
+    pub format: DraftFormat,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub block_size: usize,
+    pub mask_token_id: u32,
+    /// 0-based target layers whose outputs feed the drafter (HF `hidden_states[i+1]`).
+    pub target_layer_ids: Vec<usize>,
+}
+
+// ---------------------------------------------------------------- loading: z-lab directory
+
+fn cfg_usize(cfg: &serde_json::Value, key: &str, file: &Path) -> Result<usize> {
+    cfg.get(key)
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+        .with_context(|| {
+            format!(
+                "{}: missing or non-integer config key {key:?}",
+                file.display()
+            )
+        })
+}
+
+/// The default tap rule when a checkpoint does not list its layers.
+pub fn default_target_layers(n_target_layers: usize, n: usize) -> Vec<usize> {
+    if n <= 1 {
+        return vec![n_target_layers / 2];
+    }
+    (0..n)
+        .map(|k| {
+            (1.0 + k as f64 * (n_target_layers as f64 - 4.0) / (n as f64 - 1.0)).round() as usize
+        })
+        .collect()
+}
+
+/// A z-lab checkpoint's safetensors, offered under llama.cpp's `dflash` GGUF tensor names.
+struct SafetensorsDir {
+    dir: PathBuf,
+    tensors: HashMap<String, SourceTensor>,
+}
+
+/// Map a z-lab (HF) tensor name to our canonical (llama.cpp dflash GGUF) name.
+fn canonical_name(hf: &str) -> Option<String> {
+    let hf = hf.strip_prefix("model.").unwrap_or(hf);
+    let fixed = match hf {
+        "fc.weight" => Some("fc.weight"),
+        "hidden_norm.weight" => Some("enc.output_norm.weight"),
+        "norm.weight" => Some("output_norm.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("layers.")?;
+    let (n, part) = rest.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    let name = match part {
+        "input_layernorm.weight" => "attn_norm",
+        "post_attention_layernorm.weight" => "ffn_norm",
+        "self_attn.q_proj.weight" => "attn_q",
+        "self_attn.k_proj.weight" => "attn_k",
+        "self_attn.v_proj.weight" => "attn_v",
+        "self_attn.o_proj.weight" => "attn_output",
+        "self_attn.q_norm.weight" => "attn_q_norm",
+        "self_attn.k_norm.weight" => "attn_k_norm",
+        "mlp.gate_proj.weight" => "ffn_gate",
+        "mlp.up_proj.weight" => "ffn_up",
+        "mlp.down_proj.weight" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{n}.{name}.weight"))
+}
+
+impl SafetensorsDir {
+    fn open(dir: &Path) -> Result<SafetensorsDir> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read drafter directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!(
+                "{}: no *.safetensors files in the drafter directory",
+                dir.display()
+            );
+        }
+        let mut tensors = HashMap::new();
+        for f in files {
+            let bytes =
+                std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: corrupt safetensors file: {e}", f.display()))?;
+            for (name, view) in st.tensors() {
+                // Extra tensors some drafts ship (embed_tokens, lm_head, d2t) are not used.
+                let Some(canon) = canonical_name(&name) else {
+                    continue;
+                };
+                let shape: Vec<i64> = view.shape().iter().rev().map(|&d| d as i64).collect();
+                if shape.is_empty() || shape.len() > 4 {
+                    bail!(
+                        "{}: tensor {name} has {} dimensions",
+                        f.display(),
+                        shape.len()
+                    );
+                }
+                let data = view.data();
+                // 1-D tensors (norms) are used elementwise with f32 activations: store f32.
+                let (ty, bytes) = match (view.dtype(), shape.len()) {
+                    (safetensors::Dtype::F32, _) => (Type::F32, data.to_vec()),
+                    (safetensors::Dtype::BF16, 1) => (
+                        Type::F32,
+                        widen(data, |b| half::bf16::from_bits(b).to_f32()),
+                    ),
+                    (safetensors::Dtype::F16, 1) => {
+                        (Type::F32, widen(data, |b| half::f16::from_bits(b).to_f32()))
+                    }
+                    (safetensors::Dtype::BF16, _) => (Type::BF16, data.to_vec()),
+                    (safetensors::Dtype::F16, _) => (Type::F16, data.to_vec()),
+                    (d, _) => bail!(
+                        "{}: tensor {name} has dtype {d:?} (expected f32, f16 or bf16)",
+                        f.display()
+                    ),
+                };
+                let mut ne = [1i64; 4];
+                ne[..shape.len()].copy_from_slice(&shape);
+                let t = SourceTensor {
+                    name: canon.clone(),
+                    ty,
+                    ne,
+                    n_dims: shape.len(),
+                    bytes: WeightBytes::Owned(Arc::new(bytes)),
+                };
+                if t.nbytes() != t.data().len() {
+                    bail!(
+                        "{}: tensor {name}: {} bytes for shape {shape:?}",
+                        f.display(),
+                        t.data().len()
+                    );
+                }
+                tensors.insert(canon, t);
+            }
+        }
+        Ok(SafetensorsDir {
+            dir: dir.to_path_buf(),
+            tensors,
+        })
+    }
+}
+
+fn widen(data: &[u8], f: impl Fn(u16) -> f32) -> Vec<u8> {
+    data.chunks_exact(2)
+        .flat_map(|c| f(u16::from_le_bytes([c[0], c[1]])).to_le_bytes())
+        .collect()
+}
+
+impl TensorSource for SafetensorsDir {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+    fn find(&self, name: &str) -> Option<SourceTensor> {
+        self.tensors.get(name).cloned()
+    }
+}
+
+fn zlab_config(dir: &Path, target_n_layer: usize) -> Result<DFlashConfig> {
+    let file = dir.join("config.json");
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", file.display()))?;
+    let archs = cfg
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let arch = archs.first().and_then(|a| a.as_str()).unwrap_or("");
+    if arch.contains("DFlash2") {
+        bail!("{}: DFlash 2 checkpoints (grouped dynamic conv + candidate selector) are not supported yet", file.display());
+    }
+    if arch != "DFlashDraftModel" {
+        bail!(
+            "{}: architectures is {arch:?}, expected \"DFlashDraftModel\"",
+            file.display()
+        );
+    }
+    let dcfg = cfg
+        .get("dflash_config")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let block_size = cfg
+        .get("block_size")
+        .or_else(|| dcfg.get("block_size"))
+        .and_then(|v| v.as_u64())
+        .with_context(|| {
+            format!(
+                "{}: missing block_size (top level or in dflash_config)",
+                file.display()
+            )
+        })? as usize;
+    let mask_token_id = dcfg
+        .get("mask_token_id")
+        .or_else(|| cfg.get("mask_token_id"))
+        .and_then(|v| v.as_u64())
+        .with_context(|| format!("{}: missing dflash_config.mask_token_id", file.display()))?
+        as u32;
+    let n_embd = cfg_usize(&cfg, "hidden_size", &file)?;
+    let n_head = cfg_usize(&cfg, "num_attention_heads", &file)?;
+    let target_layer_ids = match dcfg
+        .get("target_layer_ids")
+        .or_else(|| cfg.get("target_layer_ids"))
+    {
+        Some(v) => v
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.as_u64().map(|x| x as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .with_context(|| {
+                format!(
+                    "{}: target_layer_ids must be a list of integers",
+                    file.display()
+                )
+            })?,
+        None => {
+            let n_target = cfg
+                .get("num_target_layers")
+                .and_then(|v| v.as_u64())
+                .map_or(target_n_layer, |v| v as usize);
+            let n = cfg
+                .get("num_target_features")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(5) as usize;
+            default_target_layers(n_target, n)
+        }
+    };
+    if cfg
+        .get("layer_types")
+        .and_then(|v| v.as_array())
+        .is_some_and(|a| a.iter().any(|t| t.as_str() == Some("sliding_attention")))
+    {
+        bail!(
+            "{}: sliding-window drafter layers are not supported yet",
+            file.display()
+        );
+    }
+    Ok(DFlashConfig {
+        format: DraftFormat::ZLab,
+        n_embd,
+        n_layer: cfg_usize(&cfg, "num_hidden_layers", &file)?,
+        n_head,
+        n_head_kv: cfg
+            .get("num_key_value_heads")
+            .and_then(|v| v.as_u64())
+            .map_or(n_head, |v| v as usize),
+        head_dim: cfg
+            .get("head_dim")
+            .and_then(|v| v.as_u64())
+            .map_or(n_embd / n_head.max(1), |v| v as usize),
+        n_ff: cfg_usize(&cfg, "intermediate_size", &file)?,
+        rms_eps: cfg
+            .get("rms_norm_eps")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1e-6) as f32,
+        rope_theta: cfg
+            .get("rope_theta")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1e6) as f32,
+        block_size,
+        mask_token_id,
+        target_layer_ids,
+    })
+}
+
+// ---------------------------------------------------------------- loading: GGUF spellings
+
+/// A drafter GGUF offered under canonical names (Luce and BeeLlama rename a few tensors).
+struct DraftGguf {
+    g: Gguf,
+    renames: &'static [(&'static str, &'static str)],
+}
+
+impl TensorSource for DraftGguf {
+    fn describe(&self) -> String {
+        self.g.describe()
+    }
+    fn find(&self, name: &str) -> Option<SourceTensor> {
+        let theirs = self
+            .renames
+            .iter()
+            .find(|(c, _)| *c == name)
+            .map_or(name, |(_, t)| t);
+        let mut t = self.g.find(theirs)?;
+        t.name = name.to_string();
+        Some(t)
+    }
+}
+
+fn gguf_config(g: &Gguf) -> Result<(DFlashConfig, &'static [(&'static str, &'static str)])> {
+    let arch = g.arch()?.to_string();
+    let (format, renames, ids_plus_one): (_, &'static [(&str, &str)], bool) = match arch.as_str() {
+        "dflash" => (DraftFormat::LlamaCpp, &[], true),
+        "qwen35-dflash-draft" => (
+            DraftFormat::Luce,
+            &[("fc.weight", "dflash.fc.weight"), ("enc.output_norm.weight", "dflash.hidden_norm.weight")],
+            false,
+        ),
+        "dflash-draft" => (
+            DraftFormat::BeeLlama,
+            &[("fc.weight", "dflash_fc.weight"), ("enc.output_norm.weight", "dflash_hidden_norm.weight")],
+            false,
+        ),
+        other => bail!(
+            "{}: architecture {other:?} is not a DFlash drafter (expected dflash, qwen35-dflash-draft or dflash-draft)",
+            g.path().display()
+        ),
+    };
+    if g.get(&format!("{arch}.conv_kernel_size")).is_some()
+        || g.get(&format!("{arch}.selector_rank")).is_some()
+    {
+        bail!(
+            "{}: DFlash 2 drafters (conv + candidate selector) are not supported yet",
+            g.path().display()
+        );
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let n_embd = g.size(&k("embedding_length"))?;
+    let n_head = g.size(&k("attention.head_count"))?;
+    let raw_ids = match g.int_array(&k("target_layers"))? {
+        Some(v) => v,
+        None => match g.int_array(&k("target_layer_ids"))? {
+            Some(v) => v,
+            None => match g.get(&k("n_target_layers")) {
+                Some(_) => {
+                    let n_target = g.size(&k("n_target_layers"))?;
+                    default_target_layers(n_target, 5)
+                        .into_iter()
+                        .map(|x| x as i64)
+                        .collect()
+                }
+                None => bail!("{}: missing {arch}.target_layers", g.path().display()),
+            },
+        },
+    };
+    let target_layer_ids = raw_ids
+        .iter()
+        .map(|&i| {
+            let i = if ids_plus_one { i - 1 } else { i };
+            usize::try_from(i)
+                .map_err(|_| anyhow::anyhow!("{}: negative target layer id", g.path().display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mask = match g.get("tokenizer.ggml.mask_token_id") {
+        Some(_) => g.int("tokenizer.ggml.mask_token_id")?,
+        None => g.int(&k("mask_token_id"))?,
+    };
+    let cfg = DFlashConfig {
+        format,
+        n_embd,
+        n_layer: g.size(&k("block_count"))?,
+        n_head,
+        n_head_kv: match g.get(&k("attention.head_count_kv")) {
+            Some(_) => g.size(&k("attention.head_count_kv"))?,
+            None => n_head,
+        },
+        head_dim: match g.get(&k("attention.key_length")) {
+            Some(_) => g.size(&k("attention.key_length"))?,
+            None => n_embd / n_head,
+        },
+        n_ff: g.size(&k("feed_forward_length"))?,
+        rms_eps: g.float_or(&k("attention.layer_norm_rms_epsilon"), 1e-6)? as f32,
+        rope_theta: g.float_or(&k("rope.freq_base"), 1e6)? as f32,
+        block_size: g.int_or(&k("block_size"), 16)? as usize,
+        mask_token_id: u32::try_from(mask)
+            .map_err(|_| anyhow::anyhow!("mask token id {mask} is negative"))?,
+        target_layer_ids,
+    };
+    Ok((cfg, renames))
+}
+
+// ---------------------------------------------------------------- weights
+
+struct DraftLayer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    ffn_norm: Tensor,
+    ffn_gate: Tensor,
+    ffn_up: Tensor,
+    ffn_down: Tensor,
+}
+
+struct DraftWeights {
+    fc: Tensor,
+    hidden_norm: Tensor,
+    output_norm: Tensor,
+    layers: Vec<DraftLayer>,
+    store: Arc<WeightStore>,
+}
+
+fn load_weights(
+    src: &dyn TensorSource,
+    c: &DFlashConfig,
+    backend: &Backend,
+) -> Result<DraftWeights> {
+    let mut l = Loader::new(src, backend, true);
+    let (e, hd) = (c.n_embd, c.head_dim);
+    let (eq, ekv) = (hd * c.n_head, hd * c.n_head_kv);
+    let fc = l.require(
+        "fc.weight",
+        &[e * c.target_layer_ids.len(), e],
+        WeightUse::MulMat,
+    )?;
+    let hn = l.require("enc.output_norm.weight", &[e], WeightUse::Other)?;
+    let on = l.require("output_norm.weight", &[e], WeightUse::Other)?;
+    let mut idx = Vec::new();
+    for il in 0..c.n_layer {
+        let n = |s: &str| format!("blk.{il}.{s}.weight");
+        idx.push([
+            l.require(&n("attn_norm"), &[e], WeightUse::Other)?,
+            l.require(&n("attn_q"), &[e, eq], WeightUse::MulMat)?,
+            l.require(&n("attn_k"), &[e, ekv], WeightUse::MulMat)?,
+            l.require(&n("attn_v"), &[e, ekv], WeightUse::MulMat)?,
+            l.require(&n("attn_output"), &[eq, e], WeightUse::MulMat)?,
+            l.require(&n("attn_q_norm"), &[hd], WeightUse::Other)?,
+            l.require(&n("attn_k_norm"), &[hd], WeightUse::Other)?,
+            l.require(&n("ffn_norm"), &[e], WeightUse::Other)?,
+            l.require(&n("ffn_gate"), &[e, c.n_ff], WeightUse::MulMat)?,
+            l.require(&n("ffn_up"), &[e, c.n_ff], WeightUse::MulMat)?,
+            l.require(&n("ffn_down"), &[c.n_ff, e], WeightUse::MulMat)?,
+        ]);
+    }
+    let (t, store) = l.load(false)?;
+    Ok(DraftWeights {
+        fc: t[fc],
+        hidden_norm: t[hn],
+        output_norm: t[on],
+        layers: idx
+            .into_iter()
+            .map(|i| DraftLayer {
+                attn_norm: t[i[0]],
+                wq: t[i[1]],
+                wk: t[i[2]],
+                wv: t[i[3]],
+                wo: t[i[4]],
+                q_norm: t[i[5]],
+                k_norm: t[i[6]],
+                ffn_norm: t[i[7]],
+                ffn_gate: t[i[8]],
+                ffn_up: t[i[9]],
+                ffn_down: t[i[10]],
+            })
+            .collect(),
+        store,
+    })
+}
+
+/// Read a drafter's configuration (z-lab directory or GGUF) without loading weights.
+pub fn read_config(path: &Path, target_n_layer: usize) -> Result<DFlashConfig> {
+    if path.is_dir() {
+        zlab_config(path, target_n_layer)
+    } else {
+        let g = Gguf::open(path)?;
+        Ok(gguf_config(&g)?.0)
+    }
+}
+
+/// Check a drafter against its target; the message says which quantity disagrees.
+pub fn validate(c: &DFlashConfig, target: &Model, path: &Path) -> Result<()> {
+    let hp = &target.hp;
+    let p = path.display();
+    if c.n_embd != hp.n_embd {
+        bail!("drafter {p}: hidden size {} does not match the target's {} (a drafter for another model?)", c.n_embd, hp.n_embd);
+    }
+    if let Some(&bad) = c.target_layer_ids.iter().find(|&&l| l >= hp.n_layer) {
+        bail!(
+            "drafter {p}: target layer {bad} out of range: the target has {} layers",
+            hp.n_layer
+        );
+    }
+    if c.target_layer_ids.is_empty() {
+        bail!("drafter {p}: no target layers");
+    }
+    if c.mask_token_id as usize >= hp.n_vocab {
+        bail!(
+            "drafter {p}: mask token id {} outside the target's vocabulary of {}",
+            c.mask_token_id,
+            hp.n_vocab
+        );
+    }
+    if c.block_size < 2 || c.block_size > 64 {
+        bail!("drafter {p}: block size {} (expected 2..=64)", c.block_size);
+    }
+    if (c.rope_theta - hp.rope.freq_base).abs() > 1e-3 * hp.rope.freq_base.abs() {
+        tracing::warn!(
+            "drafter {p}: rope theta {} differs from the target's {} (a mis-converted drafter loses acceptance)",
+            c.rope_theta,
+            hp.rope.freq_base
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the drafter
+
+/// Rows of newly committed context appended per graph when catching up (after a prompt).
+const APPEND_ROWS: usize = 64;
+const KV_PAD: usize = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Shape {
+    /// Context rows injected (padded); the block is present iff `block`.
+    ctx_rows: usize,
+    block: bool,
+    n_kv: usize,
+}
+
+struct StepGraph {
+    _ctx: Context,
+    graph: Graph,
+    feats: Tensor,
+    ctx_pos: Tensor,
+    ctx_rows: Tensor,
+    blk_tokens: Option<Tensor>,
+    blk_pos: Option<Tensor>,
+    blk_rows: Option<Tensor>,
+    mask: Option<Tensor>,
+    argmax: Option<Tensor>,
+}
+
+struct DraftCacheStore {
+    _ctx: Context,
+    _buffer: Buffer,
+}
+
+pub struct DFlashDrafter {
+    pub cfg: DFlashConfig,
+    w: DraftWeights,
+    target: Arc<Model>,
+    sched: Sched,
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    cache_owner: Arc<DraftCacheStore>,
+    /// Cells: one per position up to the target context, the block's tail, and a trash row
+    /// (the last) that padded rows write to.
+    n_cells: usize,
+    /// Attend to at most this many context cells before the block (0: all).
+    window: usize,
+    graphs: HashMap<Shape, StepGraph>,
+    allocated: Option<Shape>,
+    /// Positions whose context K/V are in the cache.
+    n_done: usize,
+    /// Features of positions n_done.. not yet injected, `n_feat` floats each.
+    pending: Vec<f32>,
+}
+
+impl DFlashDrafter {
+    /// Load a drafter (directory or GGUF) for `target`, with a draft cache for `n_ctx` positions.
+    pub fn load(
+        path: &Path,
+        target: Arc<Model>,
+        backend: Arc<Backend>,
+        n_ctx: usize,
+        window: usize,
+    ) -> Result<DFlashDrafter> {
+        let (cfg, weights) = if path.is_dir() {
+            let cfg = zlab_config(path, target.hp.n_layer)?;
+            validate(&cfg, &target, path)?;
+            let src = SafetensorsDir::open(path)?;
+            let w = load_weights(&src, &cfg, &backend)?;
+            (cfg, w)
+        } else {
+            if !path.exists() {
+                bail!("drafter not found: {}", path.display());
+            }
+            let g = Gguf::open(path)?;
+            let (cfg, renames) = gguf_config(&g)?;
+            validate(&cfg, &target, path)?;
+            let src = DraftGguf { g, renames };
+            let w = load_weights(&src, &cfg, &backend)?;
+            (cfg, w)
+        };
+        let n_cells = n_ctx + cfg.block_size + 1;
+        let ekv = (cfg.head_dim * cfg.n_head_kv) as i64;
+        let mut ctx = Context::new(2 * cfg.n_layer, 0);
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for il in 0..cfg.n_layer {
+            let kt = ctx.new_tensor(Type::F16, &[ekv, n_cells as i64]);
+            ctx.set_name(kt, &format!("draft_k_l{il}"));
+            let vt = ctx.new_tensor(Type::F16, &[ekv, n_cells as i64]);
+            ctx.set_name(vt, &format!("draft_v_l{il}"));
+            k.push(kt);
+            v.push(vt);
+        }
+        let buffer = Buffer::alloc_ctx_tensors(&ctx, backend.default_buffer_type()).context(
+            "out of memory allocating the draft KV cache (try a smaller -c or --draft-ctx)",
+        )?;
+        buffer.clear(0);
+        let nodes = 64 + cfg.n_layer * 64;
+        let sched = Sched::new(vec![backend], nodes);
+        Ok(DFlashDrafter {
+            cfg,
+            w: weights,
+            target,
+            sched,
+            k,
+            v,
+            cache_owner: Arc::new(DraftCacheStore {
+                _ctx: ctx,
+                _buffer: buffer,
+            }),
+            n_cells,
+            window,
+            graphs: HashMap::new(),
+            allocated: None,
+            n_done: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.cfg.block_size
+    }
+    pub fn target_layers(&self) -> &[usize] {
+        &self.cfg.target_layer_ids
+    }
+    fn n_feat(&self) -> usize {
+        self.cfg.target_layer_ids.len() * self.cfg.n_embd
+    }
+
+    pub fn reset(&mut self) {
+        self.n_done = 0;
+        self.pending.clear();
+    }
+
+    /// Positions the drafter knows the context of (injected + pending).
+    pub fn n_known(&self) -> usize {
+        self.n_done + self.pending.len() / self.n_feat()
+    }
+
+    /// Give the target features of the next committed positions (token-major rows).
+    pub fn push_features(&mut self, feats: &[f32]) {
+        debug_assert_eq!(feats.len() % self.n_feat(), 0);
+        self.pending.extend_from_slice(feats);
+    }
+
+    /// Forget every position from `n` on (a new prompt sharing a prefix).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.n_done {
+            self.n_done = n;
+            self.pending.clear();
+        } else {
+            let keep = (n - self.n_done) * self.n_feat();
+            self.pending.truncate(keep);
+        }
+    }
+
+    fn build(&self, s: Shape) -> StepGraph {
+        let c = &self.cfg;
+        let hp = &self.target.hp;
+        let nodes = 64 + c.n_layer * 64;
+        let mut g = Context::new(nodes * 2, nodes);
+        g.keep(self.w.store.clone());
+        g.keep(self.target.weights.owner());
+        g.keep(self.cache_owner.clone());
+        let gf = g.new_graph(nodes);
+        let (hd, nh, nkv) = (c.head_dim as i64, c.n_head as i64, c.n_head_kv as i64);
+        let ekv = hd * nkv;
+        let rope = RopeParams {
+            n_dims: c.head_dim as i32,
+            mode: 2, // NeoX
+            n_ctx_orig: hp.n_ctx_train as i32,
+            freq_base: c.rope_theta,
+            freq_scale: 1.0,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+        };
+        let nc = s.ctx_rows as i64;
+        let feats = g.input(Type::F32, &[self.n_feat() as i64, nc], "draft_feats");
+        let ctx_pos = g.input(Type::I32, &[nc], "draft_ctx_pos");
+        let ctx_rows = g.input(Type::I64, &[nc], "draft_ctx_rows");
+        // Context injection: fc -> hidden_norm -> per layer k_proj/k_norm/RoPE and v_proj.
+        let fused = g.mul_mat(self.w.fc, feats);
+        let fused = g.rms_norm(fused, c.rms_eps);
+        let fused = g.mul(fused, self.w.hidden_norm);
+        for (il, l) in self.w.layers.iter().enumerate() {
+            let kc = g.mul_mat(l.wk, fused);
+            let kc = g.reshape(kc, &[hd, nkv, nc]);
+            let kc = g.rms_norm(kc, c.rms_eps);
+            let kc = g.mul(kc, l.k_norm);
+            let kc = g.rope_ext(kc, ctx_pos, None, &rope);
+            let kc = g.reshape(kc, &[ekv, nc]);
+            let vc = g.mul_mat(l.wv, fused);
+            let st = g.set_rows(self.k[il], kc, ctx_rows);
+            g.build_forward_expand(gf, st);
+            let st = g.set_rows(self.v[il], vc, ctx_rows);
+            g.build_forward_expand(gf, st);
+        }
+        let mut sg = StepGraph {
+            _ctx: Context::new(1, 0),
+            graph: gf,
+            feats,
+            ctx_pos,
+            ctx_rows,
+            blk_tokens: None,
+            blk_pos: None,
+            blk_rows: None,
+            mask: None,
+            argmax: None,
+        };
+        if s.block {
+            let b = c.block_size as i64;
+            let toks = g.input(Type::I32, &[b], "draft_blk_tokens");
+            let pos = g.input(Type::I32, &[b], "draft_blk_pos");
+            let rows = g.input(Type::I64, &[b], "draft_blk_rows");
+            let mask = g.input(Type::F16, &[s.n_kv as i64, b, 1, 1], "draft_mask");
+            let mut h = g.get_rows(self.target.weights.tok_embd, toks);
+            let scale = 1.0 / (c.head_dim as f32).sqrt();
+            for (il, l) in self.w.layers.iter().enumerate() {
+                let x = g.rms_norm(h, c.rms_eps);
+                let x = g.mul(x, l.attn_norm);
+                let q = g.mul_mat(l.wq, x);
+                let q = g.reshape(q, &[hd, nh, b]);
+                let q = g.rms_norm(q, c.rms_eps);
+                let q = g.mul(q, l.q_norm);
+                let q = g.rope_ext(q, pos, None, &rope);
+                let k = g.mul_mat(l.wk, x);
+                let k = g.reshape(k, &[hd, nkv, b]);
+                let k = g.rms_norm(k, c.rms_eps);
+                let k = g.mul(k, l.k_norm);
+                let k = g.rope_ext(k, pos, None, &rope);
+                let k = g.reshape(k, &[ekv, b]);
+                let v = g.mul_mat(l.wv, x);
+                // The block's own K/V go to the cells after the context; they are overwritten by
+                // the real context of those positions later, and masked until then.
+                let st = g.set_rows(self.k[il], k, rows);
+                g.build_forward_expand(gf, st);
+                let st = g.set_rows(self.v[il], v, rows);
+                g.build_forward_expand(gf, st);
+                let row = self.k[il].nb()[1];
+                let head = Type::F16.row_bytes(c.head_dim as u64).expect("f16") as usize;
+                let kv_k = g.view(
+                    self.k[il],
+                    &[hd, nkv, s.n_kv as i64, 1],
+                    &[head, row, row * self.n_cells],
+                    0,
+                );
+                let kv_v = g.view(
+                    self.v[il],
+                    &[hd, nkv, s.n_kv as i64, 1],
+                    &[head, row, row * self.n_cells],
+                    0,
+                );
+                let q4 = g.view(
+                    q,
+                    &[hd, nh, b, 1],
+                    &[q.nb()[1], q.nb()[2], q.nb()[2] * b as usize],
+                    0,
+                );
+                let qp = g.permute(q4, [0, 2, 1, 3]);
+                let kp = g.permute(kv_k, [0, 2, 1, 3]);
+                let vp = g.permute(kv_v, [0, 2, 1, 3]);
+                let att = g.flash_attn_ext(qp, kp, vp, mask, scale);
+                let ne = att.ne();
+                let att = g.reshape(att, &[ne[0] * ne[1], ne[2] * ne[3]]);
+                let o = g.mul_mat(l.wo, att);
+                let h1 = g.add(o, h);
+                let x = g.rms_norm(h1, c.rms_eps);
+                let x = g.mul(x, l.ffn_norm);
+                let up = g.mul_mat(l.ffn_up, x);
+                let gate = g.mul_mat(l.ffn_gate, x);
+                let act = g.swiglu_split(gate, up);
+                let down = g.mul_mat(l.ffn_down, act);
+                h = g.add(down, h1);
+            }
+            // Slots 1..B predict positions start+1..start+B.
+            let tail = g.view(h, &[c.n_embd as i64, b - 1], &[h.nb()[1]], h.nb()[1]);
+            let x = g.rms_norm(tail, c.rms_eps);
+            let x = g.mul(x, self.w.output_norm);
+            let logits = g.mul_mat(self.target.weights.output, x);
+            let am = g.argmax(logits);
+            g.set_output(am);
+            g.build_forward_expand(gf, am);
+            sg.blk_tokens = Some(toks);
+            sg.blk_pos = Some(pos);
+            sg.blk_rows = Some(rows);
+            sg.mask = Some(mask);
+            sg.argmax = Some(am);
+        }
+        sg._ctx = g;
+        sg
+    }
+
+    fn run(&mut self, s: Shape, fill: impl FnOnce(&StepGraph)) -> Result<()> {
+        if !self.graphs.contains_key(&s) {
+            if self.graphs.len() > 16 {
+                self.graphs.clear();
+                self.allocated = None;
+            }
+            let g = self.build(s);
+            self.graphs.insert(s, g);
+        }
+        let g = self.graphs.get(&s).expect("inserted");
+        if self.allocated != Some(s) {
+            self.sched.reset();
+            if !self.sched.alloc_graph(g.graph) {
+                self.allocated = None;
+                bail!("drafter: failed to allocate compute memory");
+            }
+            self.allocated = Some(s);
+        }
+        fill(g);
+        self.sched.compute(g.graph).map_err(anyhow::Error::msg)
+    }
+
+    fn consume(&mut self, rows: usize) {
+        let nf = self.n_feat();
+        self.pending.drain(..rows * nf);
+        self.n_done += rows;
+    }
+
+    /// Draft the B-1 tokens that follow `last`, the committed token at position `n_known()` that
+    /// the target has not seen yet. Returns greedy drafts for positions n_known()+1...
+    pub fn draft(&mut self, last: u32) -> Result<Vec<u32>> {
+        let b = self.cfg.block_size;
+        let nf = self.n_feat();
+        // Catch up on a long backlog (a prompt) with context-only passes.
+        while self.pending.len() / nf > b {
+            let rows = (self.pending.len() / nf - b).min(APPEND_ROWS);
+            let s = Shape {
+                ctx_rows: APPEND_ROWS,
+                block: false,
+                n_kv: 0,
+            };
+            self.run_inject(s, rows, APPEND_ROWS)?;
+            self.consume(rows);
+        }
+        let rows = self.pending.len() / nf;
+        let start = self.n_done + rows;
+        if start + b > self.n_cells - 1 {
+            bail!("drafter: context full ({start} positions)");
+        }
+        let n_kv = ((start + b).div_ceil(KV_PAD) * KV_PAD).min(self.n_cells);
+        let s = Shape {
+            ctx_rows: b,
+            block: true,
+            n_kv,
+        };
+        let lo = if self.window > 0 {
+            start.saturating_sub(self.window)
+        } else {
+            0
+        };
+        let mut block = vec![self.cfg.mask_token_id as i32; b];
+        block[0] = last as i32;
+        let bpos: Vec<i32> = (start..start + b).map(|p| p as i32).collect();
+        let brows: Vec<i64> = (start..start + b).map(|p| p as i64).collect();
+        let mut mask = vec![0xFC00u16; n_kv * b];
+        for r in 0..b {
+            for cell in mask[r * n_kv + lo..r * n_kv + start + b].iter_mut() {
+                *cell = 0;
+            }
+        }
+        let mut out = vec![0i32; b - 1];
+        {
+            // The closure fills the graph's inputs while `run` holds `self` mutably.
+            let pending = std::mem::take(&mut self.pending);
+            let (n_done, n_cells) = (self.n_done, self.n_cells);
+            let res = self.run(s, |g| {
+                fill_ctx(g, &pending, nf, rows, b, n_done, n_cells);
+                g.blk_tokens.expect("block").write_i32(&block);
+                g.blk_pos.expect("block").write_i32(&bpos);
+                g.blk_rows.expect("block").write_i64(&brows);
+                g.mask.expect("block").write_f16_bits(&mask);
+            });
+            self.pending = pending;
+            res?;
+        }
+        let am = self.graphs[&s].argmax.expect("block");
+        let mut bytes = vec![0u8; (b - 1) * 4];
+        am.read_bytes(&mut bytes, 0);
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        self.consume(rows);
+        Ok(out.into_iter().map(|t| t as u32).collect())
+    }
+
+    fn run_inject(&mut self, s: Shape, rows: usize, cap: usize) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let (nf, n_done, n_cells) = (self.n_feat(), self.n_done, self.n_cells);
+        let r = self.run(s, |g| fill_ctx(g, &pending, nf, rows, cap, n_done, n_cells));
+        self.pending = pending;
+        r
+    }
+}
+
+/// Write the context-injection inputs: `rows` pending feature rows for positions n_done.., padded
+/// to `cap` rows that write to the trash cell.
+fn fill_ctx(
+    g: &StepGraph,
+    pending: &[f32],
+    nf: usize,
+    rows: usize,
+    cap: usize,
+    n_done: usize,
+    n_cells: usize,
+) {
+    let mut feats = vec![0f32; nf * cap];
+    feats[..rows * nf].copy_from_slice(&pending[..rows * nf]);
+    g.feats.write_f32(&feats);
+    let pos: Vec<i32> = (0..cap)
+        .map(|i| (n_done + i.min(rows.saturating_sub(1))) as i32)
+        .collect();
+    g.ctx_pos.write_i32(&pos);
+    let trash = (n_cells - 1) as i64;
+    let r: Vec<i64> = (0..cap)
+        .map(|i| if i < rows { (n_done + i) as i64 } else { trash })
+        .collect();
+    g.ctx_rows.write_i64(&r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_layers_follow_the_reference_rule() {
+        // 36-layer target, 5 taps: round(1 + k * 32 / 4)
+        assert_eq!(default_target_layers(36, 5), vec![1, 9, 17, 25, 33]);
+        assert_eq!(default_target_layers(28, 1), vec![14]);
+    }
+
+    #[test]
+    fn hf_names_map_to_canonical() {
+        assert_eq!(
+            canonical_name("hidden_norm.weight").as_deref(),
+            Some("enc.output_norm.weight")
+        );
+        assert_eq!(
+            canonical_name("layers.3.mlp.down_proj.weight").as_deref(),
+            Some("blk.3.ffn_down.weight")
+        );
+        assert_eq!(
+            canonical_name("model.layers.0.self_attn.k_norm.weight").as_deref(),
+            Some("blk.0.attn_k_norm.weight")
+        );
+        assert_eq!(canonical_name("lm_head.weight"), None);
+    }
+}

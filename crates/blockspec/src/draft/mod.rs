@@ -1,0 +1,3 @@
+//! Drafters: where speculative tokens come from.
+
+pub mod dflash;

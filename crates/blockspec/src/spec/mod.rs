@@ -1,0 +1,197 @@
+//! Speculative decoding with chain verification: draft a block, verify it in one target batch,
+//! accept the longest prefix the target agrees with, commit, repeat.
+//!
+//! Lossless at any temperature: at every verified position the TARGET's token is drawn from the
+//! target distribution (greedy: its argmax) given everything before it, and a draft token is kept
+//! only if it equals that draw. Each committed token costs exactly one draw, as in plain decoding.
+
+pub mod policy;
+
+use crate::draft::dflash::DFlashDrafter;
+use crate::engine::{Engine, Outputs};
+use crate::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
+use crate::sampling::Sampler;
+use crate::tokenizer::Tokenizer;
+use anyhow::Result;
+use policy::LengthPolicy;
+use std::time::Instant;
+
+/// Statistics of a speculative generation (llama.cpp and z-lab names where they exist).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SpecStats {
+    /// Mean tokens committed per target verify step, bonus included.
+    pub tau: f64,
+    /// Target steps (speculative verifies + plain steps).
+    pub steps: usize,
+    /// Speculative steps (a drafter ran and its drafts were verified).
+    pub spec_steps: usize,
+    /// Draft tokens verified.
+    pub drafted: usize,
+    /// Draft tokens accepted.
+    pub accepted: usize,
+    /// Acceptance rate per draft position 1..: accepted / offered there.
+    pub accept_per_pos: Vec<f64>,
+    pub draft_ms: f64,
+    pub verify_ms: f64,
+    pub sample_ms: f64,
+    pub other_ms: f64,
+    /// Verify lengths chosen, as (length, count).
+    pub lengths: Vec<(usize, usize)>,
+    /// Tokens committed by each target step (accepted drafts + the target's own token).
+    pub accept_lengths: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SpecOptions {
+    /// Verify this many tokens per step (1..=block size) instead of adapting.
+    pub fixed_len: Option<usize>,
+}
+
+/// Generate from `prompt` with the DFlash drafter. `engine` must capture the drafter's target
+/// layers (EngineConfig::capture_layers == drafter.target_layers()).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_dflash(
+    engine: &mut Engine,
+    drafter: &mut DFlashDrafter,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    spec: &SpecOptions,
+    on_text: impl FnMut(&str),
+) -> Result<(Generation, SpecStats)> {
+    let b = drafter.block_size();
+    let mut timings = Timings::default();
+    let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
+    drafter.reset();
+    drafter.push_features(engine.captured());
+
+    let t1 = Instant::now();
+    let mut stats = SpecStats::default();
+    let mut offered_at = vec![0usize; b];
+    let mut accepted_at = vec![0usize; b];
+    let mut length_counts = vec![0usize; b + 1];
+    let mut policy = LengthPolicy::new(b, spec.fixed_len);
+    let mut out = Output::new(tok, opts, on_text);
+    let mut draft_ms_total = 0.0;
+    let mut verify_ms_total = 0.0;
+    let mut sample_ms_total = 0.0;
+
+    // The first token comes from the prompt's logits.
+    let ts = Instant::now();
+    let mut last = sampler.sample(logits.last());
+    sampler.accept(last);
+    sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
+    let stop = 'gen: {
+        if let Some(s) = out.push(last) {
+            break 'gen s;
+        }
+        loop {
+            // `last` is committed but not yet seen by the target; it sits at position n_past.
+            let start = engine.n_past();
+            let room = engine.n_ctx() - start;
+            if room == 0 {
+                break 'gen StopReason::Context;
+            }
+            let mut n = policy.choose().min(room);
+            if let Some(m) = opts.max_tokens {
+                // No point verifying past the token limit.
+                n = n.min(m.saturating_sub(out.tokens.len()) + 1).max(1);
+            }
+            let mut block = vec![last];
+            if n > 1 {
+                let td = Instant::now();
+                let drafts = drafter.draft(last)?;
+                let ms = td.elapsed().as_secs_f64() * 1000.0;
+                policy.record_draft(ms);
+                draft_ms_total += ms;
+                block.extend_from_slice(&drafts[..n - 1]);
+            }
+            let tv = Instant::now();
+            logits = engine.decode(&block, Outputs::All)?;
+            let ms = tv.elapsed().as_secs_f64() * 1000.0;
+            policy.record_verify(n, ms);
+            verify_ms_total += ms;
+            length_counts[n] += 1;
+            stats.steps += 1;
+
+            // Walk the block: the target's draw at row k is the token at position start+k+1.
+            let ts = Instant::now();
+            let mut committed = 0; // drafts accepted
+            let mut next = None;
+            for k in 0..n {
+                let t = sampler.sample(logits.row(k));
+                sampler.accept(t);
+                if k + 1 < n && block[k + 1] == t {
+                    committed += 1;
+                    continue;
+                }
+                next = Some(t);
+                break;
+            }
+            sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
+            let bonus = next.expect("the walk always ends with the target's own token");
+            stats.accept_lengths.push(committed + 1);
+            if n > 1 {
+                stats.spec_steps += 1;
+                stats.drafted += n - 1;
+                stats.accepted += committed;
+                policy.record_accept(n - 1, committed);
+                for k in 0..(n - 1).min(committed + 1) {
+                    offered_at[k] += 1;
+                    if k < committed {
+                        accepted_at[k] += 1;
+                    }
+                }
+            }
+            // Keep the target's KV and the features of block[0..=committed] only.
+            engine.truncate(start + committed + 1);
+            let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
+            drafter.push_features(&engine.captured()[..(committed + 1) * nf]);
+            for &t in &block[1..=committed] {
+                if let Some(s) = out.push(t) {
+                    break 'gen s;
+                }
+            }
+            if let Some(s) = out.push(bonus) {
+                break 'gen s;
+            }
+            last = bonus;
+        }
+    };
+    let (tokens, text) = out.finish(stop);
+    timings.predicted_n = tokens.len();
+    timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    timings.finish();
+    stats.tau = if stats.steps > 0 {
+        tokens.len() as f64 / stats.steps as f64
+    } else {
+        0.0
+    };
+    stats.accept_per_pos = offered_at
+        .iter()
+        .zip(&accepted_at)
+        .take_while(|(o, _)| **o > 0)
+        .map(|(&o, &a)| a as f64 / o as f64)
+        .collect();
+    stats.draft_ms = draft_ms_total;
+    stats.verify_ms = verify_ms_total;
+    stats.sample_ms = sample_ms_total;
+    stats.other_ms =
+        (timings.predicted_ms - draft_ms_total - verify_ms_total - sample_ms_total).max(0.0);
+    stats.lengths = length_counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(n, &c)| (n, c))
+        .collect();
+    Ok((
+        Generation {
+            tokens,
+            text,
+            stop,
+            timings,
+        },
+        stats,
+    ))
+}

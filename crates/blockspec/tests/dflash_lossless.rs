@@ -1,0 +1,113 @@
+//! DFlash speculative decoding is lossless: with any drafter (here a random-weight one, whose
+//! drafts are almost never accepted) the output equals plain decoding token for token, greedy;
+//! and the drafter runs for real (its drafts are verified), at a fixed and at the adaptive length.
+
+mod common;
+
+use blockspec::draft::dflash::DFlashDrafter;
+use blockspec::engine::{Engine, EngineConfig};
+use blockspec::generate::{generate, GenerateOptions};
+use blockspec::gguf::Gguf;
+use blockspec::model::Model;
+use blockspec::sampling::{Sampler, SamplingParams};
+use blockspec::spec::{generate_dflash, SpecOptions};
+use blockspec::synth::{write_random_dflash, DraftSpec};
+use blockspec::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn check(file: &str, n_prompts: usize, n_tokens: usize) {
+    let Some(path) = common::model(file) else {
+        return;
+    };
+    let fx = common::read_json(&format!(
+        "llama/generate-{}.json",
+        file.trim_end_matches(".gguf")
+    ));
+    let g = Gguf::open(&path).expect("open");
+    let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
+    let hp = model.hp.clone();
+    let dir = tempfile::tempdir().expect("tmp");
+    let draft_path = dir.path().join("random-dflash.gguf");
+    let taps = vec![1, hp.n_layer / 2, hp.n_layer - 2];
+    let spec = DraftSpec {
+        n_layer: 1,
+        block_size: 8,
+        target_layers: taps.clone(),
+        mask_token_id: 151643,
+        seed: 7,
+        scale: 0.02,
+    };
+    write_random_dflash(&draft_path, &hp, &spec).expect("write drafter");
+    let cfg = EngineConfig {
+        n_ctx: 1024,
+        n_ubatch: 512,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        capture_layers: taps,
+    };
+    let mut engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
+    let mut drafter = DFlashDrafter::load(&draft_path, model, backend, 1024, 0).expect("drafter");
+    let opts = GenerateOptions {
+        max_tokens: Some(n_tokens),
+        ignore_eos: true,
+        stop: vec![],
+    };
+    for case in fx["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .take(n_prompts)
+    {
+        let prompt = ids(&case["prompt_tokens"]);
+        let plain = generate(
+            &mut engine,
+            &tok,
+            &mut Sampler::new(SamplingParams::greedy()),
+            &prompt,
+            &opts,
+            |_| {},
+        )
+        .expect("plain");
+        for fixed in [Some(4), None] {
+            let (g, stats) = generate_dflash(
+                &mut engine,
+                &mut drafter,
+                &tok,
+                &mut Sampler::new(SamplingParams::greedy()),
+                &prompt,
+                &opts,
+                &SpecOptions { fixed_len: fixed },
+                |_| {},
+            )
+            .expect("spec");
+            assert_eq!(
+                g.tokens, plain.tokens,
+                "{}: speculative output differs (len {fixed:?})",
+                case["name"]
+            );
+            if fixed.is_some() {
+                assert!(stats.drafted > 0, "the drafter never ran");
+            }
+        }
+    }
+}
+
+#[test]
+fn random_dflash_drafter_is_lossless_05b() {
+    check(common::MODEL_05B, 4, 64);
+}
+
+#[test]
+fn random_dflash_drafter_is_lossless_15b() {
+    check(common::MODEL_15B, 10, 128);
+}
