@@ -12,6 +12,10 @@ Outputs (in tests/fixtures/llama/):
                           multi-line cases defined below.
   generate-<model>.json   greedy generations (n_predict 64) for raw prompts and
                           for chat prompts rendered with POST /apply-template.
+  generate-<model>-norepack.json
+                          with --no-repack: the same generations with the
+                          server started with `--no-repack` (CPU weight
+                          repacking off); generate fixtures only.
 
 The server binary is $LLAMA_SERVER if set, else the first of
   $BLOCKSPEC_LLAMA_REF/build-tools/bin/llama-server   (full llama.cpp tree)
@@ -19,7 +23,7 @@ The server binary is $LLAMA_SERVER if set, else the first of
 as built by scripts/ref/build-llama.sh. Models come from
 $BLOCKSPEC_MODELS (scripts/fetch-models.sh).
 
-Usage: scripts/ref/make_llama_fixtures.py [--models qwen05,qwen15] [--only tokenizer|generate]
+Usage: scripts/ref/make_llama_fixtures.py [--models qwen05,qwen15] [--only tokenizer|generate] [--no-repack]
 """
 
 from __future__ import annotations
@@ -142,10 +146,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, binary: Path, model: Path):
+    def __init__(self, binary: Path, model: Path, extra_args: list[str] | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port)] + SERVER_ARGS
+        self.cmd = ([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port)] + SERVER_ARGS
+                    + list(extra_args or []))
         self.log = tempfile.NamedTemporaryFile(prefix="llama-ref-server-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
 
@@ -325,7 +330,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated model keys")
     ap.add_argument("--only", choices=["tokenizer", "generate"], help="produce only one kind of fixture")
+    ap.add_argument("--no-repack", action="store_true",
+                    help="start the server with --no-repack (CPU weight repacking off) and write "
+                         "generate-<model>-norepack.json (generate fixtures only)")
     args = ap.parse_args()
+    if args.no_repack:
+        if args.only == "tokenizer":
+            ap.error("--no-repack only produces generate fixtures")
+        args.only = "generate"
+    extra_args = ["--no-repack"] if args.no_repack else []
+    suffix = "-norepack" if args.no_repack else ""
 
     binary = find_server()
     version = server_version(binary)
@@ -341,14 +355,14 @@ def main() -> int:
             sys.exit(f"{model}: sha256 mismatch; re-run scripts/fetch-models.sh")
         stem = model.name.removesuffix(".gguf")
         print(f"[{key}] {model}", file=sys.stderr)
-        with Server(binary, model) as srv:
+        with Server(binary, model, extra_args) as srv:
             props = http(srv.base, "/props")
             if args.only in (None, "tokenizer"):
                 meta, cases = tokenizer_fixture(srv, common_meta("tokenizer", key, model, binary, version, srv, props))
                 write_fixture(FIXTURES / f"tokenizer-{stem}.json", meta, cases)
             if args.only in (None, "generate"):
                 meta, cases = generate_fixture(srv, common_meta("generate", key, model, binary, version, srv, props))
-                write_fixture(FIXTURES / f"generate-{stem}.json", meta, cases)
+                write_fixture(FIXTURES / f"generate-{stem}{suffix}.json", meta, cases)
     return 0
 
 

@@ -23,8 +23,10 @@ fn check_model(file: &str, repack: bool) {
     let Some(path) = common::model(file) else {
         return;
     };
+    // Without repacking, compare with llama.cpp run the same way (--no-repack).
+    let suffix = if repack { "" } else { "-norepack" };
     let fx = common::read_json(&format!(
-        "llama/generate-{}.json",
+        "llama/generate-{}{suffix}.json",
         file.trim_end_matches(".gguf")
     ));
     let g = Gguf::open(&path).expect("open gguf");
