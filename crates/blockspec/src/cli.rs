@@ -402,6 +402,7 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
                 backend.clone(),
                 n_ctx,
                 args.draft_ctx,
+                ggml::Type::F16,
             )?;
             if let Some(b) = args.block_size {
                 if b > d.block_size() {
@@ -497,6 +498,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         max_tokens,
         ignore_eos: a.ignore_eos,
         stop: a.stop.clone(),
+        stop_tokens: vec![],
     };
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
@@ -610,7 +612,14 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     if a.reps == 0 {
         bail!("--repetitions must be at least 1");
     }
-    let mut l = load(&a.model, !a.json)?;
+    // Like llama-bench: unless -c is given, the context is just large enough for the largest test.
+    let mut margs = a.model.clone();
+    if margs.ctx_size.is_none() && margs.draft.is_none() {
+        let need = a.n_prompt.iter().max().copied().unwrap_or(0)
+            + a.n_gen.iter().max().copied().unwrap_or(0);
+        margs.ctx_size = Some(need + 1);
+    }
+    let mut l = load(&margs, !a.json)?;
     let n_vocab = l.engine.n_vocab();
     let threads = a.model.threads.unwrap_or_else(default_threads);
     let mut rows = Vec::new();
@@ -735,6 +744,7 @@ fn bench_spec(
         max_tokens: Some(n_tokens),
         ignore_eos: true,
         stop: vec![],
+        stop_tokens: vec![],
     };
     let mut plain = (0usize, 0.0f64);
     let mut spec = (0usize, 0.0f64);

@@ -223,13 +223,19 @@ impl Engine {
         }
         let g = self.graphs.get(&shape).expect("inserted above");
         if self.allocated != Some(shape) {
+            let before = self.sched.total_buffer_size();
             self.sched.reset();
             if !self.sched.alloc_graph(g.graph) {
                 self.allocated = None;
                 bail!("failed to allocate compute memory for a batch of {nt}");
             }
             self.allocated = Some(shape);
+            if self.sched.total_buffer_size() != before {
+                // Reallocated: every other cached graph now points into freed memory.
+                self.graphs.retain(|k, _| *k == shape);
+            }
         }
+        let g = self.graphs.get(&shape).expect("kept");
 
         // Inputs.
         let start = self.n_past;

@@ -15,6 +15,8 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Stop (and cut the text) when any of these appears in the output.
     pub stop: Vec<String>,
+    /// Also stop after any of these token ids (besides the model's end-of-generation tokens).
+    pub stop_tokens: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -95,7 +97,7 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
     /// Add a generated token; `Some` when generation must stop after it.
     pub fn push(&mut self, t: u32) -> Option<StopReason> {
         self.tokens.push(t);
-        if self.tok.is_eog(t) && !self.opts.ignore_eos {
+        if (self.tok.is_eog(t) && !self.opts.ignore_eos) || self.opts.stop_tokens.contains(&t) {
             return Some(StopReason::Eos);
         }
         self.text.push_str(&self.stream.push(self.tok, t));

@@ -56,11 +56,13 @@ fn check(file: &str, n_prompts: usize, n_tokens: usize) {
         capture_layers: taps,
     };
     let mut engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
-    let mut drafter = DFlashDrafter::load(&draft_path, model, backend, 1024, 0).expect("drafter");
+    let mut drafter = DFlashDrafter::load(&draft_path, model, backend, 1024, 0, ggml::Type::F16)
+        .expect("drafter");
     let opts = GenerateOptions {
         max_tokens: Some(n_tokens),
         ignore_eos: true,
         stop: vec![],
+        stop_tokens: vec![],
     };
     for case in fx["cases"]
         .as_array()

@@ -340,6 +340,14 @@ impl Sched {
         }
     }
 
+    /// Bytes of compute memory held over all backends. When this changes after an allocation,
+    /// the buffers were reallocated: tensors of graphs allocated before point into freed memory
+    /// (ggml's allocator does not re-place tensors that already have data), so such graphs must
+    /// not be evaluated again.
+    pub fn total_buffer_size(&self) -> usize {
+        self._backends.iter().map(|b| self.buffer_size(b)).sum()
+    }
+
     /// Bytes of compute memory held for `backend`.
     pub fn buffer_size(&self, backend: &Backend) -> usize {
         // SAFETY: live scheduler; backend is one of its own.

@@ -552,6 +552,12 @@ pub fn validate(c: &DFlashConfig, target: &Model, path: &Path) -> Result<()> {
 
 // ---------------------------------------------------------------- the drafter
 
+/// Node budget of a drafter graph (and of its scheduler, which copies graphs into buffers of
+/// this size): ~50 nodes per layer plus inputs, with ample slack.
+fn draft_graph_nodes(n_layer: usize) -> usize {
+    (n_layer * 128 + 256).max(2048)
+}
+
 /// Rows of newly committed context appended per graph when catching up (after a prompt).
 const APPEND_ROWS: usize = 64;
 const KV_PAD: usize = 256;
@@ -605,12 +611,14 @@ pub struct DFlashDrafter {
 
 impl DFlashDrafter {
     /// Load a drafter (directory or GGUF) for `target`, with a draft cache for `n_ctx` positions.
+    /// `cache_type`: the draft KV cache's element type (f16 normally; f32 for reference checks).
     pub fn load(
         path: &Path,
         target: Arc<Model>,
         backend: Arc<Backend>,
         n_ctx: usize,
         window: usize,
+        cache_type: Type,
     ) -> Result<DFlashDrafter> {
         let (cfg, weights) = if path.is_dir() {
             let cfg = zlab_config(path, target.hp.n_layer)?;
@@ -629,15 +637,21 @@ impl DFlashDrafter {
             let w = load_weights(&src, &cfg, &backend)?;
             (cfg, w)
         };
+        if cache_type.row_bytes(cfg.head_dim as u64).is_none() {
+            bail!(
+                "draft cache type {cache_type}: head size {} is not a multiple of its block size",
+                cfg.head_dim
+            );
+        }
         let n_cells = n_ctx + cfg.block_size + 1;
         let ekv = (cfg.head_dim * cfg.n_head_kv) as i64;
         let mut ctx = Context::new(2 * cfg.n_layer, 0);
         let mut k = Vec::new();
         let mut v = Vec::new();
         for il in 0..cfg.n_layer {
-            let kt = ctx.new_tensor(Type::F16, &[ekv, n_cells as i64]);
+            let kt = ctx.new_tensor(cache_type, &[ekv, n_cells as i64]);
             ctx.set_name(kt, &format!("draft_k_l{il}"));
-            let vt = ctx.new_tensor(Type::F16, &[ekv, n_cells as i64]);
+            let vt = ctx.new_tensor(cache_type, &[ekv, n_cells as i64]);
             ctx.set_name(vt, &format!("draft_v_l{il}"));
             k.push(kt);
             v.push(vt);
@@ -646,9 +660,9 @@ impl DFlashDrafter {
             "out of memory allocating the draft KV cache (try a smaller -c or --draft-ctx)",
         )?;
         buffer.clear(0);
-        let nodes = 64 + cfg.n_layer * 64;
+        let nodes = draft_graph_nodes(cfg.n_layer);
         let sched = Sched::new(vec![backend], nodes);
-        Ok(DFlashDrafter {
+        let mut d = DFlashDrafter {
             cfg,
             w: weights,
             target,
@@ -665,7 +679,27 @@ impl DFlashDrafter {
             allocated: None,
             n_done: 0,
             pending: Vec::new(),
-        })
+        };
+        // Reserve compute memory for the largest graphs once, so it is never reallocated later.
+        let b = d.cfg.block_size;
+        for s in [
+            Shape {
+                ctx_rows: APPEND_ROWS,
+                block: false,
+                n_kv: 0,
+            },
+            Shape {
+                ctx_rows: b,
+                block: true,
+                n_kv: d.n_cells,
+            },
+        ] {
+            let g = d.build(s);
+            if !d.sched.reserve(g.graph) {
+                bail!("drafter: could not reserve compute memory");
+            }
+        }
+        Ok(d)
     }
 
     pub fn block_size(&self) -> usize {
@@ -708,7 +742,7 @@ impl DFlashDrafter {
     fn build(&self, s: Shape) -> StepGraph {
         let c = &self.cfg;
         let hp = &self.target.hp;
-        let nodes = 64 + c.n_layer * 64;
+        let nodes = draft_graph_nodes(c.n_layer);
         let mut g = Context::new(nodes * 2, nodes);
         g.keep(self.w.store.clone());
         g.keep(self.target.weights.owner());
@@ -790,7 +824,10 @@ impl DFlashDrafter {
                 let st = g.set_rows(self.v[il], v, rows);
                 g.build_forward_expand(gf, st);
                 let row = self.k[il].nb()[1];
-                let head = Type::F16.row_bytes(c.head_dim as u64).expect("f16") as usize;
+                let head = self.k[il]
+                    .ty()
+                    .row_bytes(c.head_dim as u64)
+                    .expect("checked at load") as usize;
                 let kv_k = g.view(
                     self.k[il],
                     &[hd, nkv, s.n_kv as i64, 1],
@@ -854,13 +891,19 @@ impl DFlashDrafter {
         }
         let g = self.graphs.get(&s).expect("inserted");
         if self.allocated != Some(s) {
+            let before = self.sched.total_buffer_size();
             self.sched.reset();
             if !self.sched.alloc_graph(g.graph) {
                 self.allocated = None;
                 bail!("drafter: failed to allocate compute memory");
             }
             self.allocated = Some(s);
+            if self.sched.total_buffer_size() != before {
+                // Reallocated: every other cached graph now points into freed memory.
+                self.graphs.retain(|k, _| *k == s);
+            }
         }
+        let g = self.graphs.get(&s).expect("kept");
         fill(g);
         self.sched.compute(g.graph).map_err(anyhow::Error::msg)
     }
@@ -874,7 +917,16 @@ impl DFlashDrafter {
     /// Draft the B-1 tokens that follow `last`, the committed token at position `n_known()` that
     /// the target has not seen yet. Returns greedy drafts for positions n_known()+1...
     pub fn draft(&mut self, last: u32) -> Result<Vec<u32>> {
+        self.draft_block(last, self.cfg.block_size)
+    }
+
+    /// Like [`draft`](Self::draft) with a block of `len` (2..=B) slots: `[last, MASK x (len-1)]`.
+    /// The block's attention is not causal, so a shorter block drafts differently (the reference
+    /// shortens the block near the token budget); the graph stays the same, the mask hides the
+    /// slots past `len`. Returns `len - 1` drafts.
+    pub fn draft_block(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
         let b = self.cfg.block_size;
+        let len = len.clamp(2, b);
         let nf = self.n_feat();
         // Catch up on a long backlog (a prompt) with context-only passes.
         while self.pending.len() / nf > b {
@@ -909,7 +961,7 @@ impl DFlashDrafter {
         let brows: Vec<i64> = (start..start + b).map(|p| p as i64).collect();
         let mut mask = vec![0xFC00u16; n_kv * b];
         for r in 0..b {
-            for cell in mask[r * n_kv + lo..r * n_kv + start + b].iter_mut() {
+            for cell in mask[r * n_kv + lo..r * n_kv + start + len].iter_mut() {
                 *cell = 0;
             }
         }
@@ -935,7 +987,7 @@ impl DFlashDrafter {
             *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
         self.consume(rows);
-        Ok(out.into_iter().map(|t| t as u32).collect())
+        Ok(out.into_iter().take(len - 1).map(|t| t as u32).collect())
     }
 
     fn run_inject(&mut self, s: Shape, rows: usize, cap: usize) -> Result<()> {

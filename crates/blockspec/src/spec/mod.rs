@@ -101,11 +101,11 @@ pub fn generate_dflash(
             let mut block = vec![last];
             if n > 1 {
                 let td = Instant::now();
-                let drafts = drafter.draft(last)?;
+                let drafts = drafter.draft_block(last, n)?;
                 let ms = td.elapsed().as_secs_f64() * 1000.0;
                 policy.record_draft(ms);
                 draft_ms_total += ms;
-                block.extend_from_slice(&drafts[..n - 1]);
+                block.extend_from_slice(&drafts);
             }
             let tv = Instant::now();
             logits = engine.decode(&block, Outputs::All)?;
@@ -131,7 +131,6 @@ pub fn generate_dflash(
             }
             sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
             let bonus = next.expect("the walk always ends with the target's own token");
-            stats.accept_lengths.push(committed + 1);
             if n > 1 {
                 stats.spec_steps += 1;
                 stats.drafted += n - 1;
@@ -148,14 +147,15 @@ pub fn generate_dflash(
             engine.truncate(start + committed + 1);
             let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
             drafter.push_features(&engine.captured()[..(committed + 1) * nf]);
-            for &t in &block[1..=committed] {
+            // Tokens this step commits (cut short by a stop or the token limit).
+            let before = out.tokens.len();
+            for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
                 if let Some(s) = out.push(t) {
+                    stats.accept_lengths.push(out.tokens.len() - before);
                     break 'gen s;
                 }
             }
-            if let Some(s) = out.push(bonus) {
-                break 'gen s;
-            }
+            stats.accept_lengths.push(committed + 1);
             last = bonus;
         }
     };

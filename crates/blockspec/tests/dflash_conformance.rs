@@ -1,0 +1,117 @@
+//! Conformance with the z-lab reference `dflash_generate` (dflash 0.1.0, torch CPU, f32) on a
+//! tiny random Qwen3 target and a tiny trained DFlash drafter, both made by
+//! scripts/ref/dflash/make_dflash_fixture.py: the same generated tokens and the same acceptance
+//! length at every step, for the z-lab checkpoint and for its llama.cpp `dflash` GGUF.
+
+mod common;
+
+use blockspec::draft::dflash::DFlashDrafter;
+use blockspec::engine::{Engine, EngineConfig};
+use blockspec::generate::GenerateOptions;
+use blockspec::gguf::Gguf;
+use blockspec::model::Model;
+use blockspec::sampling::{Sampler, SamplingParams};
+use blockspec::spec::{generate_dflash, SpecOptions};
+use blockspec::tokenizer::Tokenizer;
+use std::path::Path;
+use std::sync::Arc;
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+fn lens(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array()
+        .expect("lens")
+        .iter()
+        .map(|x| x.as_u64().expect("len") as usize)
+        .collect()
+}
+
+fn check(drafter_path: &Path) {
+    let fx = common::read_json("dflash/reference.json");
+    let g = Gguf::open(&common::fixture("tiny/qwen3/model-f32.gguf")).expect("target");
+    let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    let model = Arc::new(Model::load_with(&g, &backend, false, false).expect("load"));
+    let taps: Vec<usize> = fx["target_layer_ids"]
+        .as_array()
+        .expect("taps")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as usize)
+        .collect();
+    let cfg = EngineConfig {
+        n_ctx: 256,
+        n_ubatch: 64,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        capture_layers: taps.clone(),
+    };
+    let mut engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
+    let mut drafter = DFlashDrafter::load(drafter_path, model, backend, 256, 0, ggml::Type::F16)
+        .expect("drafter");
+    assert_eq!(drafter.target_layers(), &taps[..]);
+    let block = fx["block_size"].as_u64().expect("block") as usize;
+    let max_new = fx["generation"]["max_new_tokens"]
+        .as_u64()
+        .expect("max_new") as usize;
+
+    let mut cases: Vec<(String, serde_json::Value)> = Vec::new();
+    for key in ["cases", "cases_seen"] {
+        for (i, c) in fx[key].as_array().expect("cases").iter().enumerate() {
+            cases.push((format!("{key}[{i}]"), c.clone()));
+        }
+    }
+    cases.push(("stop_case".into(), fx["stop_case"].clone()));
+    let mut multi_token_steps = 0;
+    for (name, c) in cases {
+        let opts = GenerateOptions {
+            max_tokens: Some(max_new),
+            ignore_eos: true,
+            stop: vec![],
+            stop_tokens: c.get("stop_token_ids").map(ids).unwrap_or_default(),
+        };
+        let (gen, stats) = generate_dflash(
+            &mut engine,
+            &mut drafter,
+            &tok,
+            &mut Sampler::new(SamplingParams::greedy()),
+            &ids(&c["prompt"]),
+            &opts,
+            &SpecOptions {
+                fixed_len: Some(block),
+            },
+            |_| {},
+        )
+        .expect("generate");
+        assert_eq!(
+            gen.tokens,
+            ids(&c["generated"]),
+            "{name}: tokens differ from dflash_generate"
+        );
+        assert_eq!(
+            stats.accept_lengths,
+            lens(&c["accept_lengths"]),
+            "{name}: acceptance lengths differ"
+        );
+        multi_token_steps += stats.accept_lengths.iter().filter(|&&l| l > 1).count();
+    }
+    // The fixture exercises real acceptance (memorised prompts accept whole blocks).
+    assert!(
+        multi_token_steps >= 20,
+        "only {multi_token_steps} multi-token steps"
+    );
+}
+
+#[test]
+fn zlab_checkpoint_matches_reference() {
+    check(&common::fixture("dflash/tiny-qwen3-drafter"));
+}
+
+#[test]
+fn llama_cpp_gguf_matches_reference() {
+    check(&common::fixture("dflash/tiny-qwen3-drafter.gguf"));
+}
