@@ -203,12 +203,19 @@ impl Engine {
         let n_kv = (self.n_past + nt).div_ceil(KV_PAD) * KV_PAD;
         let n_kv = n_kv.min(self.cfg.n_ctx);
         let capture = self.capture.is_some();
+        // Selecting output rows early skips the last layer's FFN for the other rows, so when the
+        // last layer is captured every row must be computed.
+        let last_captured = self
+            .capture
+            .as_ref()
+            .is_some_and(|c| c.slot_of(self.model.hp.n_layer - 1).is_some());
         // A chunk without outputs still computes the last row's logits (cheap, one row) so that
         // the graph shape stays among the common ones.
+        let n_rows = if last_captured { nt } else { n_outputs.max(1) };
         let shape = GraphShape {
             n_tokens: nt,
             n_kv,
-            n_outputs: n_outputs.max(1),
+            n_outputs: n_rows,
             capture,
         };
         if !self.graphs.contains_key(&shape) {

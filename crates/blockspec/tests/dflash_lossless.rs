@@ -34,7 +34,8 @@ fn check(file: &str, n_prompts: usize, n_tokens: usize) {
     let g = Gguf::open(&path).expect("open");
     let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
     let backend = Arc::new(ggml::Backend::cpu(2));
-    let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
+    // Speculation runs the target with batch-invariant kernels (see Model::load_with).
+    let model = Arc::new(Model::load_with(&g, &backend, false, false).expect("load"));
     let hp = model.hp.clone();
     let dir = tempfile::tempdir().expect("tmp");
     let draft_path = dir.path().join("random-dflash.gguf");

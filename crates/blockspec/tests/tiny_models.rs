@@ -95,6 +95,21 @@ fn check_forward(
         if seq_key.is_some() {
             continue; // hidden states are recorded for the f32 HF model only
         }
+        // Prefill-style evaluation (logits of the last token only) captures the same states.
+        let all_rows = e.captured().to_vec();
+        e.reset();
+        let last = e.decode(&toks, Outputs::Last).expect("decode");
+        assert_eq!(last.n_rows(), 1);
+        assert_eq!(
+            last.row(0),
+            logits.row(toks.len() - 1),
+            "{dir}: last-row logits differ"
+        );
+        assert_eq!(
+            e.captured(),
+            &all_rows[..],
+            "{dir}: capture differs when only the last row is output"
+        );
         let hs = full[si]["hidden_states"].as_array().expect("hidden_states");
         let cap = e.captured();
         assert_eq!(cap.len(), toks.len() * n_layer * n_embd);
