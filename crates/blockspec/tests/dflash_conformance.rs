@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::ids;
+
 use blockspec::draft::dflash::DFlashDrafter;
 use blockspec::engine::{Engine, EngineConfig};
 use blockspec::generate::GenerateOptions;
@@ -16,13 +18,6 @@ use blockspec::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
 fn lens(v: &serde_json::Value) -> Vec<usize> {
     v.as_array()
         .expect("lens")

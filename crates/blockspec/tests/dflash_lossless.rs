@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::ids;
+
 use blockspec::draft::dflash::DFlashDrafter;
 use blockspec::engine::{Engine, EngineConfig};
 use blockspec::generate::{generate, GenerateOptions};
@@ -14,14 +16,6 @@ use blockspec::spec::{generate_dflash, SpecOptions};
 use blockspec::synth::{write_random_dflash, DraftSpec};
 use blockspec::tokenizer::Tokenizer;
 use std::sync::Arc;
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
 
 fn check(file: &str, n_prompts: usize, n_tokens: usize) {
     let Some(path) = common::model(file) else {

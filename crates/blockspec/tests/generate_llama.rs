@@ -5,19 +5,13 @@
 
 mod common;
 
+use common::ids;
+
 use blockspec::engine::{Engine, EngineConfig, Outputs};
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::sampling::argmax;
 use std::sync::Arc;
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("id array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
 
 fn check_model(file: &str, repack: bool) {
     let Some(path) = common::model(file) else {

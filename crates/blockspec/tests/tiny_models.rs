@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::ids;
+
 use blockspec::engine::{Engine, EngineConfig, Outputs};
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
@@ -20,13 +22,6 @@ fn f32s(v: &serde_json::Value) -> Vec<f32> {
 }
 fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
     v.as_array().expect("array").iter().map(f32s).collect()
-}
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
 }
 
 /// max |a-b| over max |b|: the error relative to the reference's scale.
