@@ -512,6 +512,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         Some(d) => {
             let so = SpecOptions {
                 fixed_len: a.model.block_size,
+                allow_inexact_batches: false,
             };
             let (g, s) = generate_dflash(
                 &mut l.engine,
@@ -762,7 +763,10 @@ fn bench_spec(
         )?;
         plain.0 += g.tokens.len();
         plain.1 += g.timings.predicted_ms;
-        let so = SpecOptions { fixed_len };
+        let so = SpecOptions {
+            fixed_len,
+            allow_inexact_batches: false,
+        };
         let (gs, st) = generate_dflash(
             &mut l.engine,
             d,

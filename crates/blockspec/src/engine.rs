@@ -67,6 +67,9 @@ pub struct Engine {
     cfg: EngineConfig,
     /// Captured hidden states of the last `decode` call, token-major (see CaptureBuffer).
     captured: Vec<f32>,
+    /// Largest batch measured to compute every row exactly as a one-token step (see
+    /// `largest_exact_batch`), and the bound it was measured up to.
+    exact_batch: Option<(usize, usize)>,
 }
 
 impl Engine {
@@ -115,6 +118,7 @@ impl Engine {
             n_past: 0,
             cfg,
             captured: Vec::new(),
+            exact_batch: None,
         };
         // Reserve compute memory once for the largest shape, so no step allocates later.
         let n = e.cfg.n_ubatch.min(e.cfg.n_ctx);
@@ -158,6 +162,46 @@ impl Engine {
 
     pub fn reset(&mut self) {
         self.n_past = 0;
+    }
+
+    /// The largest batch size n <= `max` for which a batch computes every row bit for bit as
+    /// one-token decoding does, measured once on this model, machine and ggml build. ggml picks
+    /// different kernels by batch size (e.g. the CPU's quantized matmuls change path at 8 rows
+    /// here), and speculative verification is only exactly lossless within this bound. The cache
+    /// is reset afterwards.
+    pub fn largest_exact_batch(&mut self, max: usize) -> Result<usize> {
+        if let Some((n, bound)) = self.exact_batch {
+            if bound >= max {
+                return Ok(n.min(max));
+            }
+        }
+        let n_vocab = self.model.hp.n_vocab as u64;
+        // Deterministic token ids spread over the vocabulary.
+        let toks: Vec<u32> = (0..4 + max as u64)
+            .map(|i| ((i * 2654435761 + 12345) % n_vocab) as u32)
+            .collect();
+        let (prefix, probe) = toks.split_at(4);
+        let saved = self.n_past;
+        self.reset();
+        self.decode(prefix, Outputs::Last)?;
+        let mut single = Vec::with_capacity(max);
+        for &t in probe {
+            single.push(self.decode(&[t], Outputs::All)?.data);
+        }
+        let mut exact = 1;
+        for n in 2..=max {
+            self.reset();
+            self.decode(prefix, Outputs::Last)?;
+            let b = self.decode(&probe[..n], Outputs::All)?;
+            if (0..n).any(|i| b.row(i) != &single[i][..]) {
+                break;
+            }
+            exact = n;
+        }
+        self.n_past = saved.min(self.n_past);
+        self.reset();
+        self.exact_batch = Some((exact, max));
+        Ok(exact)
     }
 
     /// Hidden states captured by the last `decode` (all its tokens), token-major.

@@ -83,7 +83,10 @@ fn check(file: &str, n_prompts: usize, n_tokens: usize) {
                 &mut Sampler::new(SamplingParams::greedy()),
                 &prompt,
                 &opts,
-                &SpecOptions { fixed_len: fixed },
+                &SpecOptions {
+                    fixed_len: fixed,
+                    allow_inexact_batches: false,
+                },
                 |_| {},
             )
             .expect("spec");

@@ -84,7 +84,13 @@ fn speculative_sampling_reproduces_plain_sampling() {
                 &mut Sampler::new(p),
                 &prompt,
                 &opts,
-                &SpecOptions { fixed_len: Some(8) },
+                // The tiny f32 model's matmuls change kernel from 2 rows on (no exact batch > 1), so full
+                // blocks are allowed here to exercise the acceptance walk; its rounding differences
+                // (~1e-6) are far below this model's sampling margins.
+                &SpecOptions {
+                    fixed_len: Some(8),
+                    allow_inexact_batches: true,
+                },
                 |_| {},
             )
             .expect("spec");

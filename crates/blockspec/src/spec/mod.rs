@@ -45,6 +45,10 @@ pub struct SpecStats {
 pub struct SpecOptions {
     /// Verify this many tokens per step (1..=block size) instead of adapting.
     pub fixed_len: Option<usize>,
+    /// Allow verify batches larger than the backend computes exactly like one-token steps
+    /// (reproduces the reference algorithm, e.g. z-lab's full blocks, but the output may then
+    /// differ from plain decoding at near-ties). Off by default: lossless first.
+    pub allow_inexact_batches: bool,
 }
 
 /// Generate from `prompt` with the DFlash drafter. `engine` must capture the drafter's target
@@ -60,7 +64,20 @@ pub fn generate_dflash(
     spec: &SpecOptions,
     on_text: impl FnMut(&str),
 ) -> Result<(Generation, SpecStats)> {
-    let b = drafter.block_size();
+    // Verify no more tokens at once than the backend computes exactly like one-token steps.
+    let exact = if spec.allow_inexact_batches {
+        drafter.block_size()
+    } else {
+        engine.largest_exact_batch(drafter.block_size())?
+    };
+    if let Some(f) = spec.fixed_len {
+        if f > exact {
+            tracing::warn!(
+                "verify length {f} capped at {exact}: larger batches do not reproduce one-token decoding exactly on this backend"
+            );
+        }
+    }
+    let b = exact;
     let mut timings = Timings::default();
     let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
     drafter.reset();
@@ -71,7 +88,7 @@ pub fn generate_dflash(
     let mut offered_at = vec![0usize; b];
     let mut accepted_at = vec![0usize; b];
     let mut length_counts = vec![0usize; b + 1];
-    let mut policy = LengthPolicy::new(b, spec.fixed_len);
+    let mut policy = LengthPolicy::new(b, spec.fixed_len.map(|f| f.min(b)));
     let mut out = Output::new(tok, opts, on_text);
     let mut draft_ms_total = 0.0;
     let mut verify_ms_total = 0.0;
