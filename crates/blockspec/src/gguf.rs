@@ -550,26 +550,19 @@ impl Gguf {
     }
     /// An optional array of strings.
     pub fn str_array(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let arr = v.as_array().ok_or_else(|| {
-            self.invalid(format!(
-                "metadata {key}: expected an array, found {}",
-                v.type_name()
-            ))
-        })?;
-        arr.iter()
-            .map(|e| {
-                e.as_str().ok_or_else(|| {
-                    self.invalid(format!("metadata {key}: expected an array of strings"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        self.array_of(key, "strings", Value::as_str)
     }
     /// An optional array of integers.
     pub fn int_array(&self, key: &str) -> Result<Option<Vec<i64>>, GgufError> {
+        self.array_of(key, "integers", Value::as_i64)
+    }
+    /// An optional array whose every element converts with `conv` (`what` names the element kind).
+    fn array_of<'a, T>(
+        &'a self,
+        key: &str,
+        what: &str,
+        conv: impl Fn(&'a Value) -> Option<T>,
+    ) -> Result<Option<Vec<T>>, GgufError> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -581,8 +574,8 @@ impl Gguf {
         })?;
         arr.iter()
             .map(|e| {
-                e.as_i64().ok_or_else(|| {
-                    self.invalid(format!("metadata {key}: expected an array of integers"))
+                conv(e).ok_or_else(|| {
+                    self.invalid(format!("metadata {key}: expected an array of {what}"))
                 })
             })
             .collect::<Result<Vec<_>, _>>()

@@ -5,11 +5,13 @@
 //! Tests that need a real model print a message and pass when the model file is missing
 //! (model dir: `$BLOCKSPEC_MODELS` or `~/.cache/blockspec/models`).
 
+mod common;
+
 use blockspec::chat::ChatTemplate;
 use blockspec::gguf::Gguf;
 use blockspec::tokenizer::ChatTokens;
 use serde_json::{json, Value as Json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const MODELS: &[&str] = &[
     "qwen2.5-coder-0.5b-instruct-q4_k_m",
@@ -17,17 +19,11 @@ const MODELS: &[&str] = &[
 ];
 
 fn model_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BLOCKSPEC_MODELS") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/blockspec/models")
+    common::models_dir()
 }
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llama")
+    common::fixture("llama")
 }
 
 fn model_template(model: &str) -> Option<ChatTemplate> {

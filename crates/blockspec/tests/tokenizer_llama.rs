@@ -6,6 +6,8 @@
 //! Tests that need a real model print a message and pass when the model file is missing
 //! (model dir: `$BLOCKSPEC_MODELS` or `~/.cache/blockspec/models`).
 
+mod common;
+
 use blockspec::gguf::Gguf;
 use blockspec::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::Value as Json;
@@ -18,17 +20,11 @@ const MODELS: &[&str] = &[
 ];
 
 fn model_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BLOCKSPEC_MODELS") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/blockspec/models")
+    common::models_dir()
 }
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llama")
+    common::fixture("llama")
 }
 
 /// The model's tokenizer and a fixture, or None (with a message) when either is missing.
