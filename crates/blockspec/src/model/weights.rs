@@ -319,6 +319,12 @@ impl<'a> Loader<'a> {
             buffers.push(buf);
         }
         bar.finish_and_clear();
+        for (name, bytes) in &bytes_by_buffer {
+            tracing::debug!(
+                "weights buffer {name}: {:.2} MiB",
+                *bytes as f64 / (1 << 20) as f64
+            );
+        }
         let tensors = tensors
             .into_iter()
             .map(|t| t.expect("every planned tensor placed"))
