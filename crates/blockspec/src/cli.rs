@@ -2,12 +2,16 @@
 //!
 //! Every failure prints one line `error: ...` naming the problem and exits with status 2.
 
+use crate::draft::dflash::DFlashDrafter;
+use crate::draft::model::DraftModel;
+use crate::draft::ngram::NgramDrafter;
+use crate::draft::Drafter;
 use crate::engine::{Engine, EngineConfig, Outputs};
 use crate::generate::{generate, GenerateOptions};
 use crate::gguf::Gguf;
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::spec::{generate_dflash, SpecOptions};
+use crate::spec::{generate_speculative, SpecOptions};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -81,7 +85,7 @@ struct ModelArgs {
     #[arg(long = "cache-type-v", default_value = "f16")]
     cache_type_v: String,
     /// Show ggml's log and debug messages.
-    #[arg(long)]
+    #[arg(short = 'v', long)]
     verbose: bool,
     /// Drafter for speculative decoding: a z-lab DFlash directory or a DFlash GGUF (also -md).
     #[arg(long = "draft", visible_alias = "model-draft")]
@@ -91,12 +95,42 @@ struct ModelArgs {
     #[arg(long = "spec", visible_alias = "spec-type")]
     spec: Option<String>,
     /// Verify exactly this many tokens per step (1..=block size) instead of choosing the length
-    /// that pays on this machine (also --spec-draft-n-max N, which verifies N drafts + 1).
+    /// that pays on this machine.
     #[arg(long = "block-size")]
     block_size: Option<usize>,
+    /// At most this many drafts per step for a draft model or n-gram lookup (the length is
+    /// still chosen adaptively below it). DFlash drafts its own block size.
+    #[arg(long = "spec-draft-n-max", default_value_t = 15)]
+    draft_n_max: usize,
+    /// A draft model stops drafting when its top probability falls below this (0: never).
+    #[arg(
+        long = "spec-draft-p-min",
+        visible_alias = "draft-p-min",
+        default_value_t = 0.0
+    )]
+    draft_p_min: f32,
+    /// N-gram lookup: the n-gram size looked up in the token history (shorter ones down to 2
+    /// are tried when it is not found).
+    #[arg(
+        long = "spec-ngram-size-n",
+        visible_alias = "spec-ngram-simple-size-n",
+        default_value_t = 3
+    )]
+    ngram_n: usize,
+    /// Quantize a DFlash drafter's float weights at load: q8_0 or q4_0 (default: as stored).
+    #[arg(long = "draft-type")]
+    draft_type: Option<String>,
     /// Attend to at most this many past positions in the drafter (0: all; the target is unaffected).
     #[arg(long = "draft-ctx", default_value_t = 0)]
     draft_ctx: usize,
+    /// How speculative verification evaluates the target. `fast` (default): the fastest kernels
+    /// and full blocks; every token is the target's own choice, computed in a batch, so where
+    /// two tokens tie within rounding it may take the other one than one-token decoding would
+    /// (as llama.cpp does). `exact`: kernels whose rows do not depend on the batch size, and no
+    /// more tokens per step than that holds for: the output is token for token that of plain
+    /// decoding with `--batch-invariant` (slower on CPUs).
+    #[arg(long = "verify", default_value = "fast")]
+    verify: String,
     /// Use batch-size-independent kernels (no weight repacking) also without a drafter, so plain
     /// decoding reproduces speculative output token for token. Speculation always uses them.
     #[arg(long = "batch-invariant")]
@@ -108,27 +142,67 @@ struct ModelArgs {
 enum SpecKind {
     None,
     DFlash,
+    /// A classic draft model (`-md` with an ordinary GGUF).
+    DraftModel,
+    Ngram,
 }
 
 impl ModelArgs {
+    /// Whether `--verify fast` was asked for.
+    fn fast_verify(&self) -> Result<bool> {
+        match self.verify.as_str() {
+            "exact" => Ok(false),
+            "fast" => Ok(true),
+            other => bail!("--verify {other:?}: expected exact or fast"),
+        }
+    }
+
+    /// The mode from --spec, or from what --draft points at (a DFlash drafter or a model).
     fn spec_kind(&self) -> Result<SpecKind> {
-        let kind = match self.spec.as_deref() {
-            None => {
-                if self.draft.is_some() {
+        let is_dflash = |p: &Path| {
+            crate::draft::dflash::is_dflash(p).with_context(|| format!("--draft {}", p.display()))
+        };
+        let kind = match (self.spec.as_deref(), &self.draft) {
+            (None, None) | (Some("none"), _) => SpecKind::None,
+            (None, Some(p)) => {
+                if is_dflash(p)? {
                     SpecKind::DFlash
                 } else {
-                    SpecKind::None
+                    SpecKind::DraftModel
                 }
             }
-            Some("none") => SpecKind::None,
-            Some("dflash" | "draft-dflash") => SpecKind::DFlash,
-            Some(k @ ("draft" | "draft-simple" | "ngram" | "ngram-simple")) => {
-                bail!("--spec {k}: classic draft models and n-gram lookup are not implemented yet (use dflash)")
+            (Some("dflash" | "draft-dflash"), Some(p)) => {
+                if !is_dflash(p)? {
+                    bail!(
+                        "--spec dflash: {} is not a DFlash drafter (use --spec draft for a classic draft model)",
+                        p.display()
+                    );
+                }
+                SpecKind::DFlash
             }
-            Some(other) => bail!("--spec {other:?}: expected dflash, draft, ngram or none"),
+            (Some("draft" | "draft-simple"), Some(p)) => {
+                if is_dflash(p)? {
+                    bail!(
+                        "--spec draft: {} is a DFlash drafter (use --spec dflash)",
+                        p.display()
+                    );
+                }
+                SpecKind::DraftModel
+            }
+            (Some(k @ ("dflash" | "draft-dflash" | "draft" | "draft-simple")), None) => {
+                bail!("--spec {k} needs a drafter: --draft PATH (also -md)")
+            }
+            (Some("ngram" | "ngram-simple"), None) => SpecKind::Ngram,
+            (Some(k @ ("ngram" | "ngram-simple")), Some(_)) => {
+                bail!("--spec {k} uses no draft model: drop --draft")
+            }
+            (Some(other), _) => {
+                bail!("--spec {other:?}: expected dflash, draft, ngram or none (or llama.cpp's draft-dflash, draft-simple, ngram-simple)")
+            }
         };
-        if kind == SpecKind::DFlash && self.draft.is_none() {
-            bail!("--spec dflash needs a drafter: --draft PATH");
+        self.fast_verify()?;
+        if kind != SpecKind::None && self.draft_n_max == 0 {
+            bail!("--spec-draft-n-max must be at least 1");
         }
         Ok(kind)
     }
@@ -368,7 +442,9 @@ struct Loaded {
     tokenizer: Tokenizer,
     engine: Engine,
     gguf: Gguf,
-    drafter: Option<crate::draft::dflash::DFlashDrafter>,
+    drafter: Option<Box<dyn Drafter>>,
+    /// `--verify fast`: full verify blocks on the fastest kernels.
+    fast_verify: bool,
 }
 
 fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
@@ -386,36 +462,69 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
     }
     let backend = Arc::new(ggml::Backend::cpu(threads));
     let t0 = Instant::now();
-    // With a drafter, batch-invariant target kernels: a verify batch then computes every row
-    // exactly as plain decoding would, so the output is the same token for token.
-    let repack = spec == SpecKind::None && !args.batch_invariant;
+    // `--verify exact`: batch-invariant target kernels, so a verify batch computes every row
+    // exactly as a one-token step would and the output is the same token for token.
+    let fast_verify = args.fast_verify()?;
+    let repack = match spec {
+        SpecKind::None => !args.batch_invariant,
+        _ => fast_verify,
+    };
     let model = Arc::new(Model::load_with(&gguf, &backend, show_progress, repack)?);
     let n_ctx = match args.ctx_size {
         Some(0) | None => model.hp.n_ctx_train.min(8192),
         Some(c) => c,
     };
-    let drafter = match (spec, &args.draft) {
-        (SpecKind::DFlash, Some(p)) => {
-            let d = crate::draft::dflash::DFlashDrafter::load(
-                p,
-                model.clone(),
-                backend.clone(),
+    let draft_block = args.draft_n_max + 1;
+    let draft_type = match &args.draft_type {
+        None => None,
+        Some(name) => match ggml::Type::parse(name) {
+            Some(t) if [ggml::Type::Q8_0, ggml::Type::Q4_0].contains(&t) => Some(t),
+            _ => bail!("--draft-type {name:?}: expected q8_0 or q4_0"),
+        },
+    };
+    if draft_type.is_some() && spec != SpecKind::DFlash {
+        bail!("--draft-type applies to DFlash drafters only");
+    }
+    let drafter: Option<Box<dyn Drafter>> = match (spec, &args.draft) {
+        (SpecKind::DFlash, Some(p)) => Some(Box::new(DFlashDrafter::load_with(
+            p,
+            model.clone(),
+            backend.clone(),
+            n_ctx,
+            args.draft_ctx,
+            ggml::Type::F16,
+            draft_type,
+        )?)),
+        (SpecKind::DraftModel, Some(p)) => {
+            let dg = open_gguf(p).context("--draft")?;
+            crate::draft::model::check_vocab(&gguf, &dg)?;
+            // The draft model's rounding does not matter (the target decides): fast kernels.
+            let dm = Arc::new(Model::load_with(&dg, &backend, show_progress, true)?);
+            let cfg = EngineConfig {
                 n_ctx,
-                args.draft_ctx,
-                ggml::Type::F16,
-            )?;
-            if let Some(b) = args.block_size {
-                if b > d.block_size() {
-                    bail!(
-                        "--block-size {b}: the drafter's block size is {}",
-                        d.block_size()
-                    );
-                }
-            }
-            Some(d)
+                n_ubatch: args.ubatch,
+                type_k: ggml::Type::F16,
+                type_v: ggml::Type::F16,
+                capture_layers: vec![],
+            };
+            let de = Engine::new(dm, backend.clone(), cfg)?;
+            Some(Box::new(DraftModel::new(
+                de,
+                draft_block,
+                args.draft_p_min,
+            )?))
         }
+        (SpecKind::Ngram, _) => Some(Box::new(NgramDrafter::new(args.ngram_n, draft_block)?)),
         _ => None,
     };
+    if let (Some(d), Some(b)) = (&drafter, args.block_size) {
+        if b > d.max_block() {
+            bail!(
+                "--block-size {b}: the drafter fills blocks of at most {}",
+                d.max_block()
+            );
+        }
+    }
     let type_k = ggml::Type::parse(&args.cache_type_k)
         .with_context(|| format!("--cache-type-k: unknown type {:?}", args.cache_type_k))?;
     let type_v = ggml::Type::parse(&args.cache_type_v)
@@ -448,6 +557,7 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         engine,
         gguf,
         drafter,
+        fast_verify,
     })
 }
 
@@ -510,18 +620,19 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     };
     let (g, spec) = match l.drafter.as_mut() {
         Some(d) => {
-            let so = SpecOptions {
+            let mut so = SpecOptions {
                 fixed_len: a.model.block_size,
-                allow_inexact_batches: false,
+                allow_inexact_batches: l.fast_verify,
+                policy: None,
             };
-            let (g, s) = generate_dflash(
+            let (g, s) = generate_speculative(
                 &mut l.engine,
-                d,
+                d.as_mut(),
                 &l.tokenizer,
                 &mut sampler,
                 &prompt,
                 &opts,
-                &so,
+                &mut so,
                 on_text,
             )?;
             (g, Some(s))
@@ -615,7 +726,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     }
     // Like llama-bench: unless -c is given, the context is just large enough for the largest test.
     let mut margs = a.model.clone();
-    if margs.ctx_size.is_none() && margs.draft.is_none() {
+    if margs.ctx_size.is_none() && margs.spec_kind()? == SpecKind::None {
         let need = a.n_prompt.iter().max().copied().unwrap_or(0)
             + a.n_gen.iter().max().copied().unwrap_or(0);
         margs.ctx_size = Some(need + 1);
@@ -681,7 +792,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     let spec_rows = match l.drafter.take() {
         Some(mut d) => bench_spec(
             &mut l,
-            &mut d,
+            d.as_mut(),
             a.model.block_size,
             a.spec_tokens,
             &mut result,
@@ -736,7 +847,7 @@ const BENCH_PROMPTS: &[&str] = &[
 /// Plain and speculative greedy generation on the same prompts and the same loaded target.
 fn bench_spec(
     l: &mut Loaded,
-    d: &mut crate::draft::dflash::DFlashDrafter,
+    d: &mut dyn Drafter,
     fixed_len: Option<usize>,
     n_tokens: usize,
     result: &mut serde_json::Map<String, serde_json::Value>,
@@ -750,7 +861,13 @@ fn bench_spec(
     let mut plain = (0usize, 0.0f64);
     let mut spec = (0usize, 0.0f64);
     let (mut steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize);
-    let mut identical = true;
+    let mut n_identical = 0usize;
+    // One policy across the prompts, as a server slot keeps it across requests.
+    let mut so = SpecOptions {
+        fixed_len,
+        allow_inexact_batches: l.fast_verify,
+        policy: None,
+    };
     for p in BENCH_PROMPTS {
         let prompt = l.tokenizer.encode(p, true, true)?;
         let g = generate(
@@ -763,21 +880,17 @@ fn bench_spec(
         )?;
         plain.0 += g.tokens.len();
         plain.1 += g.timings.predicted_ms;
-        let so = SpecOptions {
-            fixed_len,
-            allow_inexact_batches: false,
-        };
-        let (gs, st) = generate_dflash(
+        let (gs, st) = generate_speculative(
             &mut l.engine,
             d,
             &l.tokenizer,
             &mut Sampler::new(SamplingParams::greedy()),
             &prompt,
             &opts,
-            &so,
+            &mut so,
             |_| {},
         )?;
-        identical &= gs.tokens == g.tokens;
+        n_identical += usize::from(gs.tokens == g.tokens);
         spec.0 += gs.tokens.len();
         spec.1 += gs.timings.predicted_ms;
         steps += st.steps;
@@ -793,18 +906,25 @@ fn bench_spec(
     result.insert("spec_tau".into(), tau.into());
     result.insert("spec_drafted".into(), drafted.into());
     result.insert("spec_accepted".into(), accepted.into());
-    result.insert("spec_identical_to_plain".into(), identical.into());
+    // Prompts whose speculative output equals the plain one (all of them with --verify exact).
+    result.insert("spec_identical_prompts".into(), n_identical.into());
     result.insert("spec_prompts".into(), BENCH_PROMPTS.len().into());
-    if !identical {
-        bail!("speculative output differed from plain output: this is a bug, please report it");
+    if n_identical < BENCH_PROMPTS.len() && !l.fast_verify {
+        bail!("speculative output differed from plain output with --verify exact: this is a bug, please report it");
     }
     Ok(vec![
         format!(
-            "| plain (batch-invariant) | {} | {plain_rate:.2} | 1.00 | - | - |",
+            "| plain{} | {} | {plain_rate:.2} | 1.00 | - | - |",
+            if l.fast_verify {
+                ""
+            } else {
+                " (batch-invariant)"
+            },
             plain.0
         ),
         format!(
-            "| dflash | {} | {spec_rate:.2} | {:.2} | {tau:.2} | {accepted}/{drafted} |",
+            "| {} | {} | {spec_rate:.2} | {:.2} | {tau:.2} | {accepted}/{drafted} |",
+            d.name(),
             spec.0,
             spec_rate / plain_rate
         ),

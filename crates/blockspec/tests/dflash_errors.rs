@@ -125,10 +125,36 @@ fn broken_zlab_checkpoints() {
 fn cli_spec_errors() {
     let m = common::fixture("tiny/qwen3/model-f32.gguf");
     let m = m.to_str().expect("utf8");
+    let d = common::fixture("dflash/tiny-qwen3-drafter");
+    let d = d.to_str().expect("utf8");
     for (args, want) in [
         (
-            vec!["run", "-m", m, "-p", "hi", "--spec", "ngram"],
-            "not implemented yet",
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--draft",
+                d,
+                "--draft-type",
+                "f32",
+            ],
+            "--draft-type \"f32\": expected q8_0 or q4_0",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--spec",
+                "ngram",
+                "--draft-type",
+                "q8_0",
+            ],
+            "DFlash drafters only",
         ),
         (
             vec!["run", "-m", m, "-p", "hi", "--spec", "dflash"],

@@ -12,7 +12,7 @@ use blockspec::generate::{generate, GenerateOptions};
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::sampling::{Sampler, SamplingParams};
-use blockspec::spec::{generate_dflash, SpecOptions};
+use blockspec::spec::{generate_speculative, SpecOptions};
 use blockspec::synth::{write_random_dflash, DraftSpec};
 use blockspec::tokenizer::Tokenizer;
 use std::sync::Arc;
@@ -76,16 +76,17 @@ fn check(file: &str, n_prompts: usize, n_tokens: usize) {
         )
         .expect("plain");
         for fixed in [Some(4), None] {
-            let (g, stats) = generate_dflash(
+            let (g, stats) = generate_speculative(
                 &mut engine,
                 &mut drafter,
                 &tok,
                 &mut Sampler::new(SamplingParams::greedy()),
                 &prompt,
                 &opts,
-                &SpecOptions {
+                &mut SpecOptions {
                     fixed_len: fixed,
                     allow_inexact_batches: false,
+                    policy: None,
                 },
                 |_| {},
             )

@@ -13,7 +13,7 @@ use blockspec::generate::{generate, GenerateOptions};
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::sampling::{Sampler, SamplingParams};
-use blockspec::spec::{generate_dflash, SpecOptions};
+use blockspec::spec::{generate_speculative, SpecOptions};
 use blockspec::tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ fn speculative_sampling_reproduces_plain_sampling() {
                 |_| {},
             )
             .expect("plain");
-            let (spec, stats) = generate_dflash(
+            let (spec, stats) = generate_speculative(
                 &mut engine,
                 &mut drafter,
                 &tok,
@@ -87,9 +87,10 @@ fn speculative_sampling_reproduces_plain_sampling() {
                 // The tiny f32 model's matmuls change kernel from 2 rows on (no exact batch > 1), so full
                 // blocks are allowed here to exercise the acceptance walk; its rounding differences
                 // (~1e-6) are far below this model's sampling margins.
-                &SpecOptions {
+                &mut SpecOptions {
                     fixed_len: Some(8),
                     allow_inexact_batches: true,
+                    policy: None,
                 },
                 |_| {},
             )

@@ -189,6 +189,50 @@ fn cli_errors_exit_2_with_one_line() {
             "model file not found",
         ),
         (vec!["bench", "-m", m, "-p", "4096", "-c", "128"], "-p 4096"),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--spec", "ngram", "-md", m],
+            "uses no draft model",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--spec", "draft-simple"],
+            "needs a drafter",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--spec", "dflash", "-md", m],
+            "is not a DFlash drafter",
+        ),
+        (
+            vec![
+                "run", "-m", m, "-p", "hi", "--spec", "ngram", "--verify", "sloppy",
+            ],
+            "expected exact or fast",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--spec", "warp"],
+            "expected dflash, draft, ngram or none",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "-md", "/nonexistent/d.gguf"],
+            "drafter not found",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--spec",
+                "ngram",
+                "--spec-draft-n-max",
+                "0",
+            ],
+            "--spec-draft-n-max",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "-md", m, "--draft-p-min", "1.5"],
+            "--draft-p-min",
+        ),
     ];
     for (args, want) in cases {
         let (code, _out, err) = blockspec(&args);
@@ -225,4 +269,55 @@ fn cli_run_json_on_tiny_model() {
         assert!(v["timings"][k].is_number(), "timings.{k} missing: {v}");
     }
     assert_eq!(v["timings"]["predicted_n"], 5);
+}
+
+/// `-md` with an ordinary model (a classic draft model) and `--spec ngram` through the CLI give
+/// the same tokens as plain greedy decoding with the same (batch-invariant) kernels.
+#[test]
+fn cli_draft_model_and_ngram_match_plain() {
+    let m = tiny();
+    let m = m.to_str().expect("utf8");
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "run",
+            "-m",
+            m,
+            "-p",
+            "one two one two one two",
+            "-n",
+            "12",
+            "--temp",
+            "0",
+            "--json",
+            "--ignore-eos",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = blockspec(&args);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        serde_json::from_str(out.trim()).expect("one JSON object")
+    };
+    let plain = run(&["--batch-invariant"]);
+    for extra in [
+        vec!["-md", m, "--block-size", "3", "--verify", "exact"],
+        vec![
+            "--spec",
+            "draft-simple",
+            "--spec-draft-model",
+            m,
+            "--verify",
+            "exact",
+        ],
+        vec!["--spec", "ngram", "--block-size", "4", "--verify", "exact"],
+    ] {
+        let v = run(&extra);
+        assert_eq!(v["tokens"], plain["tokens"], "{extra:?}");
+        assert!(v["timings"]["draft_n"].is_number(), "{extra:?}: {v}");
+    }
+    // `--verify fast` (the default) verifies full blocks; the model drafting for itself is right
+    // nearly always (a batch may round a near-tie differently from the draft's one-token step).
+    let v = run(&["-md", m, "--block-size", "3"]);
+    let drafted = v["timings"]["draft_n"].as_u64().unwrap_or(0);
+    let accepted = v["timings"]["draft_n_accepted"].as_u64().unwrap_or(0);
+    assert!(drafted > 0, "{v}");
+    assert!(accepted * 4 >= drafted * 3, "{v}");
 }

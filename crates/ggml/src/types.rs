@@ -63,6 +63,37 @@ impl Type {
         unsafe { sys::ggml_is_quantized(self.0) }
     }
 
+    /// Quantize `nrows` rows of `n_per_row` f32 values to this type (ggml's reference
+    /// quantizers, no importance matrix). `None` if the type cannot be produced this way (not a
+    /// quantized type, one that needs an importance matrix, or rows that are not whole blocks).
+    pub fn quantize(self, src: &[f32], nrows: usize, n_per_row: usize) -> Option<Vec<u8>> {
+        if !self.is_quantized() || src.len() != nrows * n_per_row {
+            return None;
+        }
+        // SAFETY: valid type id.
+        if unsafe { sys::ggml_quantize_requires_imatrix(self.0) } {
+            return None;
+        }
+        let row = self.row_bytes(n_per_row as u64)? as usize;
+        let mut out = vec![0u8; row * nrows];
+        // SAFETY: src holds nrows * n_per_row floats; out has room for nrows rows of this type
+        // (row_bytes checked n_per_row is whole blocks); no importance matrix is passed, which
+        // the type does not require (checked above). ggml_quantize_chunk only reads src and
+        // writes out within those bounds.
+        let written = unsafe {
+            sys::ggml_quantize_chunk(
+                self.0,
+                src.as_ptr(),
+                out.as_mut_ptr().cast(),
+                0,
+                nrows as i64,
+                n_per_row as i64,
+                std::ptr::null(),
+            )
+        };
+        (written == out.len()).then_some(out)
+    }
+
     /// Parse a KV-cache type name as llama.cpp spells it (`f16`, `q8_0`, ...).
     pub fn parse(name: &str) -> Option<Type> {
         (0..sys::GGML_TYPE_COUNT)

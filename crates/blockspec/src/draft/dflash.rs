@@ -13,7 +13,9 @@
 //! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
 
 use crate::gguf::Gguf;
-use crate::model::weights::{Loader, SourceTensor, TensorSource, WeightBytes, WeightStore};
+use crate::model::weights::{
+    Loader, Requantized, SourceTensor, TensorSource, WeightBytes, WeightStore,
+};
 use crate::model::Model;
 use anyhow::{bail, Context as _, Result};
 use ggml::{Backend, Buffer, Context, Graph, RopeParams, Sched, Tensor, Type, WeightUse};
@@ -568,6 +570,8 @@ struct Shape {
     ctx_rows: usize,
     block: bool,
     n_kv: usize,
+    /// Block slots whose drafts are read out (the lm_head runs on these rows only).
+    n_out: usize,
 }
 
 struct StepGraph {
@@ -620,11 +624,34 @@ impl DFlashDrafter {
         window: usize,
         cache_type: Type,
     ) -> Result<DFlashDrafter> {
+        Self::load_with(path, target, backend, n_ctx, window, cache_type, None)
+    }
+
+    /// Like [`load`](Self::load); `weight_type` quantizes the drafter's float matrices (f32,
+    /// f16, bf16) to that type at load (`--draft-type q8_0` / `q4_0`).
+    pub fn load_with(
+        path: &Path,
+        target: Arc<Model>,
+        backend: Arc<Backend>,
+        n_ctx: usize,
+        window: usize,
+        cache_type: Type,
+        weight_type: Option<Type>,
+    ) -> Result<DFlashDrafter> {
+        if let Some(t) = weight_type {
+            if t.quantize(&[0.0; 32], 1, 32).is_none() {
+                bail!("draft weight type {t}: expected a quantized type such as q8_0 or q4_0");
+            }
+        }
+        let load = |src: &dyn TensorSource, cfg: &DFlashConfig| match weight_type {
+            Some(ty) => load_weights(&Requantized { inner: src, ty }, cfg, &backend),
+            None => load_weights(src, cfg, &backend),
+        };
         let (cfg, weights) = if path.is_dir() {
             let cfg = zlab_config(path, target.hp.n_layer)?;
             validate(&cfg, &target, path)?;
             let src = SafetensorsDir::open(path)?;
-            let w = load_weights(&src, &cfg, &backend)?;
+            let w = load(&src, &cfg)?;
             (cfg, w)
         } else {
             if !path.exists() {
@@ -634,7 +661,7 @@ impl DFlashDrafter {
             let (cfg, renames) = gguf_config(&g)?;
             validate(&cfg, &target, path)?;
             let src = DraftGguf { g, renames };
-            let w = load_weights(&src, &cfg, &backend)?;
+            let w = load(&src, &cfg)?;
             (cfg, w)
         };
         if cache_type.row_bytes(cfg.head_dim as u64).is_none() {
@@ -687,11 +714,13 @@ impl DFlashDrafter {
                 ctx_rows: APPEND_ROWS,
                 block: false,
                 n_kv: 0,
+                n_out: 0,
             },
             Shape {
                 ctx_rows: b,
                 block: true,
                 n_kv: d.n_cells,
+                n_out: b - 1,
             },
         ] {
             let g = d.build(s);
@@ -704,6 +733,17 @@ impl DFlashDrafter {
 
     pub fn block_size(&self) -> usize {
         self.cfg.block_size
+    }
+
+    /// Element types of the drafter's matrices (fc, then each layer's projections), as loaded.
+    pub fn matrix_types(&self) -> Vec<Type> {
+        let mut out = vec![self.w.fc.ty()];
+        for l in &self.w.layers {
+            for t in [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down] {
+                out.push(t.ty());
+            }
+        }
+        out
     }
     pub fn target_layers(&self) -> &[usize] {
         &self.cfg.target_layer_ids
@@ -863,7 +903,8 @@ impl DFlashDrafter {
                 h = g.add(down, h1);
             }
             // Slots 1..B predict positions start+1..start+B.
-            let tail = g.view(h, &[c.n_embd as i64, b - 1], &[h.nb()[1]], h.nb()[1]);
+            let n_out = s.n_out as i64;
+            let tail = g.view(h, &[c.n_embd as i64, n_out], &[h.nb()[1]], h.nb()[1]);
             let x = g.rms_norm(tail, c.rms_eps);
             let x = g.mul(x, self.w.output_norm);
             let logits = g.mul_mat(self.target.weights.output, x);
@@ -928,17 +969,7 @@ impl DFlashDrafter {
         let b = self.cfg.block_size;
         let len = len.clamp(2, b);
         let nf = self.n_feat();
-        // Catch up on a long backlog (a prompt) with context-only passes.
-        while self.pending.len() / nf > b {
-            let rows = (self.pending.len() / nf - b).min(APPEND_ROWS);
-            let s = Shape {
-                ctx_rows: APPEND_ROWS,
-                block: false,
-                n_kv: 0,
-            };
-            self.run_inject(s, rows, APPEND_ROWS)?;
-            self.consume(rows);
-        }
+        self.catch_up()?;
         let rows = self.pending.len() / nf;
         let start = self.n_done + rows;
         if start + b > self.n_cells - 1 {
@@ -949,6 +980,7 @@ impl DFlashDrafter {
             ctx_rows: b,
             block: true,
             n_kv,
+            n_out: len - 1,
         };
         let lo = if self.window > 0 {
             start.saturating_sub(self.window)
@@ -965,7 +997,7 @@ impl DFlashDrafter {
                 *cell = 0;
             }
         }
-        let mut out = vec![0i32; b - 1];
+        let mut out = vec![0i32; len - 1];
         {
             // The closure fills the graph's inputs while `run` holds `self` mutably.
             let pending = std::mem::take(&mut self.pending);
@@ -981,13 +1013,31 @@ impl DFlashDrafter {
             res?;
         }
         let am = self.graphs[&s].argmax.expect("block");
-        let mut bytes = vec![0u8; (b - 1) * 4];
+        let mut bytes = vec![0u8; (len - 1) * 4];
         am.read_bytes(&mut bytes, 0);
         for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
             *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
         self.consume(rows);
-        Ok(out.into_iter().take(len - 1).map(|t| t as u32).collect())
+        Ok(out.into_iter().map(|t| t as u32).collect())
+    }
+
+    /// Inject a long backlog of committed context (a prompt, or many plain steps) with
+    /// context-only passes, leaving at most one block's worth for the next draft step.
+    fn catch_up(&mut self) -> Result<()> {
+        let (b, nf) = (self.cfg.block_size, self.n_feat());
+        while self.pending.len() / nf > b {
+            let rows = (self.pending.len() / nf - b).min(APPEND_ROWS);
+            let s = Shape {
+                ctx_rows: APPEND_ROWS,
+                block: false,
+                n_kv: 0,
+                n_out: 0,
+            };
+            self.run_inject(s, rows, APPEND_ROWS)?;
+            self.consume(rows);
+        }
+        Ok(())
     }
 
     fn run_inject(&mut self, s: Shape, rows: usize, cap: usize) -> Result<()> {
@@ -1022,6 +1072,55 @@ fn fill_ctx(
         .map(|i| if i < rows { (n_done + i) as i64 } else { trash })
         .collect();
     g.ctx_rows.write_i64(&r);
+}
+
+impl super::Drafter for DFlashDrafter {
+    fn name(&self) -> &'static str {
+        "dflash"
+    }
+    fn max_block(&self) -> usize {
+        self.cfg.block_size
+    }
+    fn target_layers(&self) -> &[usize] {
+        &self.cfg.target_layer_ids
+    }
+    fn cost(&self) -> super::DraftCost {
+        super::DraftCost::PerStep
+    }
+    fn begin(&mut self, _prompt: &[u32], features: &[f32]) -> Result<()> {
+        self.reset();
+        self.push_features(features);
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.catch_up()
+    }
+    fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
+        if len < 2 {
+            return Ok(Vec::new());
+        }
+        self.draft_block(last, len)
+    }
+    fn commit(&mut self, _tokens: &[u32], features: &[f32]) -> Result<()> {
+        self.push_features(features);
+        Ok(())
+    }
+}
+
+/// Whether `path` holds a DFlash drafter (a z-lab directory, or a GGUF whose architecture is one
+/// of the DFlash spellings) rather than an ordinary model usable as a classic draft model.
+pub fn is_dflash(path: &Path) -> Result<bool> {
+    if path.is_dir() {
+        return Ok(true);
+    }
+    if !path.exists() {
+        bail!("drafter not found: {}", path.display());
+    }
+    let g = Gguf::open(path)?;
+    Ok(matches!(
+        g.arch()?,
+        "dflash" | "qwen35-dflash-draft" | "dflash-draft"
+    ))
 }
 
 #[cfg(test)]

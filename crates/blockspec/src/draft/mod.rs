@@ -1,3 +1,54 @@
 //! Drafters: where speculative tokens come from.
+//!
+//! Every source (the DFlash block drafter, a classic small draft model, n-gram lookup in the
+//! token history) sits behind [`Drafter`], so the verify loop in `spec` is the same for all of
+//! them. A drafter only proposes; the target decides, so a drafter can never change the output.
 
 pub mod dflash;
+pub mod model;
+pub mod ngram;
+
+use anyhow::Result;
+
+/// How a drafter's time grows with the number of tokens it drafts (the verify-length policy
+/// weighs it against the verify cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftCost {
+    /// One forward per step whatever the length (DFlash drafts a whole block at once).
+    PerStep,
+    /// One forward per drafted token (an autoregressive draft model).
+    PerToken,
+}
+
+/// A source of draft tokens for speculative decoding.
+///
+/// The protocol, per generation: [`begin`](Drafter::begin) with the prompt; then per step
+/// [`draft`](Drafter::draft) (optional: a plain step skips it) and [`commit`](Drafter::commit)
+/// with the tokens the target accepted.
+pub trait Drafter {
+    /// Short name for logs and statistics (`dflash`, `draft`, `ngram`).
+    fn name(&self) -> &'static str;
+    /// The longest verify block this drafter fills: drafts + 1.
+    fn max_block(&self) -> usize;
+    /// Target layers whose hidden states the drafter reads; the target engine captures them in
+    /// its own graphs and they arrive through `begin` and `commit`.
+    fn target_layers(&self) -> &[usize] {
+        &[]
+    }
+    fn cost(&self) -> DraftCost;
+    /// A new generation. `features`: the captured target features of the prompt's positions,
+    /// token-major (empty when `target_layers` is).
+    fn begin(&mut self, prompt: &[u32], features: &[f32]) -> Result<()>;
+    /// Catch up on committed tokens the drafter has not processed yet, outside the timed draft
+    /// (after a run of plain steps), so the measured drafting cost is that of a draft alone.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Propose up to `len - 1` tokens to follow `last`: the newest committed token, which the
+    /// target has not evaluated yet. May return fewer, or none.
+    fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>>;
+    /// The step committed `tokens`: the `last` token of the step followed by the accepted drafts
+    /// (the target's own next token becomes the next step's `last`). `features` are the target
+    /// features of these positions.
+    fn commit(&mut self, tokens: &[u32], features: &[f32]) -> Result<()>;
+}

@@ -119,6 +119,50 @@ pub trait TensorSource {
     fn find(&self, name: &str) -> Option<SourceTensor>;
 }
 
+/// A source whose float matrices (f32, f16, bf16; 2-D) are quantized to `ty` as they are read
+/// (`--draft-type q8_0`). Vectors (norms, biases) and already quantized tensors pass through.
+pub struct Requantized<'a> {
+    pub inner: &'a dyn TensorSource,
+    pub ty: ggml::Type,
+}
+
+impl TensorSource for Requantized<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn find(&self, name: &str) -> Option<SourceTensor> {
+        let t = self.inner.find(name)?;
+        let float = [ggml::Type::F32, ggml::Type::F16, ggml::Type::BF16].contains(&t.ty);
+        if t.n_dims != 2 || !float || !(t.ne[0] as u64).is_multiple_of(self.ty.block_size()) {
+            return Some(t);
+        }
+        let d = t.data();
+        let f: Vec<f32> = match t.ty {
+            ggml::Type::F16 => d
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            ggml::Type::BF16 => d
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
+        let (n_per_row, nrows) = (t.ne[0] as usize, t.ne[1] as usize);
+        match self.ty.quantize(&f, nrows, n_per_row) {
+            Some(q) => Some(SourceTensor {
+                ty: self.ty,
+                bytes: WeightBytes::Owned(Arc::new(q)),
+                ..t
+            }),
+            None => Some(t),
+        }
+    }
+}
+
 impl TensorSource for Gguf {
     fn describe(&self) -> String {
         self.path().display().to_string()

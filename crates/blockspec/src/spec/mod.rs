@@ -7,7 +7,7 @@
 
 pub mod policy;
 
-use crate::draft::dflash::DFlashDrafter;
+use crate::draft::Drafter;
 use crate::engine::{Engine, Outputs};
 use crate::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
 use crate::sampling::Sampler;
@@ -49,26 +49,29 @@ pub struct SpecOptions {
     /// (reproduces the reference algorithm, e.g. z-lab's full blocks, but the output may then
     /// differ from plain decoding at near-ties). Off by default: lossless first.
     pub allow_inexact_batches: bool,
+    /// What the length policy learned (costs on this machine, acceptance), carried from one
+    /// generation to the next when the same options are passed again. Start with `None`.
+    pub policy: Option<LengthPolicy>,
 }
 
-/// Generate from `prompt` with the DFlash drafter. `engine` must capture the drafter's target
+/// Generate from `prompt` with speculative decoding. `engine` must capture the drafter's target
 /// layers (EngineConfig::capture_layers == drafter.target_layers()).
 #[allow(clippy::too_many_arguments)]
-pub fn generate_dflash(
+pub fn generate_speculative(
     engine: &mut Engine,
-    drafter: &mut DFlashDrafter,
+    drafter: &mut dyn Drafter,
     tok: &Tokenizer,
     sampler: &mut Sampler,
     prompt: &[u32],
     opts: &GenerateOptions,
-    spec: &SpecOptions,
+    spec: &mut SpecOptions,
     on_text: impl FnMut(&str),
 ) -> Result<(Generation, SpecStats)> {
     // Verify no more tokens at once than the backend computes exactly like one-token steps.
     let exact = if spec.allow_inexact_batches {
-        drafter.block_size()
+        drafter.max_block()
     } else {
-        engine.largest_exact_batch(drafter.block_size())?
+        engine.largest_exact_batch(drafter.max_block())?
     };
     if let Some(f) = spec.fixed_len {
         if f > exact {
@@ -80,15 +83,22 @@ pub fn generate_dflash(
     let b = exact;
     let mut timings = Timings::default();
     let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
-    drafter.reset();
-    drafter.push_features(engine.captured());
+    // The drafter's own prompt processing counts as prompt time.
+    let tb = Instant::now();
+    drafter.begin(prompt, engine.captured())?;
+    timings.prompt_ms += tb.elapsed().as_secs_f64() * 1000.0;
+    let n_vocab = engine.n_vocab();
 
     let t1 = Instant::now();
     let mut stats = SpecStats::default();
     let mut offered_at = vec![0usize; b];
     let mut accepted_at = vec![0usize; b];
     let mut length_counts = vec![0usize; b + 1];
-    let mut policy = LengthPolicy::new(b, spec.fixed_len.map(|f| f.min(b)));
+    let fixed = spec.fixed_len.map(|f| f.min(b));
+    let mut policy = match spec.policy.take() {
+        Some(p) if p.max_len() == b && p.fixed() == fixed => p,
+        _ => LengthPolicy::new(b, fixed, drafter.cost()),
+    };
     let mut out = Output::new(tok, opts, on_text);
     let mut draft_ms_total = 0.0;
     let mut verify_ms_total = 0.0;
@@ -116,19 +126,32 @@ pub fn generate_dflash(
                 n = n.min(m.saturating_sub(out.tokens.len()) + 1).max(1);
             }
             let mut block = vec![last];
+            let mut step_ms = 0.0;
             if n > 1 {
+                let tsync = Instant::now();
+                drafter.sync()?;
+                step_ms += tsync.elapsed().as_secs_f64() * 1000.0;
                 let td = Instant::now();
-                let drafts = drafter.draft_block(last, n)?;
+                let mut drafts = drafter.draft(last, n)?;
                 let ms = td.elapsed().as_secs_f64() * 1000.0;
-                policy.record_draft(ms);
+                policy.record_draft(ms, drafts.len());
                 draft_ms_total += ms;
+                step_ms += ms;
+                // A drafter may propose fewer (or ids the target does not have: a draft
+                // model's padded vocabulary); verify what is usable.
+                drafts.truncate(n - 1);
+                if let Some(i) = drafts.iter().position(|&t| t as usize >= n_vocab) {
+                    drafts.truncate(i);
+                }
                 block.extend_from_slice(&drafts);
+                n = block.len();
             }
             let tv = Instant::now();
             logits = engine.decode(&block, Outputs::All)?;
             let ms = tv.elapsed().as_secs_f64() * 1000.0;
             policy.record_verify(n, ms);
             verify_ms_total += ms;
+            step_ms += ms;
             length_counts[n] += 1;
             stats.steps += 1;
 
@@ -153,6 +176,12 @@ pub fn generate_dflash(
                 stats.drafted += n - 1;
                 stats.accepted += committed;
                 policy.record_accept(n - 1, committed);
+                if let Some(plain) = policy.plain_ms() {
+                    policy.record_overhead(step_ms - (committed + 1) as f64 * plain);
+                }
+                tracing::debug!(
+                    "step: {n} tokens verified in {ms:.1} ms ({step_ms:.1} ms with drafting), {committed} accepted"
+                );
                 for k in 0..(n - 1).min(committed + 1) {
                     offered_at[k] += 1;
                     if k < committed {
@@ -163,7 +192,10 @@ pub fn generate_dflash(
             // Keep the target's KV and the features of block[0..=committed] only.
             engine.truncate(start + committed + 1);
             let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
-            drafter.push_features(&engine.captured()[..(committed + 1) * nf]);
+            drafter.commit(
+                &block[..=committed],
+                &engine.captured()[..(committed + 1) * nf],
+            )?;
             // Tokens this step commits (cut short by a stop or the token limit).
             let before = out.tokens.len();
             for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
@@ -176,6 +208,7 @@ pub fn generate_dflash(
             last = bonus;
         }
     };
+    spec.policy = Some(policy);
     let (tokens, text) = out.finish(stop);
     timings.predicted_n = tokens.len();
     timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;

@@ -7,6 +7,8 @@
 //! rate 1 / c(1). When plain decoding wins, a speculative probe is still made now and then (with a
 //! growing interval while probes keep losing) so that the acceptance estimate can recover.
 
+use crate::draft::DraftCost;
+
 /// Exponential moving average.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ema {
@@ -36,31 +38,53 @@ pub struct LengthPolicy {
     fixed: Option<usize>,
     /// Verify time (ms) per batch length 1..=max_len (index n).
     verify_ms: Vec<Ema>,
+    /// Drafting time: per step, or per drafted token (`per_token`).
     draft_ms: Ema,
+    per_token: bool,
     /// Per draft position k (index k-1): decayed accepted / offered counts.
     hits: Vec<f64>,
     trials: Vec<f64>,
     plain_steps_since_probe: usize,
-    probe_interval: usize,
+    plain_ms_since_probe: f64,
+    /// Extra time of speculative steps over plain decoding of what they committed.
+    overhead_ms: Ema,
 }
 
 const DECAY: f64 = 0.98;
+/// Length of the first speculative step.
+const FIRST_PROBE_LEN: usize = 4;
+/// Plain steps at least between two probes.
 const MIN_PROBE: usize = 16;
-const MAX_PROBE: usize = 256;
+/// Probes may cost at most this fraction of the plain decoding time between them.
+const PROBE_BUDGET: f64 = 0.02;
 
 impl LengthPolicy {
     /// `max_len`: the drafter's block size (verify lengths 1..=max_len). `fixed`: always use this.
-    pub fn new(max_len: usize, fixed: Option<usize>) -> LengthPolicy {
+    /// `cost`: how the drafter's time grows with the draft length.
+    pub fn new(max_len: usize, fixed: Option<usize>, cost: DraftCost) -> LengthPolicy {
         LengthPolicy {
             max_len,
             fixed: fixed.map(|f| f.clamp(1, max_len)),
             verify_ms: vec![Ema::default(); max_len + 1],
             draft_ms: Ema::default(),
+            per_token: cost == DraftCost::PerToken,
             hits: vec![0.0; max_len],
             trials: vec![0.0; max_len],
             plain_steps_since_probe: 0,
-            probe_interval: MIN_PROBE,
+            plain_ms_since_probe: 0.0,
+            overhead_ms: Ema::default(),
         }
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+    pub fn fixed(&self) -> Option<usize> {
+        self.fixed
+    }
+    /// Measured time of a plain (one-token) step.
+    pub fn plain_ms(&self) -> Option<f64> {
+        self.verify_ms[1].get()
     }
 
     /// Acceptance chance of draft position k (1-based), with a uniform prior.
@@ -93,7 +117,17 @@ impl LengthPolicy {
             (Some((a, va)), Some((b, vb))) => {
                 Some(va + (vb - va) * (n - a) as f64 / (b - a) as f64)
             }
-            (Some((a, va)), None) => Some(va * n as f64 / a as f64),
+            (Some((a, va)), None) => {
+                // Past the longest measured length: the line through the two longest measured
+                // ones (flat on a GPU, steep on a CPU), or proportional with one point only.
+                let lower = (1..a)
+                    .rev()
+                    .find_map(|m| self.verify_ms[m].get().map(|v| (m, v)));
+                Some(match lower {
+                    Some((m, vm)) => va + ((va - vm) / (a - m) as f64).max(0.0) * (n - a) as f64,
+                    None => va * n as f64 / a as f64,
+                })
+            }
             (None, Some((_, vb))) => Some(vb),
             (None, None) => None,
         }
@@ -105,7 +139,10 @@ impl LengthPolicy {
         if n == 1 {
             return Some(1.0 / c.max(1e-6));
         }
-        let d = self.draft_ms.get()?;
+        let mut d = self.draft_ms.get()?;
+        if self.per_token {
+            d *= (n - 1) as f64;
+        }
         Some(self.expected_tokens(n) / (c + d).max(1e-6))
     }
 
@@ -124,25 +161,32 @@ impl LengthPolicy {
         if let Some(f) = self.fixed {
             return f;
         }
-        // Measure both ends first: one plain step, then one full block.
+        // Measure a plain step first, then a short speculative one (cheap if the drafter is
+        // useless); longer lengths are tried when the acceptance seen makes them look worth it.
         if self.verify_ms[1].get().is_none() {
             return 1;
         }
         if self.draft_ms.get().is_none() {
-            return self.max_len;
+            return self.max_len.min(FIRST_PROBE_LEN);
         }
         let spec = self.best_speculative();
         let spec_rate = self.rate(spec).unwrap_or(0.0);
         let plain_rate = self.rate(1).unwrap_or(0.0);
         if spec_rate >= plain_rate {
-            self.probe_interval = MIN_PROBE;
             self.plain_steps_since_probe = 0;
+            self.plain_ms_since_probe = 0.0;
             return spec;
         }
         self.plain_steps_since_probe += 1;
-        if self.plain_steps_since_probe >= self.probe_interval {
+        // Probe now and then, so the acceptance estimate can recover when the text turns
+        // predictable; but within a budget: a probe's measured extra time must stay under
+        // PROBE_BUDGET of the time decoded plainly since the last one.
+        let overhead = self.overhead_ms.get().unwrap_or(0.0).max(0.0);
+        if self.plain_steps_since_probe >= MIN_PROBE
+            && self.plain_ms_since_probe * PROBE_BUDGET >= overhead
+        {
             self.plain_steps_since_probe = 0;
-            self.probe_interval = (self.probe_interval * 2).min(MAX_PROBE);
+            self.plain_ms_since_probe = 0.0;
             return spec;
         }
         1
@@ -150,9 +194,23 @@ impl LengthPolicy {
 
     pub fn record_verify(&mut self, n: usize, ms: f64) {
         self.verify_ms[n].add(ms);
+        if n == 1 {
+            self.plain_ms_since_probe += ms;
+        }
     }
-    pub fn record_draft(&mut self, ms: f64) {
-        self.draft_ms.add(ms);
+
+    /// A speculative step took `ms` more than plain decoding of the tokens it committed
+    /// (negative when it paid off): the cost of a probe.
+    pub fn record_overhead(&mut self, ms: f64) {
+        self.overhead_ms.add(ms);
+    }
+    /// A draft of `n_drafts` tokens took `ms`.
+    pub fn record_draft(&mut self, ms: f64, n_drafts: usize) {
+        if self.per_token {
+            self.draft_ms.add(ms / n_drafts.max(1) as f64);
+        } else {
+            self.draft_ms.add(ms);
+        }
     }
     /// A verify offered `offered` drafts and accepted the first `accepted` of them.
     pub fn record_accept(&mut self, offered: usize, accepted: usize) {
@@ -174,11 +232,11 @@ mod tests {
     use super::*;
 
     fn trained(accept_rate: f64, cost: impl Fn(usize) -> f64, draft: f64) -> LengthPolicy {
-        let mut p = LengthPolicy::new(16, None);
+        let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
         for n in 1..=16 {
             p.record_verify(n, cost(n));
         }
-        p.record_draft(draft);
+        p.record_draft(draft, 15);
         // Feed acceptance: each position accepted with `accept_rate`.
         for i in 0..400 {
             let mut a = 0;
@@ -209,7 +267,7 @@ mod tests {
 
     #[test]
     fn expected_tokens_matches_geometric_series() {
-        let mut p = LengthPolicy::new(4, None);
+        let mut p = LengthPolicy::new(4, None, DraftCost::PerStep);
         for _ in 0..2000 {
             p.record_accept(3, 3);
         }
@@ -225,10 +283,98 @@ mod tests {
     }
 
     #[test]
-    fn plain_mode_still_probes_with_backoff() {
-        let mut p = trained(0.0, |n| 40.0 * n as f64, 8.0);
-        let picks: Vec<usize> = (0..100).map(|_| p.choose()).collect();
+    fn per_token_drafting_cost_shortens_the_block() {
+        // An autoregressive draft model at 0.4 of a target step per token, 80% acceptance, on
+        // a CPU-like verify curve: long blocks cost more drafting than they return.
+        let cost = |n: usize| 40.0 * (1.0 + 0.3 * (n as f64 - 1.0));
+        let mut p = LengthPolicy::new(16, None, DraftCost::PerToken);
+        for n in 1..=16 {
+            p.record_verify(n, cost(n));
+        }
+        p.record_draft(16.0 * 15.0, 15);
+        for i in 0..400 {
+            let mut a = 0;
+            while a < 15 && ((i * 7919 + a * 104729) % 1000) < 800 {
+                a += 1;
+            }
+            p.record_accept(15, a);
+        }
+        let n = p.choose();
+        assert!((2..=6).contains(&n), "chose {n}");
+        // The same acceptance with a drafter whose cost does not grow drafts longer.
+        let mut q = LengthPolicy::new(16, None, DraftCost::PerStep);
+        for n in 1..=16 {
+            q.record_verify(n, cost(n));
+        }
+        q.record_draft(16.0, 15);
+        q.hits.clone_from(&p.hits);
+        q.trials.clone_from(&p.trials);
+        assert!(q.choose() > n);
+    }
+
+    /// Run the policy against a simulated machine: verify cost `cost(n)`, draft cost `draft`
+    /// per step, each draft position accepted with chance `a`. Returns the lengths chosen.
+    fn simulate(cost: impl Fn(usize) -> f64, draft: f64, a: f64, steps: usize) -> Vec<usize> {
+        let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
+        let mut x = 12345u64;
+        let mut picks = Vec::new();
+        for _ in 0..steps {
+            let n = p.choose();
+            picks.push(n);
+            p.record_verify(n, cost(n));
+            if n > 1 {
+                p.record_draft(draft, n - 1);
+                let mut acc = 0;
+                while acc < n - 1 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    if ((x >> 33) as f64 / (1u64 << 31) as f64) >= a {
+                        break;
+                    }
+                    acc += 1;
+                }
+                p.record_accept(n - 1, acc);
+                p.record_overhead(draft + cost(n) - (acc + 1) as f64 * cost(1));
+            }
+        }
+        picks
+    }
+
+    #[test]
+    fn starts_short_and_grows_to_long_blocks_when_they_pay() {
+        let picks = simulate(|n| 5.0 + 0.05 * n as f64, 1.0, 0.9, 200);
+        assert_eq!(picks[..2], [1, FIRST_PROBE_LEN]);
+        let late = &picks[150..];
+        let long = late.iter().filter(|&&n| n >= 8).count();
+        assert!(long * 2 > late.len(), "late picks {late:?}");
+    }
+
+    #[test]
+    fn a_useless_drafter_costs_a_few_probes_only() {
+        // CPU-like costs, nothing accepted: nearly every step is plain.
+        let picks = simulate(|n| 28.0 + 11.0 * (n as f64 - 1.0), 30.0, 0.0, 300);
+        let spec = picks.iter().filter(|&&n| n > 1).count();
+        assert!(spec <= 8, "{spec} speculative steps of 300");
+        assert!(picks.iter().all(|&n| n <= FIRST_PROBE_LEN));
+    }
+
+    #[test]
+    fn probes_stay_within_their_time_budget() {
+        // Nothing accepted; a probe costs 30 ms of drafting + the longer verify.
+        let cost = |n: usize| 28.0 + 11.0 * (n as f64 - 1.0);
+        let picks = simulate(cost, 30.0, 0.0, 3000);
+        let plain_ms: f64 = picks.iter().filter(|&&n| n == 1).map(|_| cost(1)).sum();
+        let extra_ms: f64 = picks
+            .iter()
+            .filter(|&&n| n > 1)
+            .map(|&n| 30.0 + cost(n) - cost(1))
+            .sum();
         let probes = picks.iter().filter(|&&n| n > 1).count();
-        assert!((1..=5).contains(&probes), "probes {probes}");
+        assert!(probes >= 3, "it must keep probing ({probes} probes)");
+        assert!(
+            extra_ms <= 0.03 * plain_ms,
+            "probes cost {extra_ms} ms over {plain_ms} ms of plain decoding"
+        );
     }
 }

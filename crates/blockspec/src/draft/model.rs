@@ -1,0 +1,172 @@
+//! A classic draft model: a small model with the target's tokenizer, run autoregressively with
+//! its own engine and KV cache. It drafts greedily, one token per forward, and stops early when
+//! it is unsure (its top probability below `p_min`), as llama.cpp's draft-simple does.
+//!
+//! Its KV cache only ever holds committed tokens plus the current step's drafts; after a verify
+//! it is cut back to the accepted prefix, and committed tokens it has not seen yet are evaluated
+//! in one batch at the start of the next draft (no per-token catch-up calls).
+
+use super::{DraftCost, Drafter};
+use crate::engine::{Engine, Outputs};
+use crate::gguf::Gguf;
+use crate::sampling::argmax;
+use anyhow::{bail, Result};
+
+/// Vocabularies may differ in size by padding, not more (llama.cpp's limit).
+const MAX_VOCAB_SIZE_DIFFERENCE: usize = 128;
+
+/// Check that a draft model speaks the target's tokens: same tokenizer model, and the same text
+/// for every token id both have.
+pub fn check_vocab(target: &Gguf, draft: &Gguf) -> Result<()> {
+    let model = |g: &Gguf| -> Result<String> { Ok(g.str("tokenizer.ggml.model")?.to_string()) };
+    let (tm, dm) = (model(target)?, model(draft)?);
+    if tm != dm {
+        bail!(
+            "draft model {}: tokenizer {dm:?} differs from the target's {tm:?}",
+            draft.path().display()
+        );
+    }
+    let tokens = |g: &Gguf| -> Result<Vec<String>> {
+        let Some(v) = g.str_array("tokenizer.ggml.tokens")? else {
+            bail!("{}: no tokenizer.ggml.tokens", g.path().display())
+        };
+        Ok(v.into_iter().map(str::to_string).collect())
+    };
+    let (tt, dt) = (tokens(target)?, tokens(draft)?);
+    if tt.len().abs_diff(dt.len()) > MAX_VOCAB_SIZE_DIFFERENCE {
+        bail!(
+            "draft model {}: vocabulary of {} tokens, the target has {}",
+            draft.path().display(),
+            dt.len(),
+            tt.len()
+        );
+    }
+    if let Some(i) = (0..tt.len().min(dt.len())).find(|&i| tt[i] != dt[i]) {
+        bail!(
+            "draft model {}: token {i} is {:?}, the target's is {:?} (a different tokenizer)",
+            draft.path().display(),
+            dt[i],
+            tt[i]
+        );
+    }
+    Ok(())
+}
+
+pub struct DraftModel {
+    engine: Engine,
+    max_block: usize,
+    /// Stop drafting when the draft model's top probability falls below this (0: never).
+    p_min: f32,
+    /// Committed tokens the draft model has not evaluated yet.
+    pending: Vec<u32>,
+    /// Cache position of the current step's `last` token, between `draft` and `commit`.
+    step_base: Option<usize>,
+}
+
+impl DraftModel {
+    /// `engine`: the draft model's engine (context at least the target's). Check the vocabulary
+    /// with [`check_vocab`] first.
+    pub fn new(engine: Engine, max_block: usize, p_min: f32) -> Result<DraftModel> {
+        if max_block < 2 {
+            bail!("a draft model needs a block of at least 2 (one draft + the target's token)");
+        }
+        if !(0.0..=1.0).contains(&p_min) {
+            bail!("--draft-p-min {p_min}: expected a probability in 0..1");
+        }
+        Ok(DraftModel {
+            engine,
+            max_block,
+            p_min,
+            pending: Vec::new(),
+            step_base: None,
+        })
+    }
+}
+
+/// Probability of the top token under softmax(logits).
+fn top_prob(logits: &[f32], top: usize) -> f32 {
+    let m = logits[top];
+    let z: f32 = logits.iter().map(|&x| (x - m).exp()).sum();
+    1.0 / z
+}
+
+impl Drafter for DraftModel {
+    fn name(&self) -> &'static str {
+        "draft"
+    }
+    fn max_block(&self) -> usize {
+        self.max_block
+    }
+    fn cost(&self) -> DraftCost {
+        DraftCost::PerToken
+    }
+    fn begin(&mut self, prompt: &[u32], _features: &[f32]) -> Result<()> {
+        self.engine.reset();
+        self.pending.clear();
+        self.pending.extend_from_slice(prompt);
+        self.step_base = None;
+        // The draft model's own prompt processing, done now (with the target's) rather than
+        // inside the first draft.
+        self.sync()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        // One pending token rides along with the next draft's first batch for free; more than
+        // that is a backlog (a prompt, or plain steps) evaluated here in one batch.
+        if self.pending.len() > 1 {
+            let room = self.engine.n_ctx() - self.engine.n_past();
+            if self.pending.len() <= room {
+                self.engine.decode(&self.pending, Outputs::Last)?;
+                self.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
+        let want = len.saturating_sub(1);
+        let mut input = std::mem::take(&mut self.pending);
+        input.push(last);
+        let base = self.engine.n_past() + input.len() - 1;
+        // Room for the catch-up, `last`, and want - 1 drafts evaluated (the final one is not).
+        let room = self.engine.n_ctx() - self.engine.n_past();
+        if input.len() + want.saturating_sub(1) > room {
+            // Out of draft context: the target is at its end too; plain steps from here.
+            input.pop();
+            self.pending = input;
+            return Ok(Vec::new());
+        }
+        let mut logits = self.engine.decode(&input, Outputs::Last)?;
+        self.step_base = Some(base);
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let row = logits.last();
+            let t = argmax(row);
+            if self.p_min > 0.0 && top_prob(row, t as usize) < self.p_min {
+                break;
+            }
+            out.push(t);
+            if out.len() == want {
+                break;
+            }
+            logits = self.engine.decode(&[t], Outputs::Last)?;
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, tokens: &[u32], _features: &[f32]) -> Result<()> {
+        match self.step_base.take() {
+            // A plain step: nothing was drafted, the tokens wait for the next draft.
+            None => self.pending.extend_from_slice(tokens),
+            Some(base) => {
+                // The cache holds `last` and the drafts evaluated this step from `base` on; keep
+                // the ones that were committed, evaluate the rest next time.
+                let evaluated = self.engine.n_past() - base;
+                let keep = tokens.len().min(evaluated);
+                self.engine.truncate(base + keep);
+                self.pending.extend_from_slice(&tokens[keep..]);
+            }
+        }
+        Ok(())
+    }
+}

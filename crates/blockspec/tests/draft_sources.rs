@@ -1,0 +1,174 @@
+//! The other draft sources behind the same verify loop: a classic draft model (the 0.5B drafting
+//! for the 1.5B: same tokenizer) and n-gram lookup. Both are lossless (output == plain decoding
+//! token for token, greedy), and their drafts are really verified and accepted.
+
+mod common;
+
+use common::ids;
+
+use blockspec::draft::model::{check_vocab, DraftModel};
+use blockspec::draft::ngram::NgramDrafter;
+use blockspec::draft::Drafter;
+use blockspec::engine::{Engine, EngineConfig};
+use blockspec::generate::{generate, GenerateOptions};
+use blockspec::gguf::Gguf;
+use blockspec::model::Model;
+use blockspec::sampling::{Sampler, SamplingParams};
+use blockspec::spec::{generate_speculative, SpecOptions, SpecStats};
+use blockspec::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+struct Target {
+    engine: Engine,
+    tok: Tokenizer,
+    gguf: Gguf,
+    backend: Arc<ggml::Backend>,
+}
+
+fn target() -> Option<Target> {
+    let path = common::model(common::MODEL_15B)?;
+    ggml::set_log_verbosity(false);
+    let gguf = Gguf::open(&path).expect("open");
+    let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    // Speculation runs the target with batch-invariant kernels (see Model::load_with).
+    let model = Arc::new(Model::load_with(&gguf, &backend, false, false).expect("load"));
+    let engine = Engine::new(model, backend.clone(), config(1024)).expect("engine");
+    Some(Target {
+        engine,
+        tok,
+        gguf,
+        backend,
+    })
+}
+
+fn config(n_ctx: usize) -> EngineConfig {
+    EngineConfig {
+        n_ctx,
+        n_ubatch: 512,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        capture_layers: vec![],
+    }
+}
+
+fn opts(n: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: Some(n),
+        ignore_eos: true,
+        stop: vec![],
+        stop_tokens: vec![],
+    }
+}
+
+/// Plain and speculative greedy outputs are equal; returns the speculative stats per length.
+fn assert_lossless(
+    t: &mut Target,
+    drafter: &mut dyn Drafter,
+    name: &str,
+    prompt: &[u32],
+    n: usize,
+) -> Vec<SpecStats> {
+    let plain = generate(
+        &mut t.engine,
+        &t.tok,
+        &mut Sampler::new(SamplingParams::greedy()),
+        prompt,
+        &opts(n),
+        |_| {},
+    )
+    .expect("plain");
+    let mut all = Vec::new();
+    for fixed in [Some(4), Some(2), None] {
+        let (g, stats) = generate_speculative(
+            &mut t.engine,
+            drafter,
+            &t.tok,
+            &mut Sampler::new(SamplingParams::greedy()),
+            prompt,
+            &opts(n),
+            &mut SpecOptions {
+                fixed_len: fixed,
+                allow_inexact_batches: false,
+                policy: None,
+            },
+            |_| {},
+        )
+        .expect("spec");
+        assert_eq!(
+            g.tokens,
+            plain.tokens,
+            "{name}: {} output differs from plain decoding (length {fixed:?})",
+            drafter.name()
+        );
+        all.push(stats);
+    }
+    all
+}
+
+#[test]
+fn draft_model_is_lossless_and_accepted() {
+    let Some(mut t) = target() else { return };
+    let Some(dpath) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let dg = Gguf::open(&dpath).expect("open draft");
+    check_vocab(&t.gguf, &dg).expect("the two Qwen2.5-Coder models share a tokenizer");
+    let dm = Arc::new(Model::load_with(&dg, &t.backend, false, true).expect("load draft"));
+    let de = Engine::new(dm, t.backend.clone(), config(1024)).expect("draft engine");
+    let mut drafter = DraftModel::new(de, 8, 0.0).expect("draft model");
+    let fx = common::read_json("llama/generate-qwen2.5-coder-1.5b-instruct-q4_k_m.json");
+    let (mut drafted, mut accepted) = (0, 0);
+    for case in fx["cases"].as_array().expect("cases").iter().take(4) {
+        let prompt = ids(&case["prompt_tokens"]);
+        let name = case["name"].as_str().unwrap_or("?").to_string();
+        for s in assert_lossless(&mut t, &mut drafter, &name, &prompt, 48)
+            .iter()
+            .take(2)
+        {
+            drafted += s.drafted;
+            accepted += s.accepted;
+        }
+    }
+    // The 0.5B and the 1.5B coder agree on most greedy tokens.
+    assert!(drafted > 0, "the draft model never drafted");
+    assert!(
+        accepted * 3 > drafted,
+        "accepted {accepted} of {drafted} drafts: acceptance is broken"
+    );
+}
+
+#[test]
+fn ngram_lookup_is_lossless_and_accepted_on_repetitive_text() {
+    let Some(mut t) = target() else { return };
+    let mut drafter = NgramDrafter::new(3, 8).expect("ngram");
+    // Copying code: the continuation repeats the prompt, so lookup finds it.
+    let text = "<|im_start|>user\nRepeat this code exactly:\n\ndef add(a, b):\n    return a + b\n\ndef mul(a, b):\n    return a * b\n<|im_end|>\n<|im_start|>assistant\n";
+    let prompt = t.tok.encode(text, true, true).expect("tokenize");
+    let stats = assert_lossless(&mut t, &mut drafter, "copy", &prompt, 40);
+    let (drafted, accepted): (usize, usize) = stats
+        .iter()
+        .take(2)
+        .fold((0, 0), |(d, a), s| (d + s.drafted, a + s.accepted));
+    assert!(drafted > 0, "n-gram lookup never proposed");
+    assert!(accepted > 0, "no n-gram draft was accepted on a copy task");
+    // And on ordinary prompts (few or no matches) it stays lossless.
+    let fx = common::read_json("llama/generate-qwen2.5-coder-1.5b-instruct-q4_k_m.json");
+    for case in fx["cases"].as_array().expect("cases").iter().take(2) {
+        let prompt = ids(&case["prompt_tokens"]);
+        let name = case["name"].as_str().unwrap_or("?").to_string();
+        assert_lossless(&mut t, &mut drafter, &name, &prompt, 48);
+    }
+}
+
+#[test]
+fn a_draft_model_with_another_tokenizer_is_refused() {
+    let Some(t) = target() else { return };
+    let tiny = Gguf::open(&common::fixture("tiny/qwen3/model-f32.gguf")).expect("open");
+    let e = check_vocab(&t.gguf, &tiny).expect_err("a different vocabulary must be refused");
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("vocabulary") || msg.contains("tokenizer"),
+        "unclear error: {msg}"
+    );
+}
