@@ -48,8 +48,26 @@ enum Command {
 #[derive(Args, Debug)]
 struct SynthArgs {
     /// Write a random DFlash drafter (llama.cpp `dflash` GGUF) matching this target GGUF.
-    #[arg(long = "dflash-for")]
-    dflash_for: PathBuf,
+    #[arg(
+        long = "dflash-for",
+        required_unless_present = "like",
+        conflicts_with = "like"
+    )]
+    dflash_for: Option<PathBuf>,
+    /// Write a random-weight target with the shapes of: qwen3-8b, qwen3-4b, llama-3.1-8b,
+    /// qwen2.5-1.5b.
+    #[arg(long = "like")]
+    like: Option<String>,
+    /// Weight types of a --like target: q4_k_m (llama.cpp's mix), q8_0, f16.
+    #[arg(long = "type", default_value = "q4_k_m")]
+    ty: String,
+    /// Layers of a --like target (default: the real model's).
+    #[arg(long = "layers")]
+    layers: Option<usize>,
+    /// Copy the tokenizer of this GGUF (same vocabulary size) into a --like target; default a
+    /// synthetic byte-level vocabulary.
+    #[arg(long = "tokenizer-from")]
+    tokenizer_from: Option<PathBuf>,
     /// Output file.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
@@ -72,6 +90,14 @@ struct ModelArgs {
     /// CPU threads (default: all available cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// Where to run: cpu, cuda[:N] (also gpu[:N]: the N-th GPU ggml sees), or auto (the first
+    /// GPU if this build has a GPU backend and one is visible, else the CPU).
+    #[arg(long = "device", default_value = "auto")]
+    device: String,
+    /// Layers on the GPU (also -ngl): 0 runs everything on the CPU; any number >= the model's
+    /// layer count (default) puts the whole model on the GPU. Partial offload is not supported yet.
+    #[arg(long = "n-gpu-layers", default_value_t = 999)]
+    n_gpu_layers: usize,
     /// Context size in tokens (default: the model's training context, capped at 8192).
     #[arg(short = 'c', long = "ctx-size")]
     ctx_size: Option<usize>,
@@ -358,6 +384,9 @@ const LLAMA_FLAGS: &[(&str, &str)] = &[
     ("-md", "--draft"),
     ("--spec-draft-model", "--draft"),
     ("-ub", "--ubatch-size"),
+    ("-ngl", "--n-gpu-layers"),
+    ("--gpu-layers", "--n-gpu-layers"),
+    ("-dev", "--device"),
     ("-ctk", "--cache-type-k"),
     ("-ctv", "--cache-type-v"),
 ];
@@ -437,6 +466,36 @@ fn default_threads() -> usize {
         .unwrap_or(4)
 }
 
+/// The backend `--device` / `-ngl` ask for.
+fn open_backend(args: &ModelArgs, threads: usize) -> Result<ggml::Backend> {
+    let dev = args.device.to_ascii_lowercase();
+    let gpu_index = match dev.as_str() {
+        "cpu" => None,
+        "auto" => (!ggml::Backend::gpus().is_empty()).then_some(0),
+        "cuda" | "gpu" => Some(0),
+        d => match d
+            .strip_prefix("cuda:")
+            .or_else(|| d.strip_prefix("gpu:"))
+            .map(str::parse::<usize>)
+        {
+            Some(Ok(i)) => Some(i),
+            _ => bail!(
+                "--device {:?}: expected cpu, cuda, cuda:N or auto",
+                args.device
+            ),
+        },
+    };
+    match gpu_index {
+        Some(i) if args.n_gpu_layers > 0 => {
+            let b = ggml::Backend::gpu(i, threads)
+                .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
+            tracing::info!("running on {}", b.name());
+            Ok(b)
+        }
+        _ => Ok(ggml::Backend::cpu(threads)),
+    }
+}
+
 /// A loaded model ready to generate.
 struct Loaded {
     tokenizer: Tokenizer,
@@ -460,7 +519,7 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
             bail!("--block-size must be at least 1");
         }
     }
-    let backend = Arc::new(ggml::Backend::cpu(threads));
+    let backend = Arc::new(open_backend(args, threads)?);
     let t0 = Instant::now();
     // `--verify exact`: batch-invariant target kernels, so a verify batch computes every row
     // exactly as a one-token step would and the output is the same token for token.
@@ -469,6 +528,55 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         SpecKind::None => !args.batch_invariant,
         _ => fast_verify,
     };
+    let type_k = ggml::Type::parse(&args.cache_type_k)
+        .with_context(|| format!("--cache-type-k: unknown type {:?}", args.cache_type_k))?;
+    let type_v = ggml::Type::parse(&args.cache_type_v)
+        .with_context(|| format!("--cache-type-v: unknown type {:?}", args.cache_type_v))?;
+    let hp = crate::model::hparams_for(&gguf)?;
+    // Memory plan, before anything is allocated: weights + KV cache (+ the drafter's file) must
+    // fit the device; compute buffers are reserved (and reported) after.
+    let plan_ctx = match args.ctx_size {
+        Some(0) | None => hp.n_ctx_train.min(8192),
+        Some(c) => c,
+    };
+    let kv_row = |t: ggml::Type| t.row_bytes(hp.n_embd_kv() as u64).unwrap_or(0) as usize;
+    let kv_bytes = hp.n_layer * plan_ctx * (kv_row(type_k) + kv_row(type_v));
+    let weights_bytes = gguf.tensor_data_bytes() as usize;
+    let draft_bytes = match &args.draft {
+        Some(p) if p.is_file() => std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0),
+        _ => 0,
+    };
+    let need = weights_bytes + kv_bytes + draft_bytes;
+    let mib = |b: usize| b as f64 / 1048576.0;
+    tracing::info!(
+        "memory plan on {}: weights {:.1} MiB + KV cache {:.1} MiB ({plan_ctx} cells) + drafter {:.1} MiB = {:.1} MiB",
+        backend.name(),
+        mib(weights_bytes),
+        mib(kv_bytes),
+        mib(draft_bytes),
+        mib(need)
+    );
+    if !backend.is_cpu() {
+        let (free, total) = backend.memory();
+        if need > free {
+            bail!(
+                "the model does not fit {}: it needs {:.0} MiB (weights {:.0}, KV cache {:.0} for -c {plan_ctx}, drafter {:.0}), {:.0} of {:.0} MiB are free; lower -c or use a smaller model",
+                backend.name(),
+                mib(need),
+                mib(weights_bytes),
+                mib(kv_bytes),
+                mib(draft_bytes),
+                mib(free),
+                mib(total)
+            );
+        }
+    }
+    if !backend.is_cpu() && args.n_gpu_layers < hp.n_layer {
+        bail!(
+            "-ngl {}: partial offload is not supported yet; use -ngl 0 (CPU) or at least the model's layer count",
+            args.n_gpu_layers
+        );
+    }
     let model = Arc::new(Model::load_with(&gguf, &backend, show_progress, repack)?);
     let n_ctx = match args.ctx_size {
         Some(0) | None => model.hp.n_ctx_train.min(8192),
@@ -525,10 +633,6 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
             );
         }
     }
-    let type_k = ggml::Type::parse(&args.cache_type_k)
-        .with_context(|| format!("--cache-type-k: unknown type {:?}", args.cache_type_k))?;
-    let type_v = ggml::Type::parse(&args.cache_type_v)
-        .with_context(|| format!("--cache-type-v: unknown type {:?}", args.cache_type_v))?;
     if args.ubatch == 0 {
         bail!("--ubatch-size must be at least 1");
     }
@@ -808,6 +912,15 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     if a.json {
         result.insert("model".into(), name.into());
         result.insert("threads".into(), threads.into());
+        result.insert("device".into(), l.engine.backend_name().into());
+        result.insert(
+            "kv_mib".into(),
+            (l.engine.kv_bytes() as f64 / 1048576.0).into(),
+        );
+        result.insert(
+            "compute_mib".into(),
+            (l.engine.compute_bytes() as f64 / 1048576.0).into(),
+        );
         result.insert("repetitions".into(), a.reps.into());
         result.insert("backend".into(), "CPU".into());
         println!("{}", serde_json::Value::Object(result));
@@ -832,17 +945,13 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prompts for the plain-vs-speculative comparison (code and chat, as users run them).
-const BENCH_PROMPTS: &[&str] = &[
-    "<|im_start|>user\nWrite a Python function that returns the n-th Fibonacci number.<|im_end|>\n<|im_start|>assistant\n",
-    "<|im_start|>user\nImplement binary search in Rust.<|im_end|>\n<|im_start|>assistant\n",
-    "<|im_start|>user\nExplain what a hash map is, briefly.<|im_end|>\n<|im_start|>assistant\n",
-    "def quicksort(arr):\n",
-    "<|im_start|>user\nWrite a C function that reverses a linked list.<|im_end|>\n<|im_start|>assistant\n",
-    "// JavaScript: debounce a function\nfunction debounce(fn, ms) {\n",
-    "<|im_start|>user\nList five prime numbers and explain why they are prime.<|im_end|>\n<|im_start|>assistant\n",
-    "class Stack:\n    \"\"\"A simple stack.\"\"\"\n",
-];
+/// Prompts for the plain-vs-speculative comparison (code and chat, as users run them); the
+/// same file drives scripts/ref/llama-spec-peer.py, so llama.cpp is measured on the same text.
+const BENCH_PROMPTS_JSON: &str = include_str!("bench_prompts.json");
+
+fn bench_prompts() -> Result<Vec<String>> {
+    serde_json::from_str(BENCH_PROMPTS_JSON).context("bench_prompts.json")
+}
 
 /// Plain and speculative greedy generation on the same prompts and the same loaded target.
 fn bench_spec(
@@ -860,7 +969,8 @@ fn bench_spec(
     };
     let mut plain = (0usize, 0.0f64);
     let mut spec = (0usize, 0.0f64);
-    let (mut steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize);
+    let (mut steps, mut spec_steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize, 0usize);
+    let (mut draft_ms, mut verify_ms, mut host_ms) = (0.0f64, 0.0f64, 0.0f64);
     let mut n_identical = 0usize;
     // One policy across the prompts, as a server slot keeps it across requests.
     let mut so = SpecOptions {
@@ -868,7 +978,8 @@ fn bench_spec(
         allow_inexact_batches: l.fast_verify,
         policy: None,
     };
-    for p in BENCH_PROMPTS {
+    let prompts = bench_prompts()?;
+    for p in &prompts {
         let prompt = l.tokenizer.encode(p, true, true)?;
         let g = generate(
             &mut l.engine,
@@ -894,8 +1005,12 @@ fn bench_spec(
         spec.0 += gs.tokens.len();
         spec.1 += gs.timings.predicted_ms;
         steps += st.steps;
+        spec_steps += st.spec_steps;
         drafted += st.drafted;
         accepted += st.accepted;
+        draft_ms += st.draft_ms;
+        verify_ms += st.verify_ms;
+        host_ms += st.sample_ms + st.other_ms;
     }
     let plain_rate = 1000.0 * plain.0 as f64 / plain.1.max(1e-9);
     let spec_rate = 1000.0 * spec.0 as f64 / spec.1.max(1e-9);
@@ -906,10 +1021,26 @@ fn bench_spec(
     result.insert("spec_tau".into(), tau.into());
     result.insert("spec_drafted".into(), drafted.into());
     result.insert("spec_accepted".into(), accepted.into());
+    result.insert("spec_steps".into(), steps.into());
+    result.insert("spec_speculative_steps".into(), spec_steps.into());
+    // Per target step: drafting (over speculative steps), verify, and host time (sampling,
+    // bookkeeping) outside both.
+    result.insert(
+        "spec_draft_ms_per_draft".into(),
+        (draft_ms / spec_steps.max(1) as f64).into(),
+    );
+    result.insert(
+        "spec_verify_ms_per_step".into(),
+        (verify_ms / steps.max(1) as f64).into(),
+    );
+    result.insert(
+        "spec_host_ms_per_step".into(),
+        (host_ms / steps.max(1) as f64).into(),
+    );
     // Prompts whose speculative output equals the plain one (all of them with --verify exact).
     result.insert("spec_identical_prompts".into(), n_identical.into());
-    result.insert("spec_prompts".into(), BENCH_PROMPTS.len().into());
-    if n_identical < BENCH_PROMPTS.len() && !l.fast_verify {
+    result.insert("spec_prompts".into(), prompts.len().into());
+    if n_identical < prompts.len() && !l.fast_verify {
         bail!("speculative output differed from plain output with --verify exact: this is a bug, please report it");
     }
     Ok(vec![
@@ -932,7 +1063,34 @@ fn bench_spec(
 }
 
 fn cmd_synth(a: SynthArgs) -> Result<()> {
-    let g = open_gguf(&a.dflash_for)?;
+    if let Some(like) = &a.like {
+        let names: Vec<&str> = crate::synth::TARGET_SHAPES.iter().map(|s| s.name).collect();
+        let Some(shape) = crate::synth::TARGET_SHAPES.iter().find(|s| s.name == like) else {
+            bail!("--like {like:?}: expected one of {}", names.join(", "));
+        };
+        let Some(ty) = crate::synth::SynthType::parse(&a.ty) else {
+            bail!("--type {:?}: expected q4_k_m, q8_0 or f16", a.ty);
+        };
+        if a.layers == Some(0) {
+            bail!("--layers must be at least 1");
+        }
+        let tok = match &a.tokenizer_from {
+            Some(p) => Some(open_gguf(p).context("--tokenizer-from")?),
+            None => None,
+        };
+        crate::synth::write_synthetic_target(&a.output, shape, ty, a.layers, tok.as_ref(), a.seed)
+            .with_context(|| format!("cannot write {}", a.output.display()))?;
+        eprintln!(
+            "wrote synthetic {like} ({}) to {} (random weights, for timing only)",
+            a.ty,
+            a.output.display()
+        );
+        return Ok(());
+    }
+    let Some(target) = &a.dflash_for else {
+        bail!("synth: give --like NAME (a target) or --dflash-for TARGET (a drafter)");
+    };
+    let g = open_gguf(target)?;
     let hp = crate::model::hparams_for(&g)?;
     if a.block_size < 2 {
         bail!("--block-size must be at least 2");

@@ -106,7 +106,7 @@ impl Engine {
             )?)
         };
         let graph_nodes = (hp.n_layer * 40 + 64).max(2048);
-        let sched = Sched::new(vec![backend.clone()], graph_nodes);
+        let sched = Sched::new(backend.sched_backends(), graph_nodes);
         let mut e = Engine {
             model,
             backend,
@@ -138,6 +138,10 @@ impl Engine {
         Ok(e)
     }
 
+    /// The backend this engine runs on (`CPU`, `CUDA0`, ...).
+    pub fn backend_name(&self) -> String {
+        self.backend.name()
+    }
     pub fn n_past(&self) -> usize {
         self.n_past
     }
@@ -276,6 +280,10 @@ impl Engine {
         if self.allocated != Some(shape) {
             let before = self.sched.total_buffer_size();
             self.sched.reset();
+            tracing::debug!("engine: allocating the graph for {shape:?}");
+            if !self.backend.is_cpu() {
+                self.sched.pin_to_first_backend(g.graph);
+            }
             if !self.sched.alloc_graph(g.graph) {
                 self.allocated = None;
                 bail!("failed to allocate compute memory for a batch of {nt}");

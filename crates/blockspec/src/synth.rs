@@ -147,3 +147,336 @@ pub fn write_random_dflash(path: &Path, hp: &Hparams, spec: &DraftSpec) -> io::R
     let mut f = io::BufWriter::new(std::fs::File::create(path)?);
     write_gguf(&mut f, &kv, &t)
 }
+
+/// Real model shapes `synth --like` can imitate.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetShape {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub n_ctx: usize,
+    pub rope_theta: f32,
+    pub tied: bool,
+    /// q/k/v biases (Qwen2).
+    pub qkv_bias: bool,
+    /// per-head q/k RMS norms (Qwen3).
+    pub qk_norm: bool,
+}
+
+pub const TARGET_SHAPES: &[TargetShape] = &[
+    TargetShape {
+        name: "qwen3-8b",
+        arch: "qwen3",
+        n_layer: 36,
+        n_embd: 4096,
+        n_head: 32,
+        n_head_kv: 8,
+        head_dim: 128,
+        n_ff: 12288,
+        n_vocab: 151936,
+        n_ctx: 40960,
+        rope_theta: 1_000_000.0,
+        tied: false,
+        qkv_bias: false,
+        qk_norm: true,
+    },
+    TargetShape {
+        name: "qwen3-4b",
+        arch: "qwen3",
+        n_layer: 36,
+        n_embd: 2560,
+        n_head: 32,
+        n_head_kv: 8,
+        head_dim: 128,
+        n_ff: 9728,
+        n_vocab: 151936,
+        n_ctx: 40960,
+        rope_theta: 1_000_000.0,
+        tied: true,
+        qkv_bias: false,
+        qk_norm: true,
+    },
+    TargetShape {
+        name: "llama-3.1-8b",
+        arch: "llama",
+        n_layer: 32,
+        n_embd: 4096,
+        n_head: 32,
+        n_head_kv: 8,
+        head_dim: 128,
+        n_ff: 14336,
+        n_vocab: 128256,
+        n_ctx: 131072,
+        rope_theta: 500_000.0,
+        tied: false,
+        qkv_bias: false,
+        qk_norm: false,
+    },
+    TargetShape {
+        name: "qwen2.5-1.5b",
+        arch: "qwen2",
+        n_layer: 28,
+        n_embd: 1536,
+        n_head: 12,
+        n_head_kv: 2,
+        head_dim: 128,
+        n_ff: 8960,
+        n_vocab: 151936,
+        n_ctx: 32768,
+        rope_theta: 1_000_000.0,
+        tied: false,
+        qkv_bias: true,
+        qk_norm: false,
+    },
+];
+
+/// Weight formats `synth --type` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynthType {
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the output and for attn_v / ffn_down in half
+    /// the layers (llama.cpp's `use_more_bits` rule; published files may pick other layers, the
+    /// byte count is the same).
+    Q4KM,
+    Q8_0,
+    F16,
+}
+
+impl SynthType {
+    pub fn parse(s: &str) -> Option<SynthType> {
+        match s.to_ascii_lowercase().as_str() {
+            "q4_k_m" => Some(SynthType::Q4KM),
+            "q8_0" => Some(SynthType::Q8_0),
+            "f16" => Some(SynthType::F16),
+            _ => None,
+        }
+    }
+}
+
+/// llama.cpp's `use_more_bits`: the layers whose attn_v / ffn_down get Q6_K in Q4_K_M.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// Random bytes of a tensor of `n` elements in type `ty`, with each block's scale set so the
+/// weights stay small (|w| below ~0.1), as trained weights are.
+fn random_weights(ty: Type, n: u64, rng: &mut Rng) -> Vec<u8> {
+    let blk = ty.block_size();
+    let bytes = (n / blk * ty.block_bytes()) as usize;
+    let mut data = vec![0u8; bytes];
+    for chunk in data.chunks_mut(8) {
+        rng.0 ^= rng.0 >> 12;
+        rng.0 ^= rng.0 << 25;
+        rng.0 ^= rng.0 >> 27;
+        let x = rng.0.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes();
+        chunk.copy_from_slice(&x[..chunk.len()]);
+    }
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    let bb = ty.block_bytes() as usize;
+    if ty == Type::Q4_K {
+        // block_q4_K: d, dmin (f16), scales[12], qs[128]
+        for b in data.chunks_mut(bb) {
+            b[0..2].copy_from_slice(&f16(1e-4));
+            b[2..4].copy_from_slice(&f16(5e-5));
+        }
+    } else if ty == Type::Q6_K {
+        // block_q6_K: ql[128], qh[64], scales[16] (i8), d (f16)
+        for b in data.chunks_mut(bb) {
+            b[208..210].copy_from_slice(&f16(1e-5));
+        }
+    } else if ty == Type::Q8_0 {
+        // block_q8_0: d (f16), qs[32] (i8)
+        for b in data.chunks_mut(bb) {
+            b[0..2].copy_from_slice(&f16(3e-4));
+        }
+    } else if ty == Type::F16 {
+        for v in data.chunks_mut(2) {
+            let r = rng.next_f32() * 0.04;
+            v.copy_from_slice(&f16(r));
+        }
+    }
+    data
+}
+
+/// A byte-level BPE vocabulary of `n` tokens: the 256 byte tokens, one merge, then control
+/// tokens. Enough to tokenize any text (byte by byte) and to run; not a real tokenizer.
+fn synthetic_vocab(n: usize) -> Vec<(String, Value)> {
+    // GPT-2's byte-to-unicode map: printable bytes map to themselves, the rest to U+0100...
+    let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut chars = bytes.clone();
+    let mut extra = 0;
+    for b in 0..256u32 {
+        if !bytes.contains(&b) {
+            bytes.push(b);
+            chars.push(256 + extra);
+            extra += 1;
+        }
+    }
+    let mut tokens: Vec<Value> = chars
+        .iter()
+        .map(|&c| Value::Str(char::from_u32(c).unwrap_or('?').to_string()))
+        .collect();
+    // One merge (two spaces), so the merges list is a non-empty string array.
+    tokens.push(Value::Str("\u{120}\u{120}".into()));
+    let mut types: Vec<Value> = vec![Value::I32(1); tokens.len()];
+    for i in tokens.len()..n {
+        tokens.push(Value::Str(format!("<|synthetic_{i}|>")));
+        types.push(Value::I32(3));
+    }
+    vec![
+        ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::Str("qwen2".into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(vec![Value::Str("\u{120} \u{120}".into())]),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(n as u32 - 1),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ]
+}
+
+/// Write a random-weight target GGUF with the real shapes of `shape` and the tensor types of
+/// `ty` (timing only: the metadata says so). `n_layer` overrides the layer count (small test
+/// models); `tokenizer` copies `tokenizer.*` metadata from a model with the same vocabulary
+/// size, otherwise a synthetic byte-level vocabulary is written.
+pub fn write_synthetic_target(
+    path: &Path,
+    shape: &TargetShape,
+    ty: SynthType,
+    n_layer: Option<usize>,
+    tokenizer: Option<&crate::gguf::Gguf>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let s = shape;
+    let a = s.arch;
+    let nl = n_layer.unwrap_or(s.n_layer);
+    let mut kv: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::Str(a.into())),
+        (
+            "general.name".into(),
+            Value::Str(format!("synthetic {} ({ty:?})", s.name)),
+        ),
+        (
+            "general.description".into(),
+            Value::Str(
+                "blockspec synth: random weights with real shapes, for timing only; it produces no useful text"
+                    .into(),
+            ),
+        ),
+        (format!("{a}.block_count"), Value::U32(nl as u32)),
+        (format!("{a}.context_length"), Value::U32(s.n_ctx as u32)),
+        (format!("{a}.embedding_length"), Value::U32(s.n_embd as u32)),
+        (format!("{a}.feed_forward_length"), Value::U32(s.n_ff as u32)),
+        (format!("{a}.attention.head_count"), Value::U32(s.n_head as u32)),
+        (
+            format!("{a}.attention.head_count_kv"),
+            Value::U32(s.n_head_kv as u32),
+        ),
+        (format!("{a}.attention.key_length"), Value::U32(s.head_dim as u32)),
+        (
+            format!("{a}.attention.value_length"),
+            Value::U32(s.head_dim as u32),
+        ),
+        (format!("{a}.rope.freq_base"), Value::F32(s.rope_theta)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        ),
+    ];
+    match tokenizer {
+        Some(g) => {
+            let n = g
+                .str_array("tokenizer.ggml.tokens")?
+                .map(|t| t.len())
+                .unwrap_or(0);
+            if n != s.n_vocab {
+                anyhow::bail!(
+                    "--tokenizer-from {}: {n} tokens, {} has {}",
+                    g.path().display(),
+                    s.name,
+                    s.n_vocab
+                );
+            }
+            for k in g.keys().iter().filter(|k| k.starts_with("tokenizer.")) {
+                kv.push((k.clone(), g.get(k).expect("listed key").clone()));
+            }
+        }
+        None => kv.extend(synthetic_vocab(s.n_vocab)),
+    }
+    let mut rng = Rng(seed.max(1).wrapping_mul(0x9E3779B97F4A7C15) | 1);
+    let (e, nv, ff) = (s.n_embd as u64, s.n_vocab as u64, s.n_ff as u64);
+    let (eq, ekv) = (
+        (s.head_dim * s.n_head) as u64,
+        (s.head_dim * s.n_head_kv) as u64,
+    );
+    let base = match ty {
+        SynthType::Q4KM => Type::Q4_K,
+        SynthType::Q8_0 => Type::Q8_0,
+        SynthType::F16 => Type::F16,
+    };
+    let more = match ty {
+        SynthType::Q4KM => Type::Q6_K,
+        _ => base,
+    };
+    let mut tensors = Vec::new();
+    let mat = |name: String, ne: Vec<u64>, t: Type, rng: &mut Rng| TensorData {
+        data: random_weights(t, ne.iter().product(), rng),
+        name,
+        ne,
+        ty: t,
+    };
+    tensors.push(mat("token_embd.weight".into(), vec![e, nv], base, &mut rng));
+    tensors.push(ones("output_norm.weight".into(), e));
+    if !s.tied {
+        tensors.push(mat("output.weight".into(), vec![e, nv], more, &mut rng));
+    }
+    for il in 0..nl {
+        let n = |x: &str| format!("blk.{il}.{x}");
+        let v_ty = if use_more_bits(il, nl) { more } else { base };
+        tensors.push(ones(n("attn_norm.weight"), e));
+        tensors.push(mat(n("attn_q.weight"), vec![e, eq], base, &mut rng));
+        tensors.push(mat(n("attn_k.weight"), vec![e, ekv], base, &mut rng));
+        tensors.push(mat(n("attn_v.weight"), vec![e, ekv], v_ty, &mut rng));
+        if s.qkv_bias {
+            tensors.push(zeros(n("attn_q.bias"), eq));
+            tensors.push(zeros(n("attn_k.bias"), ekv));
+            tensors.push(zeros(n("attn_v.bias"), ekv));
+        }
+        if s.qk_norm {
+            tensors.push(ones(n("attn_q_norm.weight"), s.head_dim as u64));
+            tensors.push(ones(n("attn_k_norm.weight"), s.head_dim as u64));
+        }
+        tensors.push(mat(n("attn_output.weight"), vec![eq, e], base, &mut rng));
+        tensors.push(ones(n("ffn_norm.weight"), e));
+        tensors.push(mat(n("ffn_gate.weight"), vec![e, ff], base, &mut rng));
+        tensors.push(mat(n("ffn_up.weight"), vec![e, ff], base, &mut rng));
+        tensors.push(mat(n("ffn_down.weight"), vec![ff, e], v_ty, &mut rng));
+    }
+    let file = std::fs::File::create(path)?;
+    let mut w = io::BufWriter::with_capacity(1 << 22, file);
+    write_gguf(&mut w, &kv, &tensors)?;
+    io::Write::flush(&mut w)?;
+    Ok(())
+}
+
+fn zeros(name: String, n: u64) -> TensorData {
+    TensorData {
+        name,
+        ne: vec![n],
+        ty: Type::F32,
+        data: vec![0u8; n as usize * 4],
+    }
+}

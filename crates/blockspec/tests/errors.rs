@@ -208,6 +208,18 @@ fn cli_errors_exit_2_with_one_line() {
             "expected exact or fast",
         ),
         (
+            vec!["run", "-m", m, "-p", "hi", "--device", "cuda"],
+            "no GPU found",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--device", "tpu"],
+            "expected cpu, cuda",
+        ),
+        (
+            vec!["synth", "--like", "gpt-9", "-o", "/nonexistent/x.gguf"],
+            "--like \"gpt-9\": expected one of",
+        ),
+        (
             vec!["run", "-m", m, "-p", "hi", "--spec", "warp"],
             "expected dflash, draft, ngram or none",
         ),

@@ -13,6 +13,18 @@ pub struct Backend {
     raw: sys::ggml_backend_t,
     /// The CPU backend's thread-count setter is found through the registry; `None` elsewhere.
     is_cpu: bool,
+    /// For a GPU backend: the CPU backend the scheduler runs unsupported ops on.
+    cpu_fallback: Option<Arc<Backend>>,
+}
+
+/// A GPU device ggml can see (CUDA, HIP, Vulkan, Metal: whichever backends this ggml was built
+/// with, or loaded at run time).
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub name: String,
+    pub description: String,
+    pub free_bytes: usize,
+    pub total_bytes: usize,
 }
 
 // SAFETY: a ggml backend may be used from any thread, one thread at a time (we hand out `&mut`
@@ -42,9 +54,91 @@ impl Backend {
         // SAFETY: no preconditions; returns null only on allocation failure.
         let raw = unsafe { sys::ggml_backend_cpu_init() };
         assert!(!raw.is_null(), "ggml_backend_cpu_init failed");
-        let b = Backend { raw, is_cpu: true };
+        let b = Backend {
+            raw,
+            is_cpu: true,
+            cpu_fallback: None,
+        };
         b.set_n_threads(n_threads);
         b
+    }
+
+    /// The GPU devices ggml knows, in registry order (index = the N of `cuda:N`).
+    pub fn gpus() -> Vec<(GpuInfo, sys::ggml_backend_dev_t)> {
+        let mut out = Vec::new();
+        // SAFETY: registry enumeration; device handles and their strings are static.
+        unsafe {
+            for i in 0..sys::ggml_backend_dev_count() {
+                let dev = sys::ggml_backend_dev_get(i);
+                let ty = sys::ggml_backend_dev_type(dev);
+                if ty != sys::GGML_BACKEND_DEVICE_TYPE_GPU
+                    && ty != sys::GGML_BACKEND_DEVICE_TYPE_IGPU
+                {
+                    continue;
+                }
+                let (mut free, mut total) = (0usize, 0usize);
+                sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+                let s = |p: *const std::os::raw::c_char| {
+                    CStr::from_ptr(p).to_string_lossy().into_owned()
+                };
+                out.push((
+                    GpuInfo {
+                        name: s(sys::ggml_backend_dev_name(dev)),
+                        description: s(sys::ggml_backend_dev_description(dev)),
+                        free_bytes: free,
+                        total_bytes: total,
+                    },
+                    dev,
+                ));
+            }
+        }
+        out
+    }
+
+    /// A backend on GPU number `index` (see [`Backend::gpus`]); ops the GPU lacks run on a CPU
+    /// backend of `n_threads` threads.
+    pub fn gpu(index: usize, n_threads: usize) -> Result<Backend, String> {
+        let gpus = Backend::gpus();
+        let Some((_, dev)) = gpus.get(index) else {
+            return Err(if gpus.is_empty() {
+                "no GPU found: this build of ggml has no GPU backend (build with --features cuda, or run with the CUDA ggml libraries; see docs/GPU.md), or no GPU is visible".to_string()
+            } else {
+                format!("GPU {index} not found: {} GPU(s) visible", gpus.len())
+            });
+        };
+        // SAFETY: dev is a live registry device; null params = defaults.
+        let raw = unsafe { sys::ggml_backend_dev_init(*dev, std::ptr::null()) };
+        if raw.is_null() {
+            return Err(format!("could not initialize GPU {index}"));
+        }
+        Ok(Backend {
+            raw,
+            is_cpu: false,
+            cpu_fallback: Some(Arc::new(Backend::cpu(n_threads))),
+        })
+    }
+
+    /// Free and total memory of this backend's device, in bytes.
+    pub fn memory(&self) -> (usize, usize) {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: live backend; its device handle is static.
+        unsafe {
+            let dev = sys::ggml_backend_get_device(self.raw);
+            if !dev.is_null() {
+                sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+            }
+        }
+        (free, total)
+    }
+
+    /// The backends a scheduler for this one needs, in priority order: this one, then the CPU
+    /// backend for the ops it does not support.
+    pub fn sched_backends(self: &Arc<Self>) -> Vec<Arc<Backend>> {
+        let mut v = vec![self.clone()];
+        if let Some(cpu) = &self.cpu_fallback {
+            v.push(cpu.clone());
+        }
+        v
     }
 
     pub fn set_n_threads(&self, n: usize) {
@@ -325,8 +419,78 @@ impl Sched {
 
     /// Assign backends and memory to every node of `g`; inputs can be written after this.
     pub fn alloc_graph(&mut self, g: Graph) -> bool {
+        if std::env::var_os("BLOCKSPEC_DEBUG_SCHED").is_some() {
+            self.report_fallbacks(g);
+        }
         // SAFETY: live scheduler and graph.
         unsafe { sys::ggml_backend_sched_alloc_graph(self.raw, g.as_ptr()) }
+    }
+
+    /// Assign every node of `g` the first backend supports, and the graph inputs they read, to
+    /// that backend (call after `reset`, before `alloc_graph`). With a GPU first, the whole step
+    /// then stays on the device: inputs are written straight to device memory and nothing is
+    /// split off to the CPU unless the GPU lacks the op.
+    pub fn pin_to_first_backend(&mut self, g: Graph) {
+        let Some(first) = self._backends.first().map(|b| b.raw()) else {
+            return;
+        };
+        // SAFETY: live scheduler, backend and graph; node and source pointers are valid for the
+        // graph's lifetime; set_tensor_backend only records an assignment for the next split.
+        unsafe {
+            let n = sys::ggml_graph_n_nodes(g.as_ptr());
+            for i in 0..n {
+                let node = sys::ggml_graph_node(g.as_ptr(), i);
+                if !(*node).buffer.is_null() || !sys::ggml_backend_supports_op(first, node) {
+                    continue;
+                }
+                sys::ggml_backend_sched_set_tensor_backend(self.raw, node, first);
+                for &src in (*node).src.iter() {
+                    if !src.is_null()
+                        && (*src).buffer.is_null()
+                        && (*src).view_src.is_null()
+                        && (*src).op == sys::GGML_OP_NONE
+                    {
+                        sys::ggml_backend_sched_set_tensor_backend(self.raw, src, first);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Debugging aid (BLOCKSPEC_DEBUG_SCHED=1): print the nodes of `g` the first backend cannot
+    /// run, with their sources, before the scheduler splits the graph.
+    fn report_fallbacks(&self, g: Graph) {
+        let Some(first) = self._backends.first() else {
+            return;
+        };
+        let name = |t: *mut sys::ggml_tensor| -> String {
+            if t.is_null() {
+                return "-".into();
+            }
+            // SAFETY: a live tensor of the graph; name and op name are C strings it owns.
+            unsafe {
+                let n = CStr::from_ptr((*t).name.as_ptr()).to_string_lossy();
+                let op = CStr::from_ptr(sys::ggml_op_name((*t).op)).to_string_lossy();
+                let vs = if (*t).view_src.is_null() { "" } else { " view" };
+                let buf = if (*t).buffer.is_null() { "" } else { " buf" };
+                format!("{n}:{op}{vs}{buf}")
+            }
+        };
+        // SAFETY: live graph and backend; nodes are valid for the graph's lifetime.
+        unsafe {
+            let n = sys::ggml_graph_n_nodes(g.as_ptr());
+            for i in 0..n {
+                let node = sys::ggml_graph_node(g.as_ptr(), i);
+                if !sys::ggml_backend_supports_op(first.raw(), node) {
+                    let srcs: Vec<String> = (0..3).map(|j| name((*node).src[j])).collect();
+                    eprintln!(
+                        "sched: node {i} {} not on {}: srcs {srcs:?}",
+                        name(node),
+                        first.name()
+                    );
+                }
+            }
+        }
     }
 
     /// Run `g` (allocated by the last `alloc_graph`) to completion.

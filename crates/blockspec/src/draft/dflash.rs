@@ -607,6 +607,8 @@ pub struct DFlashDrafter {
     window: usize,
     graphs: HashMap<Shape, StepGraph>,
     allocated: Option<Shape>,
+    /// Runs on the CPU backend (else: every op is pinned to the device, see `run`).
+    cpu: bool,
     /// Positions whose context K/V are in the cache.
     n_done: usize,
     /// Features of positions n_done.. not yet injected, `n_feat` floats each.
@@ -688,7 +690,8 @@ impl DFlashDrafter {
         )?;
         buffer.clear(0);
         let nodes = draft_graph_nodes(cfg.n_layer);
-        let sched = Sched::new(vec![backend], nodes);
+        let cpu = backend.is_cpu();
+        let sched = Sched::new(backend.sched_backends(), nodes);
         let mut d = DFlashDrafter {
             cfg,
             w: weights,
@@ -704,6 +707,7 @@ impl DFlashDrafter {
             window,
             graphs: HashMap::new(),
             allocated: None,
+            cpu,
             n_done: 0,
             pending: Vec::new(),
         };
@@ -934,6 +938,10 @@ impl DFlashDrafter {
         if self.allocated != Some(s) {
             let before = self.sched.total_buffer_size();
             self.sched.reset();
+            tracing::debug!("drafter: allocating the graph for {s:?}");
+            if !self.cpu {
+                self.sched.pin_to_first_backend(g.graph);
+            }
             if !self.sched.alloc_graph(g.graph) {
                 self.allocated = None;
                 bail!("drafter: failed to allocate compute memory");

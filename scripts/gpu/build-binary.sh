@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build blockspec for a CUDA machine that has no Rust toolchain, and stage what it needs under
+# target/gpu-dist/ (carried to the GPU machine by scripts/gpu/ callers; see docs/GPU.md):
+#   blockspec          our binary, linked against ggml's shared libraries (libggml*.so) instead
+#                      of a static ggml, for a portable x86-64-v3 CPU
+#   ggml-src.tar.xz    the ggml source vendored by llama-cpp-sys-2 (the exact version we build
+#                      on), from which the GPU machine builds libggml*.so with CUDA
+#   device-bench.sh    what runs there
+# On the GPU machine, the CUDA-enabled libggml.so registers the CUDA device, and
+# `blockspec --device cuda` finds it through ggml's device registry.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUSTFLAGS="-C target-cpu=x86-64-v3" LLAMA_BUILD_SHARED_LIBS=1 \
+  cargo build --release --locked --target-dir target/gpu -p blockspec
+dist=target/gpu-dist
+rm -rf "$dist" && mkdir -p "$dist"
+strip -o "$dist/blockspec" target/gpu/release/blockspec
+src=$(cargo metadata --format-version 1 --locked |
+  python3 -c 'import json,sys; m=json.load(sys.stdin); print([p["manifest_path"] for p in m["packages"] if p["name"]=="llama-cpp-sys-2"][0])')
+vendored="$(dirname "$src")/llama.cpp"
+tar -C "$vendored" -cJf "$dist/ggml-src.tar.xz" ggml
+cp scripts/gpu/device-bench.sh "$dist/"
+echo "needs (ldd):"
+ldd "$dist/blockspec" | grep -E "ggml|llama" || true
+du -sh "$dist"/*

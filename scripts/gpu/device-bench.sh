@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (no Rust there), from the directory scripts/gpu/build-binary.sh staged:
+# builds ggml's shared libraries with CUDA from the carried source (the same ggml our binary was
+# built on), writes the synthetic Qwen3-8B-shaped Q4_K_M target and a matching random DFlash
+# drafter, and runs `blockspec bench` on the GPU. Results (JSON, logs) go to $OUT.
+#   CUDA_ARCH (default 90: H100)   STEPS (default "plain verify spec")
+set -euo pipefail
+dist=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$dist/out}
+mkdir -p "$OUT"
+work=${WORK:-/tmp/blockspec-gpu}
+mkdir -p "$work"
+cd "$work"
+t0=$(date +%s)
+if [[ -z "$(find ggml-build -name 'libggml-cuda.so*' 2>/dev/null)" ]]; then
+  rm -rf ggml ggml-build
+  tar xJf "$dist/ggml-src.tar.xz"
+  # The vendored copy lacks ggml's pkg-config template; an empty one satisfies configure_file.
+  touch ggml/ggml.pc.in
+  cmake -S ggml -B ggml-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+    -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON \
+    -DGGML_OPENMP=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF \
+    >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  cmake --build ggml-build -j"$(nproc)" >>"$OUT/cmake.log" 2>&1 || { tail -50 "$OUT/cmake.log"; exit 1; }
+fi
+echo "ggml CUDA build: $(( $(date +%s) - t0 )) s" | tee "$OUT/times.txt"
+libdirs=$(find "$work/ggml-build" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
+find "$work/ggml-build" -name 'libggml*.so*' -type f -exec ls -la {} + >"$OUT/libs.txt"
+export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
+ldd "$dist/blockspec" | grep -E "ggml|not found" >"$OUT/ldd.txt" || true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1 || true
+bs="$dist/blockspec"
+t1=$(date +%s)
+[[ -f model.gguf ]] || "$bs" synth --like qwen3-8b --type q4_k_m -o model.gguf
+[[ -f drafter.gguf ]] || "$bs" synth --dflash-for model.gguf -o drafter.gguf
+echo "synth: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/times.txt"
+if [[ -n "${DEBUG_RUN:-}" ]]; then
+  BLOCKSPEC_DEBUG_SCHED=1 BLOCKSPEC_LOG=debug "$bs" run -m model.gguf --device cuda \
+    --draft drafter.gguf -p "hello" -n 8 --temp 0 >"$OUT/debug-run.log" 2>&1 || true
+  grep -E "sched:|allocating|error|GGML_ASSERT" "$OUT/debug-run.log" | head -40
+fi
+for step in ${STEPS:-plain verify spec}; do
+  t1=$(date +%s)
+  case $step in
+    plain) "$bs" bench -m model.gguf --device cuda -t 8 -p 512 -n 128 -r 3 --json ;;
+    verify) "$bs" bench -m model.gguf --device cuda -t 8 -p 1,2,4,8,16,32 -n 0 -r 5 --json ;;
+    spec) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 128 --json ;;
+  esac >"$OUT/bench-$step.json" 2>"$OUT/bench-$step.log" || { tail -20 "$OUT/bench-$step.log"; exit 1; }
+  echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/times.txt"
+  cat "$OUT/bench-$step.json"
+done
