@@ -46,6 +46,10 @@ for step in ${STEPS:-plain verify spec}; do
     verify) "$bs" bench -m model.gguf --device cuda -t 8 -p 1,2,4,8,16,32 -n 0 -r 5 --json ;;
     spec) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 128 --json ;;
+    spec-q8) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 128 --draft-type q8_0 --json ;;
+    spec-fixed) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 128 --draft-type q8_0 --block-size 16 --json ;;
   esac >"$OUT/bench-$step.json" 2>"$OUT/bench-$step.log" || { tail -20 "$OUT/bench-$step.log"; exit 1; }
   echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/times.txt"
   cat "$OUT/bench-$step.json"

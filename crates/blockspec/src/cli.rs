@@ -922,16 +922,16 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             (l.engine.compute_bytes() as f64 / 1048576.0).into(),
         );
         result.insert("repetitions".into(), a.reps.into());
-        result.insert("backend".into(), "CPU".into());
         println!("{}", serde_json::Value::Object(result));
     } else {
+        let device = l.engine.backend_name();
         println!(
             "| model | backend | threads | test | t/s (median of {}) |",
             a.reps
         );
         println!("| --- | --- | ---: | ---: | ---: |");
         for (test, m) in rows {
-            println!("| {name} | CPU | {threads} | {test} | {m:.2} |");
+            println!("| {name} | {device} | {threads} | {test} | {m:.2} |");
         }
         if !spec_rows.is_empty() {
             println!();
@@ -1116,7 +1116,13 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         seed: a.seed,
         scale: 0.02,
     };
-    crate::synth::write_random_dflash(&a.output, &hp, &spec)
+    let tokenizer_kv = g
+        .keys()
+        .iter()
+        .filter(|k| k.starts_with("tokenizer."))
+        .map(|k| (k.clone(), g.get(k).expect("listed key").clone()))
+        .collect();
+    crate::synth::write_random_dflash_with(&a.output, &hp, &spec, tokenizer_kv)
         .with_context(|| format!("cannot write {}", a.output.display()))?;
     eprintln!(
         "wrote random DFlash drafter {} (synthetic, for timing and tests only)",

@@ -65,6 +65,18 @@ fn ones(name: String, n: u64) -> TensorData {
 /// Write a random DFlash drafter for a target with hyperparameters `hp` (llama.cpp `dflash` GGUF).
 /// The drafter uses the target's head layout and feed-forward size.
 pub fn write_random_dflash(path: &Path, hp: &Hparams, spec: &DraftSpec) -> io::Result<()> {
+    write_random_dflash_with(path, hp, spec, Vec::new())
+}
+
+/// Like [`write_random_dflash`], with extra metadata: llama.cpp loads a `dflash` GGUF only with
+/// the target's `tokenizer.*` keys in it (its converter copies them), so `synth --dflash-for`
+/// passes those.
+pub fn write_random_dflash_with(
+    path: &Path,
+    hp: &Hparams,
+    spec: &DraftSpec,
+    extra: Vec<(String, Value)>,
+) -> io::Result<()> {
     let a = "dflash";
     let e = hp.n_embd as u64;
     let (hd, nh, nkv, ff) = (
@@ -144,6 +156,8 @@ pub fn write_random_dflash(path: &Path, hp: &Hparams, spec: &DraftSpec) -> io::R
         t.push(f16_tensor(n("ffn_up"), vec![e, ff], &mut rng, s));
         t.push(f16_tensor(n("ffn_down"), vec![ff, e], &mut rng, s));
     }
+    let mut kv = kv;
+    kv.extend(extra);
     let mut f = io::BufWriter::new(std::fs::File::create(path)?);
     write_gguf(&mut f, &kv, &t)
 }
@@ -279,10 +293,15 @@ fn random_weights(ty: Type, n: u64, rng: &mut Rng) -> Vec<u8> {
     let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
     let bb = ty.block_bytes() as usize;
     if ty == Type::Q4_K {
-        // block_q4_K: d, dmin (f16), scales[12], qs[128]
+        // block_q4_K: d, dmin (f16), scales[12], qs[128]; w = d*sc*q - dmin*m with q in 0..15.
+        // Every packed scale byte 0x22 gives sc == m in all 8 sub-blocks (34 or 2), and
+        // dmin = 7.5 d then makes w = d*sc*(q - 7.5): zero-mean, like trained weights. (Random
+        // scales would give every matrix a positive mean, and the residual stream would grow
+        // without bound through the layers.)
         for b in data.chunks_mut(bb) {
-            b[0..2].copy_from_slice(&f16(1e-4));
-            b[2..4].copy_from_slice(&f16(5e-5));
+            b[0..2].copy_from_slice(&f16(8e-5));
+            b[2..4].copy_from_slice(&f16(6e-4));
+            b[4..16].fill(0x22);
         }
     } else if ty == Type::Q6_K {
         // block_q6_K: ql[128], qh[64], scales[16] (i8), d (f16)

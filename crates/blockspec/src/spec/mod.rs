@@ -88,6 +88,7 @@ pub fn generate_speculative(
     drafter.begin(prompt, engine.captured())?;
     timings.prompt_ms += tb.elapsed().as_secs_f64() * 1000.0;
     let n_vocab = engine.n_vocab();
+    let mut warned_bad_draft = false;
 
     let t1 = Instant::now();
     let mut stats = SpecStats::default();
@@ -141,6 +142,14 @@ pub fn generate_speculative(
                 // model's padded vocabulary); verify what is usable.
                 drafts.truncate(n - 1);
                 if let Some(i) = drafts.iter().position(|&t| t as usize >= n_vocab) {
+                    if !warned_bad_draft {
+                        warned_bad_draft = true;
+                        tracing::warn!(
+                            "{} drafter proposed token id {} outside the target's vocabulary of {n_vocab} (non-finite drafter logits?); such drafts are dropped",
+                            drafter.name(),
+                            drafts[i] as i32
+                        );
+                    }
                     drafts.truncate(i);
                 }
                 block.extend_from_slice(&drafts);
