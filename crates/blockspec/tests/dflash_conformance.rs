@@ -27,7 +27,7 @@ fn lens(v: &serde_json::Value) -> Vec<usize> {
 }
 
 fn check(drafter_path: &Path) {
-    let accepted = run(drafter_path, None);
+    let accepted = run(drafter_path, None, 0);
     // The fixture exercises real acceptance (memorised prompts accept whole blocks).
     assert!(accepted >= 20, "only {accepted} drafts accepted");
 }
@@ -35,7 +35,7 @@ fn check(drafter_path: &Path) {
 /// Generate every reference case; returns the number of drafts accepted. Tokens must equal the
 /// reference always (the target decides); acceptance lengths too when the drafter's weights
 /// are as stored (`weight_type` None).
-fn run(drafter_path: &Path, weight_type: Option<ggml::Type>) -> usize {
+fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> usize {
     let fx = common::read_json("dflash/reference.json");
     let g = Gguf::open(&common::fixture("tiny/qwen3/model-f32.gguf")).expect("target");
     let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
@@ -60,7 +60,7 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>) -> usize {
         model,
         backend,
         256,
-        0,
+        window,
         ggml::Type::F16,
         weight_type,
     )
@@ -113,7 +113,7 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>) -> usize {
             ids(&c["generated"]),
             "{name}: tokens differ from dflash_generate"
         );
-        if weight_type.is_none() {
+        if weight_type.is_none() && window == 0 {
             assert_eq!(
                 stats.accept_lengths,
                 lens(&c["accept_lengths"]),
@@ -130,9 +130,9 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>) -> usize {
 #[test]
 fn requantized_drafter_keeps_its_acceptance() {
     let path = common::fixture("dflash/tiny-qwen3-drafter");
-    let full = run(&path, None);
-    let q8 = run(&path, Some(ggml::Type::Q8_0));
-    let q4 = run(&path, Some(ggml::Type::Q4_0));
+    let full = run(&path, None, 0);
+    let q8 = run(&path, Some(ggml::Type::Q8_0), 0);
+    let q4 = run(&path, Some(ggml::Type::Q4_0), 0);
     assert!(q8 * 10 >= full * 9, "q8_0 accepted {q8} of f32's {full}");
     assert!(q4 * 2 >= full, "q4_0 accepted {q4} of f32's {full}");
 }
@@ -145,4 +145,24 @@ fn zlab_checkpoint_matches_reference() {
 #[test]
 fn llama_cpp_gguf_matches_reference() {
     check(&common::fixture("dflash/tiny-qwen3-drafter.gguf"));
+}
+
+/// `--draft-ctx N`: the drafter attends to the last N positions only. The output stays the
+/// reference's (the target decides), and a window longer than every context changes nothing.
+#[test]
+fn draft_window_keeps_output_and_a_long_window_changes_nothing() {
+    let path = common::fixture("dflash/tiny-qwen3-drafter");
+    let full = run(&path, None, 0);
+    let long = run(&path, None, 10_000);
+    assert_eq!(
+        long, full,
+        "a window longer than the context changed acceptance"
+    );
+    // A 2-position window starves the drafter of context: still lossless (run() checks the
+    // tokens), and the drafter still runs.
+    let short = run(&path, None, 2);
+    assert!(
+        short <= full,
+        "window 2 accepted {short}, full context {full}"
+    );
 }
