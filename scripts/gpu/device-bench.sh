@@ -16,10 +16,12 @@ if [[ -z "$(find ggml-build -name 'libggml-cuda.so*' 2>/dev/null)" ]]; then
   rm -rf ggml ggml-build
   tar xJf "$dist/ggml-src.tar.xz"
   # The vendored copy lacks ggml's pkg-config template; an empty one satisfies configure_file.
+  # GGML_CUDA_GRAPHS is off by default in a standalone ggml build (llama.cpp's CMake turns it
+  # on); without it every decode step launches its kernels one by one.
   touch ggml/ggml.pc.in
   cmake -S ggml -B ggml-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON \
-    -DGGML_OPENMP=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF \
+    -DGGML_OPENMP=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_CUDA_GRAPHS=ON \
     >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
   cmake --build ggml-build -j"$(nproc)" >>"$OUT/cmake.log" 2>&1 || { tail -50 "$OUT/cmake.log"; exit 1; }
 fi
