@@ -50,6 +50,10 @@ for step in ${STEPS:-plain verify spec}; do
             --spec-tokens 128 --json ;;
     spec-q8) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --json ;;
+    replay) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --json ;;
+    replay-16) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --block-size 16 --json ;;
     spec-fixed) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --block-size 16 --json ;;
   esac >"$OUT/bench-$step.json" 2>"$OUT/bench-$step.log" || { tail -20 "$OUT/bench-$step.log"; exit 1; }

@@ -367,6 +367,10 @@ struct BenchArgs {
     /// Tokens per prompt in the plain-vs-speculative comparison (with --draft).
     #[arg(long = "spec-tokens", default_value_t = 128)]
     spec_tokens: usize,
+    /// Timing only: replay this mean acceptance (tokens per full block, e.g. 6.55) instead of
+    /// checking drafts; the drafter and the verify still run for real (see docs/BENCHMARKS.md).
+    #[arg(long = "replay-tau")]
+    replay_tau: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -728,6 +732,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 fixed_len: a.model.block_size,
                 allow_inexact_batches: l.fast_verify,
                 policy: None,
+                replay: None,
             };
             let (g, s) = generate_speculative(
                 &mut l.engine,
@@ -899,6 +904,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             d.as_mut(),
             a.model.block_size,
             a.spec_tokens,
+            a.replay_tau,
             &mut result,
         )?,
         None => Vec::new(),
@@ -959,8 +965,15 @@ fn bench_spec(
     d: &mut dyn Drafter,
     fixed_len: Option<usize>,
     n_tokens: usize,
+    replay_tau: Option<f64>,
     result: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<String>> {
+    let replay = match replay_tau {
+        Some(t) => Some(
+            crate::spec::ReplayAcceptance::for_tau(t, d.max_block(), 7).context("--replay-tau")?,
+        ),
+        None => None,
+    };
     let opts = GenerateOptions {
         max_tokens: Some(n_tokens),
         ignore_eos: true,
@@ -977,6 +990,7 @@ fn bench_spec(
         fixed_len,
         allow_inexact_batches: l.fast_verify,
         policy: None,
+        replay: replay.clone(),
     };
     let prompts = bench_prompts()?;
     for p in &prompts {
@@ -1040,7 +1054,11 @@ fn bench_spec(
     // Prompts whose speculative output equals the plain one (all of them with --verify exact).
     result.insert("spec_identical_prompts".into(), n_identical.into());
     result.insert("spec_prompts".into(), prompts.len().into());
-    if n_identical < prompts.len() && !l.fast_verify {
+    if let Some(r) = &replay {
+        result.insert("spec_replay_tau".into(), replay_tau.into());
+        result.insert("spec_replay_rate".into(), r.rate.into());
+    }
+    if n_identical < prompts.len() && !l.fast_verify && replay.is_none() {
         bail!("speculative output differed from plain output with --verify exact: this is a bug, please report it");
     }
     Ok(vec![
@@ -1054,8 +1072,13 @@ fn bench_spec(
             plain.0
         ),
         format!(
-            "| {} | {} | {spec_rate:.2} | {:.2} | {tau:.2} | {accepted}/{drafted} |",
+            "| {}{} | {} | {spec_rate:.2} | {:.2} | {tau:.2} | {accepted}/{drafted} |",
             d.name(),
+            if replay.is_some() {
+                " (replayed acceptance, timing only)"
+            } else {
+                ""
+            },
             spec.0,
             spec_rate / plain_rate
         ),

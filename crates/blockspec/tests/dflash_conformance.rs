@@ -104,6 +104,7 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> u
                 fixed_len: Some(block),
                 allow_inexact_batches: true,
                 policy: None,
+                replay: None,
             },
             |_| {},
         )

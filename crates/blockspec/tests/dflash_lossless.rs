@@ -87,6 +87,7 @@ fn check(file: &str, n_prompts: usize, n_tokens: usize) {
                     fixed_len: fixed,
                     allow_inexact_batches: false,
                     policy: None,
+                    replay: None,
                 },
                 |_| {},
             )

@@ -91,6 +91,7 @@ fn speculative_sampling_reproduces_plain_sampling() {
                     fixed_len: Some(8),
                     allow_inexact_batches: true,
                     policy: None,
+                    replay: None,
                 },
                 |_| {},
             )

@@ -92,6 +92,7 @@ fn assert_lossless(
                 fixed_len: fixed,
                 allow_inexact_batches: false,
                 policy: None,
+                replay: None,
             },
             |_| {},
         )

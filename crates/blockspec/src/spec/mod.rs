@@ -49,9 +49,64 @@ pub struct SpecOptions {
     /// (reproduces the reference algorithm, e.g. z-lab's full blocks, but the output may then
     /// differ from plain decoding at near-ties). Off by default: lossless first.
     pub allow_inexact_batches: bool,
+    /// Benchmarking only: replay this acceptance instead of checking the drafts (see
+    /// [`ReplayAcceptance`]). The output is then not the target's; timing is what it measures.
+    pub replay: Option<ReplayAcceptance>,
     /// What the length policy learned (costs on this machine, acceptance), carried from one
     /// generation to the next when the same options are passed again. Start with `None`.
     pub policy: Option<LengthPolicy>,
+}
+
+/// Acceptance replay, for timing at a given acceptance on any weights (random ones included):
+/// every step still runs the drafter and verifies its block for real, but the number of drafts
+/// kept is drawn from a profile (each position accepted with chance `rate`, the first miss ends
+/// the run) instead of compared with the target's choices. With this, `generate_speculative`
+/// produces tokens/s at that acceptance, not the target's text.
+#[derive(Clone, Debug)]
+pub struct ReplayAcceptance {
+    /// Chance that a draft position is accepted, given all before it were.
+    pub rate: f64,
+    state: u64,
+}
+
+impl ReplayAcceptance {
+    /// The profile with mean tokens per full block `tau` (accepted drafts + the target's token)
+    /// for blocks of `block` tokens: solves 1 + a + a^2 + ... + a^(block-1) = tau for a.
+    pub fn for_tau(tau: f64, block: usize, seed: u64) -> Result<ReplayAcceptance> {
+        if !(1.0..=block as f64).contains(&tau) {
+            anyhow::bail!("replay tau {tau}: must be between 1 and the block size {block}");
+        }
+        let e = |a: f64| (0..block).map(|i| a.powi(i as i32)).sum::<f64>();
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if e(mid) < tau {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(ReplayAcceptance {
+            rate: (lo + hi) / 2.0,
+            state: seed | 1,
+        })
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        (self.state >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Drafts accepted out of `offered`.
+    pub fn draw(&mut self, offered: usize) -> usize {
+        let mut k = 0;
+        while k < offered && self.uniform() < self.rate {
+            k += 1;
+        }
+        k
+    }
 }
 
 /// Generate from `prompt` with speculative decoding. `engine` must capture the drafter's target
@@ -168,7 +223,18 @@ pub fn generate_speculative(
             let ts = Instant::now();
             let mut committed = 0; // drafts accepted
             let mut next = None;
+            if let Some(r) = spec.replay.as_mut() {
+                // Replay: keep a drawn number of drafts whatever the target says, then take
+                // the target's token after them (same verify and commit work as a real step).
+                committed = r.draw(n - 1);
+                let t = sampler.sample(logits.row(committed));
+                sampler.accept(t);
+                next = Some(t);
+            }
             for k in 0..n {
+                if next.is_some() {
+                    break;
+                }
                 let t = sampler.sample(logits.row(k));
                 sampler.accept(t);
                 if k + 1 < n && block[k + 1] == t {
@@ -253,4 +319,28 @@ pub fn generate_speculative(
         },
         stats,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplayAcceptance;
+
+    #[test]
+    fn replay_profile_reproduces_its_tau() {
+        let mut r = ReplayAcceptance::for_tau(6.55, 16, 3).unwrap();
+        let n = 20000;
+        let total: usize = (0..n).map(|_| r.draw(15) + 1).sum();
+        let tau = total as f64 / n as f64;
+        assert!((tau - 6.55).abs() < 0.1, "replayed tau {tau}");
+        // Shorter blocks cap the run.
+        assert!((0..1000).all(|_| r.draw(3) <= 3));
+    }
+
+    #[test]
+    fn replay_tau_out_of_range_is_an_error() {
+        assert!(ReplayAcceptance::for_tau(0.5, 16, 1).is_err());
+        assert!(ReplayAcceptance::for_tau(17.0, 16, 1).is_err());
+        let all = ReplayAcceptance::for_tau(16.0, 16, 1).unwrap();
+        assert!(all.rate > 0.999);
+    }
 }
