@@ -539,12 +539,12 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
     let hp = crate::model::hparams_for(&gguf)?;
     // Memory plan, before anything is allocated: weights + KV cache (+ the drafter's file) must
     // fit the device; compute buffers are reserved (and reported) after.
-    let plan_ctx = match args.ctx_size {
+    let n_ctx = match args.ctx_size {
         Some(0) | None => hp.n_ctx_train.min(8192),
         Some(c) => c,
     };
     let kv_row = |t: ggml::Type| t.row_bytes(hp.n_embd_kv() as u64).unwrap_or(0) as usize;
-    let kv_bytes = hp.n_layer * plan_ctx * (kv_row(type_k) + kv_row(type_v));
+    let kv_bytes = hp.n_layer * n_ctx * (kv_row(type_k) + kv_row(type_v));
     let weights_bytes = gguf.tensor_data_bytes() as usize;
     let draft_bytes = match &args.draft {
         Some(p) if p.is_file() => std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0),
@@ -553,7 +553,7 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
     let need = weights_bytes + kv_bytes + draft_bytes;
     let mib = |b: usize| b as f64 / 1048576.0;
     tracing::info!(
-        "memory plan on {}: weights {:.1} MiB + KV cache {:.1} MiB ({plan_ctx} cells) + drafter {:.1} MiB = {:.1} MiB",
+        "memory plan on {}: weights {:.1} MiB + KV cache {:.1} MiB ({n_ctx} cells) + drafter {:.1} MiB = {:.1} MiB",
         backend.name(),
         mib(weights_bytes),
         mib(kv_bytes),
@@ -564,7 +564,7 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         let (free, total) = backend.memory();
         if need > free {
             bail!(
-                "the model does not fit {}: it needs {:.0} MiB (weights {:.0}, KV cache {:.0} for -c {plan_ctx}, drafter {:.0}), {:.0} of {:.0} MiB are free; lower -c or use a smaller model",
+                "the model does not fit {}: it needs {:.0} MiB (weights {:.0}, KV cache {:.0} for -c {n_ctx}, drafter {:.0}), {:.0} of {:.0} MiB are free; lower -c or use a smaller model",
                 backend.name(),
                 mib(need),
                 mib(weights_bytes),
@@ -582,10 +582,6 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         );
     }
     let model = Arc::new(Model::load_with(&gguf, &backend, show_progress, repack)?);
-    let n_ctx = match args.ctx_size {
-        Some(0) | None => model.hp.n_ctx_train.min(8192),
-        Some(c) => c,
-    };
     let draft_block = args.draft_n_max + 1;
     let draft_type = match &args.draft_type {
         None => None,

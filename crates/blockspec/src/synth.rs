@@ -23,13 +23,16 @@ pub struct DraftSpec {
 
 struct Rng(u64);
 impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        // xorshift64*, then a uniform in [-1, 1)
+    /// xorshift64*
+    fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545F4914F6CDD1D);
-        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    /// A uniform in [-1, 1).
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 }
 
@@ -284,10 +287,7 @@ fn random_weights(ty: Type, n: u64, rng: &mut Rng) -> Vec<u8> {
     let bytes = (n / blk * ty.block_bytes()) as usize;
     let mut data = vec![0u8; bytes];
     for chunk in data.chunks_mut(8) {
-        rng.0 ^= rng.0 >> 12;
-        rng.0 ^= rng.0 << 25;
-        rng.0 ^= rng.0 >> 27;
-        let x = rng.0.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes();
+        let x = rng.next_u64().to_le_bytes();
         chunk.copy_from_slice(&x[..chunk.len()]);
     }
     let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();

@@ -14,6 +14,8 @@ use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
 use anyhow::Result;
 use policy::LengthPolicy;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
 /// Statistics of a speculative generation (llama.cpp and z-lab names where they exist).
@@ -66,7 +68,7 @@ pub struct SpecOptions {
 pub struct ReplayAcceptance {
     /// Chance that a draft position is accepted, given all before it were.
     pub rate: f64,
-    state: u64,
+    rng: ChaCha8Rng,
 }
 
 impl ReplayAcceptance {
@@ -88,21 +90,14 @@ impl ReplayAcceptance {
         }
         Ok(ReplayAcceptance {
             rate: (lo + hi) / 2.0,
-            state: seed | 1,
+            rng: ChaCha8Rng::seed_from_u64(seed),
         })
-    }
-
-    fn uniform(&mut self) -> f64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        (self.state >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Drafts accepted out of `offered`.
     pub fn draw(&mut self, offered: usize) -> usize {
         let mut k = 0;
-        while k < offered && self.uniform() < self.rate {
+        while k < offered && self.rng.random::<f64>() < self.rate {
             k += 1;
         }
         k
