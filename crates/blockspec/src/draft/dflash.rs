@@ -783,6 +783,14 @@ impl DFlashDrafter {
         }
     }
 
+    /// Write K (flattened to `[ekv, n]`) and V rows into layer `il`'s draft cache at `rows`.
+    fn store_kv(&self, g: &mut Context, gf: Graph, il: usize, k: Tensor, v: Tensor, rows: Tensor) {
+        let st = g.set_rows(self.k[il], k, rows);
+        g.build_forward_expand(gf, st);
+        let st = g.set_rows(self.v[il], v, rows);
+        g.build_forward_expand(gf, st);
+    }
+
     fn build(&self, s: Shape) -> StepGraph {
         let c = &self.cfg;
         let hp = &self.target.hp;
@@ -814,17 +822,10 @@ impl DFlashDrafter {
         let fused = g.rms_norm(fused, c.rms_eps);
         let fused = g.mul(fused, self.w.hidden_norm);
         for (il, l) in self.w.layers.iter().enumerate() {
-            let kc = g.mul_mat(l.wk, fused);
-            let kc = g.reshape(kc, &[hd, nkv, nc]);
-            let kc = g.rms_norm(kc, c.rms_eps);
-            let kc = g.mul(kc, l.k_norm);
-            let kc = g.rope_ext(kc, ctx_pos, None, &rope);
+            let kc = normed_heads(&mut g, l.wk, l.k_norm, fused, nkv, c, ctx_pos, &rope);
             let kc = g.reshape(kc, &[ekv, nc]);
             let vc = g.mul_mat(l.wv, fused);
-            let st = g.set_rows(self.k[il], kc, ctx_rows);
-            g.build_forward_expand(gf, st);
-            let st = g.set_rows(self.v[il], vc, ctx_rows);
-            g.build_forward_expand(gf, st);
+            self.store_kv(&mut g, gf, il, kc, vc, ctx_rows);
         }
         let mut sg = StepGraph {
             _ctx: Context::new(1, 0),
@@ -849,24 +850,13 @@ impl DFlashDrafter {
             for (il, l) in self.w.layers.iter().enumerate() {
                 let x = g.rms_norm(h, c.rms_eps);
                 let x = g.mul(x, l.attn_norm);
-                let q = g.mul_mat(l.wq, x);
-                let q = g.reshape(q, &[hd, nh, b]);
-                let q = g.rms_norm(q, c.rms_eps);
-                let q = g.mul(q, l.q_norm);
-                let q = g.rope_ext(q, pos, None, &rope);
-                let k = g.mul_mat(l.wk, x);
-                let k = g.reshape(k, &[hd, nkv, b]);
-                let k = g.rms_norm(k, c.rms_eps);
-                let k = g.mul(k, l.k_norm);
-                let k = g.rope_ext(k, pos, None, &rope);
+                let q = normed_heads(&mut g, l.wq, l.q_norm, x, nh, c, pos, &rope);
+                let k = normed_heads(&mut g, l.wk, l.k_norm, x, nkv, c, pos, &rope);
                 let k = g.reshape(k, &[ekv, b]);
                 let v = g.mul_mat(l.wv, x);
                 // The block's own K/V go to the cells after the context; they are overwritten by
                 // the real context of those positions later, and masked until then.
-                let st = g.set_rows(self.k[il], k, rows);
-                g.build_forward_expand(gf, st);
-                let st = g.set_rows(self.v[il], v, rows);
-                g.build_forward_expand(gf, st);
+                self.store_kv(&mut g, gf, il, k, v, rows);
                 let row = self.k[il].nb()[1];
                 let head = self.k[il]
                     .ty()
@@ -1055,6 +1045,28 @@ impl DFlashDrafter {
         self.pending = pending;
         r
     }
+}
+
+/// Project `x` (`[n_embd, n]`) with `w` to `n_heads` heads, RMS-normalize each head with
+/// `norm` and RoPE it at `pos`: the Q and K path. The context injection and the block share it,
+/// so the cached context K and the block's own K are computed alike.
+#[allow(clippy::too_many_arguments)]
+fn normed_heads(
+    g: &mut Context,
+    w: Tensor,
+    norm: Tensor,
+    x: Tensor,
+    n_heads: i64,
+    c: &DFlashConfig,
+    pos: Tensor,
+    rope: &RopeParams,
+) -> Tensor {
+    let n = x.ne()[1];
+    let t = g.mul_mat(w, x);
+    let t = g.reshape(t, &[c.head_dim as i64, n_heads, n]);
+    let t = g.rms_norm(t, c.rms_eps);
+    let t = g.mul(t, norm);
+    g.rope_ext(t, pos, None, rope)
 }
 
 /// Write the context-injection inputs: `rows` pending feature rows for positions n_done.., padded
