@@ -169,12 +169,8 @@ fn cli_spec_errors() {
             "drafter not found",
         ),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockspec"))
-            .args(&args)
-            .output()
-            .expect("run");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let (code, _out, err) = common::blockspec(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }

@@ -6,8 +6,8 @@ mod common;
 use blockspec::gguf::{Gguf, Value};
 use blockspec::gguf_write::{read_all, write_gguf, TensorData};
 use blockspec::model::Model;
+use common::blockspec;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn tiny() -> PathBuf {
     common::fixture("tiny/qwen3/model-f32.gguf")
@@ -139,18 +139,6 @@ fn unknown_tensor_type() {
         e.contains("unknown tensor type 99") && e.contains(&tensors[0].name),
         "{e}"
     );
-}
-
-fn blockspec(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_blockspec"))
-        .args(args)
-        .output()
-        .expect("run blockspec");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

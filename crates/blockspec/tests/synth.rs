@@ -7,6 +7,16 @@ use blockspec::gguf::Gguf;
 use blockspec::synth::{write_synthetic_target, SynthType, TARGET_SHAPES};
 use std::collections::BTreeMap;
 
+/// `blockspec run --json` on `path`, greedy, a small context; must succeed.
+fn run_json(path: &std::path::Path, prompt: &str, n: &str) -> serde_json::Value {
+    let p = path.to_str().expect("utf8");
+    let (code, out, err) = common::blockspec(&[
+        "run", "-m", p, "-p", prompt, "-n", n, "--temp", "0", "--json", "-c", "64",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(out.trim()).expect("one JSON object")
+}
+
 #[test]
 fn synthetic_qwen25_15b_matches_the_real_file() {
     let Some(real) = common::model(common::MODEL_15B) else {
@@ -41,24 +51,7 @@ fn synthetic_qwen25_15b_matches_the_real_file() {
         .expect("description")
         .contains("timing only"));
     // It runs (random weights: the text is meaningless, the shapes are what matters).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockspec"))
-        .args([
-            "run",
-            "-m",
-            path.to_str().expect("utf8"),
-            "-p",
-            "hi",
-            "-n",
-            "2",
-        ])
-        .args(["--temp", "0", "--json", "-c", "64"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_json(&path, "hi", "2");
 }
 
 #[test]
@@ -79,24 +72,6 @@ fn synthetic_vocabulary_without_a_tokenizer_source() {
     assert_eq!(toks.len(), 128256);
     let emb = g.tensor("token_embd.weight").expect("token_embd");
     assert_eq!(emb.ne[..2], [4096, 128256]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockspec"))
-        .args([
-            "run",
-            "-m",
-            path.to_str().expect("utf8"),
-            "-p",
-            "hello",
-            "-n",
-            "3",
-        ])
-        .args(["--temp", "0", "--json", "-c", "64"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["tokens"].as_array().map(|a| a.len()), Some(3));
+    let out = run_json(&path, "hello", "3");
+    assert_eq!(out["tokens"].as_array().map(|a| a.len()), Some(3));
 }
