@@ -9,13 +9,9 @@ use common::ids;
 
 use blockspec::draft::model::{check_vocab, DraftModel};
 use blockspec::draft::ngram::NgramDrafter;
-use blockspec::draft::Drafter;
 use blockspec::engine::{Engine, EngineConfig};
-use blockspec::generate::{generate, GenerateOptions};
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::sampling::{Sampler, SamplingParams};
-use blockspec::spec::{generate_speculative, SpecOptions, SpecStats};
 use blockspec::tokenizer::Tokenizer;
 use std::sync::Arc;
 
@@ -53,61 +49,6 @@ fn config(n_ctx: usize) -> EngineConfig {
     }
 }
 
-fn opts(n: usize) -> GenerateOptions {
-    GenerateOptions {
-        max_tokens: Some(n),
-        ignore_eos: true,
-        stop: vec![],
-        stop_tokens: vec![],
-    }
-}
-
-/// Plain and speculative greedy outputs are equal; returns the speculative stats per length.
-fn assert_lossless(
-    t: &mut Target,
-    drafter: &mut dyn Drafter,
-    name: &str,
-    prompt: &[u32],
-    n: usize,
-) -> Vec<SpecStats> {
-    let plain = generate(
-        &mut t.engine,
-        &t.tok,
-        &mut Sampler::new(SamplingParams::greedy()),
-        prompt,
-        &opts(n),
-        |_| {},
-    )
-    .expect("plain");
-    let mut all = Vec::new();
-    for fixed in [Some(4), None] {
-        let (g, stats) = generate_speculative(
-            &mut t.engine,
-            drafter,
-            &t.tok,
-            &mut Sampler::new(SamplingParams::greedy()),
-            prompt,
-            &opts(n),
-            &mut SpecOptions {
-                fixed_len: fixed,
-                allow_inexact_batches: false,
-                policy: None,
-                replay: None,
-            },
-            |_| {},
-        )
-        .expect("spec");
-        assert_eq!(
-            g.tokens,
-            plain.tokens,
-            "{name}: {} output differs from plain decoding (length {fixed:?})",
-            drafter.name()
-        );
-        all.push(stats);
-    }
-    all
-}
-
 #[test]
 fn draft_model_is_lossless_and_accepted() {
     let Some(mut t) = target(common::MODEL_15B) else {
@@ -126,7 +67,7 @@ fn draft_model_is_lossless_and_accepted() {
     for case in fx["cases"].as_array().expect("cases").iter().take(10) {
         let prompt = ids(&case["prompt_tokens"]);
         let name = case["name"].as_str().unwrap_or("?").to_string();
-        for s in assert_lossless(&mut t, &mut drafter, &name, &prompt, 128)
+        for s in common::assert_lossless(&mut t.engine, &t.tok, &mut drafter, &name, &prompt, 128)
             .iter()
             .take(1)
         {
@@ -148,7 +89,7 @@ fn ngram_check(file: &str) {
     // Copying code: the continuation repeats the prompt, so lookup finds it.
     let text = "<|im_start|>user\nRepeat this code exactly:\n\ndef add(a, b):\n    return a + b\n\ndef mul(a, b):\n    return a * b\n<|im_end|>\n<|im_start|>assistant\n";
     let prompt = t.tok.encode(text, true, true).expect("tokenize");
-    let stats = assert_lossless(&mut t, &mut drafter, "copy", &prompt, 40);
+    let stats = common::assert_lossless(&mut t.engine, &t.tok, &mut drafter, "copy", &prompt, 40);
     assert!(stats[0].drafted > 0, "n-gram lookup never proposed");
     assert!(
         stats[0].accepted > 0,
@@ -162,7 +103,7 @@ fn ngram_check(file: &str) {
     for case in fx["cases"].as_array().expect("cases").iter().take(10) {
         let prompt = ids(&case["prompt_tokens"]);
         let name = case["name"].as_str().unwrap_or("?").to_string();
-        assert_lossless(&mut t, &mut drafter, &name, &prompt, 128);
+        common::assert_lossless(&mut t.engine, &t.tok, &mut drafter, &name, &prompt, 128);
     }
 }
 

@@ -67,3 +67,61 @@ pub fn blockspec(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Greedy generation options: `n` tokens, EOS ignored.
+pub fn greedy_opts(n: usize) -> blockspec::generate::GenerateOptions {
+    blockspec::generate::GenerateOptions {
+        max_tokens: Some(n),
+        ignore_eos: true,
+        stop: vec![],
+        stop_tokens: vec![],
+    }
+}
+
+/// Plain greedy decoding and speculative decoding with `drafter` (`--verify exact`, at a fixed
+/// verify length of 4 and at the adaptive length) give the same tokens; returns the
+/// speculative stats, fixed length first.
+pub fn assert_lossless(
+    engine: &mut blockspec::engine::Engine,
+    tok: &blockspec::tokenizer::Tokenizer,
+    drafter: &mut dyn blockspec::draft::Drafter,
+    name: &str,
+    prompt: &[u32],
+    n: usize,
+) -> Vec<blockspec::spec::SpecStats> {
+    use blockspec::sampling::{Sampler, SamplingParams};
+    let plain = blockspec::generate::generate(
+        engine,
+        tok,
+        &mut Sampler::new(SamplingParams::greedy()),
+        prompt,
+        &greedy_opts(n),
+        |_| {},
+    )
+    .expect("plain");
+    let mut all = Vec::new();
+    for fixed in [Some(4), None] {
+        let (g, stats) = blockspec::spec::generate_speculative(
+            engine,
+            drafter,
+            tok,
+            &mut Sampler::new(SamplingParams::greedy()),
+            prompt,
+            &greedy_opts(n),
+            &mut blockspec::spec::SpecOptions {
+                fixed_len: fixed,
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .expect("spec");
+        assert_eq!(
+            g.tokens,
+            plain.tokens,
+            "{name}: {} output differs from plain decoding (length {fixed:?})",
+            drafter.name()
+        );
+        all.push(stats);
+    }
+    all
+}
