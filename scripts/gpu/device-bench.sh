@@ -8,38 +8,56 @@ set -euo pipefail
 dist=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$dist/out}
 mkdir -p "$OUT"
+# Logs and results go to one folder, packed into one file at the end ($OUT returns 8 files).
+logs=/tmp/blockspec-results
+rm -rf "$logs" && mkdir -p "$logs"
+trap 'tar -C "$logs" -czf "$OUT/results.tar.gz" . 2>/dev/null || true' EXIT
 work=${WORK:-/tmp/blockspec-gpu}
 mkdir -p "$work"
 cd "$work"
 t0=$(date +%s)
+# Built libraries are cached by the caller: the first call packs them into $OUT, the caller keeps
+# them in target/gpu-cache/ and carries that folder next time, which skips the ~4 minute build.
+# The key covers the source and the build settings, so a stale cache is never used.
+key=$( (sha256sum <"$dist/ggml-src.tar.xz"; echo "${CUDA_ARCH:-90} graphs-on release") | sha256sum | cut -c1-16)
+cache_dir=$(cd "$dist/.." && pwd)/gpu-cache
 if [[ -z "$(find ggml-build -name 'libggml-cuda.so*' 2>/dev/null)" ]]; then
   rm -rf ggml ggml-build
-  tar xJf "$dist/ggml-src.tar.xz"
-  # The vendored copy lacks ggml's pkg-config template; an empty one satisfies configure_file.
-  # GGML_CUDA_GRAPHS is off by default in a standalone ggml build (llama.cpp's CMake turns it
-  # on); without it every decode step launches its kernels one by one.
-  touch ggml/ggml.pc.in
-  cmake -S ggml -B ggml-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-    -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON \
-    -DGGML_OPENMP=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_CUDA_GRAPHS=ON \
-    >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build ggml-build -j"$(nproc)" >>"$OUT/cmake.log" 2>&1 || { tail -50 "$OUT/cmake.log"; exit 1; }
+  if compgen -G "$cache_dir/ggml-cuda-$key.tar.xz.*" >/dev/null; then
+    cat "$cache_dir/ggml-cuda-$key.tar.xz".* | tar xJ
+    echo "ggml CUDA libraries from the carried cache ($key)"
+  else
+    tar xJf "$dist/ggml-src.tar.xz"
+    # The vendored copy lacks ggml's pkg-config template; an empty one satisfies configure_file.
+    # GGML_CUDA_GRAPHS is off by default in a standalone ggml build (llama.cpp's CMake turns it
+    # on); without it every decode step launches its kernels one by one.
+    touch ggml/ggml.pc.in
+    cmake -S ggml -B ggml-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+      -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON \
+      -DGGML_OPENMP=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_CUDA_GRAPHS=ON \
+      >"$logs/cmake.log" 2>&1 || { tail -30 "$logs/cmake.log"; exit 1; }
+    cmake --build ggml-build -j"$(nproc)" >>"$logs/cmake.log" 2>&1 || { tail -50 "$logs/cmake.log"; exit 1; }
+    # Pack the libraries (symlinks included) for the caller's cache, in parts under 16 MiB.
+    find ggml-build -name 'libggml*.so*' | tar -cf - -T - | xz -T0 -6 |
+      split -b 15M -d - "$OUT/ggml-cuda-$key.tar.xz."
+    ls -la "$OUT"/ggml-cuda-*
+  fi
 fi
-echo "ggml CUDA build: $(( $(date +%s) - t0 )) s" | tee "$OUT/times.txt"
+echo "ggml CUDA build: $(( $(date +%s) - t0 )) s" | tee "$logs/times.txt"
 libdirs=$(find "$work/ggml-build" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
-find "$work/ggml-build" -name 'libggml*.so*' -type f -exec ls -la {} + >"$OUT/libs.txt"
+find "$work/ggml-build" -name 'libggml*.so*' -type f -exec ls -la {} + >"$logs/libs.txt"
 export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
-ldd "$dist/blockspec" | grep -E "ggml|not found" >"$OUT/ldd.txt" || true
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1 || true
+ldd "$dist/blockspec" | grep -E "ggml|not found" >"$logs/ldd.txt" || true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$logs/gpu.txt" 2>&1 || true
 bs="$dist/blockspec"
 t1=$(date +%s)
 [[ -f model.gguf ]] || "$bs" synth --like qwen3-8b --type q4_k_m -o model.gguf
 [[ -f drafter.gguf ]] || "$bs" synth --dflash-for model.gguf -o drafter.gguf
-echo "synth: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/times.txt"
+echo "synth: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"
 if [[ -n "${DEBUG_RUN:-}" ]]; then
   BLOCKSPEC_DEBUG_SCHED=1 BLOCKSPEC_LOG=debug "$bs" run -m model.gguf --device cuda \
-    --draft drafter.gguf -p "hello" -n 8 --temp 0 >"$OUT/debug-run.log" 2>&1 || true
-  grep -E "sched:|allocating|error|GGML_ASSERT" "$OUT/debug-run.log" | head -40
+    --draft drafter.gguf -p "hello" -n 8 --temp 0 >"$logs/debug-run.log" 2>&1 || true
+  grep -E "sched:|allocating|error|GGML_ASSERT" "$logs/debug-run.log" | head -40
 fi
 for step in ${STEPS:-plain verify spec}; do
   t1=$(date +%s)
@@ -56,7 +74,13 @@ for step in ${STEPS:-plain verify spec}; do
             --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --block-size 16 --json ;;
     spec-fixed) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --block-size 16 --json ;;
-  esac >"$OUT/bench-$step.json" 2>"$OUT/bench-$step.log" || { tail -20 "$OUT/bench-$step.log"; exit 1; }
-  echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/times.txt"
-  cat "$OUT/bench-$step.json"
+    profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf \
+            -p 0 -n 0 --spec-tokens 128 --draft-type q8_0 --block-size 16 --json ;;
+    replay-profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
+            --draft drafter.gguf -p 0 -n 0 --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 \
+            --block-size 16 --json ;;
+    depth) "$bs" bench -m model.gguf --device cuda -t 8 -p 0 -n 128 -d 0,1024,32768 -r 3 --json ;;
+  esac >"$logs/bench-$step.json" 2>"$logs/bench-$step.log" || { tail -20 "$logs/bench-$step.log"; exit 1; }
+  echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"
+  cat "$logs/bench-$step.json"
 done

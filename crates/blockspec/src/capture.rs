@@ -59,11 +59,12 @@ impl CaptureBuffer {
         self.store.clone()
     }
 
-    /// Read the captured rows of the first `n_tokens` tokens of the last evaluation:
-    /// `n_tokens * layers.len() * n_embd` floats, token-major.
-    pub fn read(&self, n_tokens: usize) -> Vec<f32> {
-        let mut out = vec![0f32; n_tokens * self.layers.len() * self.n_embd];
-        self.tensor.read_f32_into(&mut out, 0);
-        out
+    /// Append the captured rows `first..first + n` of the last evaluation to `out`
+    /// (`n * layers.len() * n_embd` floats, token-major).
+    pub fn read_rows(&self, first: usize, n: usize, out: &mut Vec<f32>) {
+        let nf = self.layers.len() * self.n_embd;
+        let old = out.len();
+        out.resize(old + n * nf, 0.0);
+        self.tensor.read_f32_into(&mut out[old..], first * nf);
     }
 }

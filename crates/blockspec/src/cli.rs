@@ -10,6 +10,7 @@ use crate::engine::{Engine, EngineConfig, Outputs};
 use crate::generate::{generate, GenerateOptions};
 use crate::gguf::Gguf;
 use crate::model::Model;
+use crate::profile;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::spec::{generate_speculative, SpecOptions};
 use crate::tokenizer::Tokenizer;
@@ -358,6 +359,15 @@ struct BenchArgs {
         value_delimiter = ','
     )]
     n_gen: Vec<usize>,
+    /// Context depth before each decode test: that many tokens are prefilled first (like
+    /// llama-bench -d; comma-separated list).
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        default_value = "0",
+        value_delimiter = ','
+    )]
+    n_depth: Vec<usize>,
     /// Repetitions per test; the median is reported.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     reps: usize,
@@ -508,6 +518,10 @@ struct Loaded {
     drafter: Option<Box<dyn Drafter>>,
     /// `--verify fast`: full verify blocks on the fastest kernels.
     fast_verify: bool,
+    /// The memory plan plus the reserved compute buffers.
+    planned_bytes: usize,
+    /// Free device memory before loading (GPU backends only).
+    device_free_at_start: Option<usize>,
 }
 
 fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
@@ -543,38 +557,24 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         Some(0) | None => hp.n_ctx_train.min(8192),
         Some(c) => c,
     };
-    let kv_row = |t: ggml::Type| t.row_bytes(hp.n_embd_kv() as u64).unwrap_or(0) as usize;
-    let kv_bytes = hp.n_layer * n_ctx * (kv_row(type_k) + kv_row(type_v));
-    let weights_bytes = gguf.tensor_data_bytes() as usize;
-    let draft_bytes = match &args.draft {
-        Some(p) if p.is_file() => std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0),
-        _ => 0,
-    };
-    let need = weights_bytes + kv_bytes + draft_bytes;
+    let plan = MemoryPlan::new(args, &gguf, &hp, n_ctx, type_k, type_v, spec)?;
     let mib = |b: usize| b as f64 / 1048576.0;
-    tracing::info!(
-        "memory plan on {}: weights {:.1} MiB + KV cache {:.1} MiB ({n_ctx} cells) + drafter {:.1} MiB = {:.1} MiB",
-        backend.name(),
-        mib(weights_bytes),
-        mib(kv_bytes),
-        mib(draft_bytes),
-        mib(need)
-    );
-    if !backend.is_cpu() {
+    tracing::info!("memory plan on {}: {}", backend.name(), plan.describe());
+    let device_free_at_start = if backend.is_cpu() {
+        None
+    } else {
         let (free, total) = backend.memory();
-        if need > free {
+        if plan.total() > free {
             bail!(
-                "the model does not fit {}: it needs {:.0} MiB (weights {:.0}, KV cache {:.0} for -c {n_ctx}, drafter {:.0}), {:.0} of {:.0} MiB are free; lower -c or use a smaller model",
+                "the model does not fit {}: it needs {} (for -c {n_ctx}); {:.0} of {:.0} MiB are free; lower -c or use a smaller model",
                 backend.name(),
-                mib(need),
-                mib(weights_bytes),
-                mib(kv_bytes),
-                mib(draft_bytes),
+                plan.describe(),
                 mib(free),
                 mib(total)
             );
         }
-    }
+        Some(free)
+    };
     if !backend.is_cpu() && args.n_gpu_layers < hp.n_layer {
         bail!(
             "-ngl {}: partial offload is not supported yet; use -ngl 0 (CPU) or at least the model's layer count",
@@ -656,13 +656,106 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         engine.kv_bytes() as f64 / 1048576.0,
         engine.compute_bytes() as f64 / 1048576.0
     );
+    let compute = engine.compute_bytes() + drafter.as_ref().map_or(0, |d| d.compute_bytes());
+    tracing::info!(
+        "memory: planned {:.1} MiB before loading, + compute buffers {:.1} MiB = {:.1} MiB",
+        mib(plan.total()),
+        mib(compute),
+        mib(plan.total() + compute)
+    );
     Ok(Loaded {
         tokenizer,
         engine,
         gguf,
         drafter,
         fast_verify,
+        planned_bytes: plan.total() + compute,
+        device_free_at_start,
     })
+}
+
+/// Device memory needed before anything is allocated: weights, KV cache, captured features,
+/// the drafter's weights and cache. Compute buffers are only known once reserved (logged after).
+struct MemoryPlan {
+    weights: usize,
+    kv: usize,
+    features: usize,
+    draft_weights: usize,
+    draft_kv: usize,
+}
+
+impl MemoryPlan {
+    fn new(
+        args: &ModelArgs,
+        gguf: &Gguf,
+        hp: &crate::model::Hparams,
+        n_ctx: usize,
+        type_k: ggml::Type,
+        type_v: ggml::Type,
+        spec: SpecKind,
+    ) -> Result<MemoryPlan> {
+        let kv_row = |t: ggml::Type, n: usize| t.row_bytes(n as u64).unwrap_or(0) as usize;
+        // Caches hold whole KV_PAD spans of cells (see Engine::new).
+        let pad = |n: usize| n.div_ceil(crate::engine::KV_PAD) * crate::engine::KV_PAD;
+        let kv = hp.n_layer
+            * pad(n_ctx)
+            * (kv_row(type_k, hp.n_embd_kv()) + kv_row(type_v, hp.n_embd_kv()));
+        let file_bytes = |p: &Path| std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0);
+        let (mut features, mut draft_weights, mut draft_kv) = (0, 0, 0);
+        match (spec, &args.draft) {
+            (SpecKind::DFlash, Some(p)) => {
+                let c = crate::draft::dflash::read_config(p, hp.n_layer)?;
+                let rows = args.ubatch.min(n_ctx);
+                features = c.target_layer_ids.len() * hp.n_embd * rows * 4;
+                let cells = pad(n_ctx + c.block_size + 1);
+                let row = kv_row(ggml::Type::F16, c.head_dim * c.n_head_kv);
+                draft_kv = c.n_layer * 2 * cells * row;
+                draft_weights = if p.is_dir() {
+                    std::fs::read_dir(p)
+                        .map(|d| d.flatten().map(|e| file_bytes(&e.path())).sum())
+                        .unwrap_or(0)
+                } else {
+                    file_bytes(p)
+                };
+                // Requantized 16-bit matrices shrink to the new type's bytes per weight.
+                if let Some(t) = args.draft_type.as_deref().and_then(ggml::Type::parse) {
+                    let per_32 = t.row_bytes(32).unwrap_or(64) as f64;
+                    draft_weights = (draft_weights as f64 * per_32 / 64.0) as usize;
+                }
+            }
+            (SpecKind::DraftModel, Some(p)) => {
+                let dg = open_gguf(p).context("--draft")?;
+                let dhp = crate::model::hparams_for(&dg)?;
+                draft_weights = dg.tensor_data_bytes() as usize;
+                draft_kv = dhp.n_layer * pad(n_ctx) * 2 * kv_row(ggml::Type::F16, dhp.n_embd_kv());
+            }
+            _ => {}
+        }
+        Ok(MemoryPlan {
+            weights: gguf.tensor_data_bytes() as usize,
+            kv,
+            features,
+            draft_weights,
+            draft_kv,
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.weights + self.kv + self.features + self.draft_weights + self.draft_kv
+    }
+
+    fn describe(&self) -> String {
+        let mib = |b: usize| b as f64 / 1048576.0;
+        format!(
+            "weights {:.1} MiB + KV cache {:.1} + features {:.1} + drafter {:.1} + draft cache {:.1} = {:.1} MiB",
+            mib(self.weights),
+            mib(self.kv),
+            mib(self.features),
+            mib(self.draft_weights),
+            mib(self.draft_kv),
+            mib(self.total())
+        )
+    }
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String> {
@@ -832,8 +925,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     // Like llama-bench: unless -c is given, the context is just large enough for the largest test.
     let mut margs = a.model.clone();
     if margs.ctx_size.is_none() && margs.spec_kind()? == SpecKind::None {
-        let need = a.n_prompt.iter().max().copied().unwrap_or(0)
-            + a.n_gen.iter().max().copied().unwrap_or(0);
+        let need = a.n_prompt.iter().max().copied().unwrap_or(0).max(
+            a.n_depth.iter().max().copied().unwrap_or(0)
+                + a.n_gen.iter().max().copied().unwrap_or(0),
+        );
         margs.ctx_size = Some(need + 1);
     }
     let mut l = load(&margs, !a.json)?;
@@ -867,32 +962,72 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         result.insert("prefill_tok_s".into(), m.into());
         result.insert(format!("pp{np}_tok_s"), m.into());
     }
-    for &ng in &a.n_gen {
-        if ng == 0 {
-            continue;
-        }
-        if ng + 1 > l.engine.n_ctx() {
-            bail!(
-                "-n {ng}: more than the context size {} (-c)",
-                l.engine.n_ctx()
-            );
-        }
-        let toks = bench_tokens(ng, n_vocab, 7 + ng as u64);
-        l.engine.reset();
-        l.engine.decode(&toks[..1], Outputs::Last)?;
-        let mut rates = Vec::new();
-        for _ in 0..a.reps {
-            l.engine.reset();
-            let t = Instant::now();
-            for &tk in &toks {
-                l.engine.decode(&[tk], Outputs::Last)?;
+    for &depth in &a.n_depth {
+        for &ng in &a.n_gen {
+            if ng == 0 {
+                continue;
             }
-            rates.push(ng as f64 / t.elapsed().as_secs_f64());
+            if depth + ng + 1 > l.engine.n_ctx() {
+                bail!(
+                    "-d {depth} -n {ng}: more than the context size {} (-c)",
+                    l.engine.n_ctx()
+                );
+            }
+            let toks = bench_tokens(ng, n_vocab, 7 + ng as u64);
+            let context = bench_tokens(depth, n_vocab, 11 + depth as u64);
+            // Reset, then prefill the context depth (untimed).
+            let start = |e: &mut Engine| -> Result<()> {
+                e.reset();
+                if depth > 0 {
+                    e.decode(&context, Outputs::Last)?;
+                }
+                Ok(())
+            };
+            start(&mut l.engine)?;
+            l.engine.decode(&toks[..1], Outputs::Last)?;
+            let suffix = if depth > 0 {
+                format!(" @ d{depth}")
+            } else {
+                String::new()
+            };
+            let mut rates = Vec::new();
+            for _ in 0..a.reps {
+                start(&mut l.engine)?;
+                let t = Instant::now();
+                for &tk in &toks {
+                    l.engine.decode(&[tk], Outputs::Last)?;
+                }
+                rates.push(ng as f64 / t.elapsed().as_secs_f64());
+            }
+            let m = median(&mut rates);
+            rows.push((format!("tg{ng}{suffix}"), m));
+            let key = if depth > 0 {
+                format!("tg{ng}_d{depth}_tok_s")
+            } else {
+                result.insert("decode_tok_s".into(), m.into());
+                format!("tg{ng}_tok_s")
+            };
+            result.insert(key, m.into());
+            if l.engine.prefers_device_argmax() {
+                // What greedy generation does here: read each step's argmax id, not its logits
+                // (the rows above read logits, as llama-bench does).
+                let mut rates = Vec::new();
+                for _ in 0..a.reps {
+                    start(&mut l.engine)?;
+                    let t = Instant::now();
+                    for &tk in &toks {
+                        l.engine.decode_argmax(&[tk], Outputs::Last)?;
+                    }
+                    rates.push(ng as f64 / t.elapsed().as_secs_f64());
+                }
+                let m = median(&mut rates);
+                rows.push((format!("tg{ng}{suffix} (greedy ids)"), m));
+                result.insert(
+                    format!("tg{ng}{}_argmax_tok_s", suffix.replace(" @ ", "_")),
+                    m.into(),
+                );
+            }
         }
-        let m = median(&mut rates);
-        rows.push((format!("tg{ng}"), m));
-        result.insert("decode_tok_s".into(), m.into());
-        result.insert(format!("tg{ng}_tok_s"), m.into());
     }
     let spec_rows = match l.drafter.take() {
         Some(mut d) => bench_spec(
@@ -924,6 +1059,18 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             (l.engine.compute_bytes() as f64 / 1048576.0).into(),
         );
         result.insert("repetitions".into(), a.reps.into());
+        result.insert(
+            "mem_plan_mib".into(),
+            (l.planned_bytes as f64 / 1048576.0).into(),
+        );
+        if let Some(free0) = l.device_free_at_start {
+            // What the device itself reports as taken since before loading.
+            let (free, _) = l.engine.device_memory();
+            result.insert(
+                "mem_device_used_mib".into(),
+                (free0.saturating_sub(free) as f64 / 1048576.0).into(),
+            );
+        }
         println!("{}", serde_json::Value::Object(result));
     } else {
         let device = l.engine.backend_name();
@@ -981,6 +1128,7 @@ fn bench_spec(
     let (mut steps, mut spec_steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize, 0usize);
     let (mut draft_ms, mut verify_ms, mut host_ms) = (0.0f64, 0.0f64, 0.0f64);
     let mut n_identical = 0usize;
+    let mut phases: Vec<(&'static str, f64, u64)> = Vec::new();
     // One policy across the prompts, as a server slot keeps it across requests.
     let mut so = SpecOptions {
         fixed_len,
@@ -1001,6 +1149,7 @@ fn bench_spec(
         )?;
         plain.0 += g.tokens.len();
         plain.1 += g.timings.predicted_ms;
+        profile::reset();
         let (gs, st) = generate_speculative(
             &mut l.engine,
             d,
@@ -1021,6 +1170,30 @@ fn bench_spec(
         draft_ms += st.draft_ms;
         verify_ms += st.verify_ms;
         host_ms += st.sample_ms + st.other_ms;
+        for (name, ms, n) in profile::totals() {
+            match phases.iter_mut().find(|p| p.0 == name) {
+                Some(p) => {
+                    p.1 += ms;
+                    p.2 += n;
+                }
+                None => phases.push((name, ms, n)),
+            }
+        }
+    }
+    if !phases.is_empty() {
+        // BLOCKSPEC_PROFILE=1: per speculative run, each phase's ms per target step and calls
+        // per step.
+        let per_step: serde_json::Map<String, serde_json::Value> = phases
+            .iter()
+            .map(|(name, ms, n)| {
+                let s = steps.max(1) as f64;
+                (
+                    name.to_string(),
+                    serde_json::json!({"ms_per_step": ms / s, "calls_per_step": *n as f64 / s}),
+                )
+            })
+            .collect();
+        result.insert("spec_profile".into(), per_step.into());
     }
     let plain_rate = 1000.0 * plain.0 as f64 / plain.1.max(1e-9);
     let spec_rate = 1000.0 * spec.0 as f64 / spec.1.max(1e-9);

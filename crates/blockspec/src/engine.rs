@@ -3,6 +3,7 @@
 use crate::capture::CaptureBuffer;
 use crate::kv_cache::KvCache;
 use crate::model::{ForwardGraph, GraphShape, Model};
+use crate::profile;
 use anyhow::{bail, Result};
 use ggml::{Backend, Sched, Type};
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 /// KV cells are attended in multiples of this (as llama.cpp pads n_kv), so a graph serves 256
 /// positions before the next shape is needed.
-const KV_PAD: usize = 256;
+pub const KV_PAD: usize = 256;
 /// At most this many built graphs are kept (prompt lengths vary; decode shapes repeat).
 const MAX_CACHED_GRAPHS: usize = 24;
 
@@ -65,8 +66,13 @@ pub struct Engine {
     allocated: Option<GraphShape>,
     n_past: usize,
     cfg: EngineConfig,
-    /// Captured hidden states of the last `decode` call, token-major (see CaptureBuffer).
+    /// Captured hidden states of the last `decode` call read back so far, token-major (see
+    /// CaptureBuffer). The last chunk's rows stay on the device until asked for: a verify step
+    /// only commits the rows of its accepted tokens.
     captured: Vec<f32>,
+    /// Rows of the last chunk in the capture buffer, and how many of them are in `captured`.
+    chunk_rows: usize,
+    chunk_read: usize,
     /// Largest batch measured to compute every row exactly as a one-token step (see
     /// `largest_exact_batch`), and the bound it was measured up to.
     exact_batch: Option<(usize, usize)>,
@@ -91,7 +97,10 @@ impl Engine {
             hp.n_layer,
             hp.head_dim,
             hp.n_head_kv,
-            cfg.n_ctx,
+            // Whole multiples of KV_PAD cells, so every attended span is one too: ggml-cuda's
+            // fast flash-attention kernels need the KV length to be a multiple of 256 and fall
+            // back to a much slower one otherwise (5x slower decode at 32K context).
+            cfg.n_ctx.div_ceil(KV_PAD) * KV_PAD,
             cfg.type_k,
             cfg.type_v,
         )?;
@@ -118,13 +127,15 @@ impl Engine {
             n_past: 0,
             cfg,
             captured: Vec::new(),
+            chunk_rows: 0,
+            chunk_read: 0,
             exact_batch: None,
         };
         // Reserve compute memory once for the largest shape, so no step allocates later.
         let n = e.cfg.n_ubatch.min(e.cfg.n_ctx);
         let worst = GraphShape {
             n_tokens: n,
-            n_kv: e.cfg.n_ctx,
+            n_kv: e.kv.n_ctx,
             n_outputs: n,
             capture: e.capture.is_some(),
         };
@@ -141,6 +152,10 @@ impl Engine {
     /// The backend this engine runs on (`CPU`, `CUDA0`, ...).
     pub fn backend_name(&self) -> String {
         self.backend.name()
+    }
+    /// (free, total) bytes of the engine's device, as the device reports them (0s on the CPU).
+    pub fn device_memory(&self) -> (usize, usize) {
+        self.backend.memory()
     }
     pub fn n_past(&self) -> usize {
         self.n_past
@@ -209,13 +224,56 @@ impl Engine {
     }
 
     /// Hidden states captured by the last `decode` (all its tokens), token-major.
-    pub fn captured(&self) -> &[f32] {
-        &self.captured
+    pub fn captured(&mut self) -> &[f32] {
+        self.captured_rows(usize::MAX)
+    }
+
+    /// Hidden states of the first `n` tokens of the last `decode` (fewer if it had fewer),
+    /// token-major. Reads only those rows back from the device.
+    pub fn captured_rows(&mut self, n: usize) -> &[f32] {
+        let Some(cap) = &self.capture else {
+            return &[];
+        };
+        let nf = cap.layers.len() * cap.n_embd;
+        let have = self.captured.len() / nf;
+        if n > have && self.chunk_read < self.chunk_rows {
+            let k = (n - have).min(self.chunk_rows - self.chunk_read);
+            let _p = profile::scope("engine.read_capture");
+            cap.read_rows(self.chunk_read, k, &mut self.captured);
+            self.chunk_read += k;
+        }
+        let rows = n.min(self.captured.len() / nf);
+        &self.captured[..rows * nf]
     }
 
     /// Evaluate `tokens` at positions `n_past..`, append them to the cache, and return logits for
     /// the rows `outputs` asks for.
     pub fn decode(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Logits> {
+        let mut data = Vec::new();
+        self.evaluate(tokens, outputs, &mut ReadBack::Logits(&mut data))?;
+        Ok(Logits {
+            data,
+            n_vocab: self.model.hp.n_vocab,
+        })
+    }
+
+    /// Like [`decode`](Self::decode), but returns each output row's most likely token, computed
+    /// on the backend (ggml_argmax), instead of its logits. For greedy decoding on a GPU, where
+    /// reading back `rows x n_vocab` floats costs more than the argmax.
+    pub fn decode_argmax(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        self.evaluate(tokens, outputs, &mut ReadBack::Argmax(&mut ids))?;
+        Ok(ids)
+    }
+
+    /// Whether greedy steps should use [`decode_argmax`](Self::decode_argmax): off the CPU only.
+    /// On the CPU the logits are already in host memory, and the host argmax keeps llama.cpp's
+    /// tie rule (the first maximum; ggml's CPU argmax takes the last).
+    pub fn prefers_device_argmax(&self) -> bool {
+        !self.backend.is_cpu()
+    }
+
+    fn evaluate(&mut self, tokens: &[u32], outputs: Outputs, read: &mut ReadBack) -> Result<()> {
         if tokens.is_empty() {
             bail!("decode: no tokens");
         }
@@ -232,7 +290,7 @@ impl Engine {
             bail!("token id {bad} out of range (vocabulary size {n_vocab})");
         }
         self.captured.clear();
-        let mut data = Vec::new();
+        (self.chunk_rows, self.chunk_read) = (0, 0);
         let chunks: Vec<&[u32]> = tokens.chunks(self.cfg.n_ubatch).collect();
         for (ci, chunk) in chunks.iter().enumerate() {
             let last_chunk = ci + 1 == chunks.len();
@@ -241,15 +299,19 @@ impl Engine {
                 (Outputs::Last, true) => 1,
                 (Outputs::Last, false) => 0,
             };
-            self.eval_chunk(chunk, n_outputs, &mut data)?;
+            self.eval_chunk(chunk, n_outputs, read)?;
         }
-        Ok(Logits { data, n_vocab })
+        Ok(())
     }
 
-    fn eval_chunk(&mut self, chunk: &[u32], n_outputs: usize, out: &mut Vec<f32>) -> Result<()> {
+    fn eval_chunk(&mut self, chunk: &[u32], n_outputs: usize, read: &mut ReadBack) -> Result<()> {
+        // This chunk overwrites the capture buffer: keep the rows of the one before.
+        if self.chunk_read < self.chunk_rows {
+            self.captured_rows(usize::MAX);
+        }
         let nt = chunk.len();
         let n_kv = (self.n_past + nt).div_ceil(KV_PAD) * KV_PAD;
-        let n_kv = n_kv.min(self.cfg.n_ctx);
+        let n_kv = n_kv.min(self.kv.n_ctx);
         let capture = self.capture.is_some();
         // Selecting output rows early skips the last layer's FFN for the other rows, so when the
         // last layer is captured every row must be computed.
@@ -296,7 +358,7 @@ impl Engine {
         }
         let g = self.graphs.get(&shape).expect("kept");
 
-        // Inputs.
+        let inputs = profile::scope("engine.inputs");
         let start = self.n_past;
         let toks: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
         g.tokens.write_i32(&toks);
@@ -311,24 +373,42 @@ impl Engine {
             ids.write_i32(&ids_v);
         }
 
-        let graph = g.graph;
-        let logits_t = g.logits;
-        self.sched.compute(graph).map_err(anyhow::Error::msg)?;
+        let (graph, logits_t, argmax_t) = (g.graph, g.logits, g.argmax);
+        drop(inputs);
+        {
+            let _p = profile::scope("engine.compute");
+            self.sched.compute(graph).map_err(anyhow::Error::msg)?;
+        }
         self.n_past += nt;
 
+        let _p = profile::scope("engine.read");
         if n_outputs > 0 {
-            let n_vocab = self.model.hp.n_vocab;
-            let n_rows = shape.n_outputs;
-            let first_row = n_rows - n_outputs;
-            let old = out.len();
-            out.resize(old + n_outputs * n_vocab, 0.0);
-            logits_t.read_f32_into(&mut out[old..], first_row * n_vocab);
+            let first_row = shape.n_outputs - n_outputs;
+            match read {
+                ReadBack::Logits(out) => {
+                    let n_vocab = self.model.hp.n_vocab;
+                    let old = out.len();
+                    out.resize(old + n_outputs * n_vocab, 0.0);
+                    logits_t.read_f32_into(&mut out[old..], first_row * n_vocab);
+                }
+                ReadBack::Argmax(out) => {
+                    let mut ids = vec![0i32; n_outputs];
+                    argmax_t.read_i32_into(&mut ids, first_row);
+                    out.extend(ids.iter().map(|&t| t as u32));
+                }
+            }
         }
-        if let Some(cap) = &self.capture {
-            self.captured.extend_from_slice(&cap.read(nt));
+        if self.capture.is_some() {
+            (self.chunk_rows, self.chunk_read) = (nt, 0);
         }
         Ok(())
     }
+}
+
+/// Where a decode's outputs go: full logit rows, or only each row's argmax.
+enum ReadBack<'a> {
+    Logits(&'a mut Vec<f32>),
+    Argmax(&'a mut Vec<u32>),
 }
 
 /// F16 bits of 0 and -inf.

@@ -169,8 +169,10 @@ pub fn generate(
     let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
     let t1 = Instant::now();
     let mut out = Output::new(tok, opts, on_text);
+    let device_argmax = sampler.is_plain_argmax() && engine.prefers_device_argmax();
+    let mut next = sampler.sample(logits.last());
     let stop = loop {
-        let t = sampler.sample(logits.last());
+        let t = next;
         sampler.accept(t);
         if let Some(stop) = out.push(t) {
             break stop;
@@ -178,7 +180,12 @@ pub fn generate(
         if engine.n_past() >= engine.n_ctx() {
             break StopReason::Context;
         }
-        logits = engine.decode(&[t], Outputs::Last)?;
+        next = if device_argmax {
+            engine.decode_argmax(&[t], Outputs::Last)?[0]
+        } else {
+            logits = engine.decode(&[t], Outputs::Last)?;
+            sampler.sample(logits.last())
+        };
     };
     let (tokens, text) = out.finish(stop);
     timings.predicted_n = tokens.len();

@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod gguf_write;
 pub mod kv_cache;
 pub mod model;
+pub mod profile;
 pub mod progress;
 pub mod sampling;
 pub mod spec;

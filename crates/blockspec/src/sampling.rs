@@ -125,6 +125,12 @@ impl Sampler {
         }
     }
 
+    /// Whether every choice is the plain argmax of the raw logits (greedy, no penalties), so an
+    /// argmax computed on the backend can stand in for [`sample`](Self::sample).
+    pub fn is_plain_argmax(&self) -> bool {
+        self.params.is_greedy() && !self.params.has_penalties()
+    }
+
     /// Record tokens the penalties should see (prompt and generated).
     pub fn accept(&mut self, tok: u32) {
         self.history.push(tok);

@@ -171,6 +171,19 @@ impl Tensor {
         self.read_bytes(bytes, first * 4)
     }
 
+    /// Read `out.len()` i32 elements starting at element `first` (tensor must be I32).
+    pub fn read_i32_into(&self, out: &mut [i32], first: usize) {
+        assert_eq!(self.ty(), Type::I32);
+        // SAFETY: i32 has no invalid bit patterns; the slice is reinterpreted as bytes only.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                out.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of_val(out),
+            )
+        };
+        self.read_bytes(bytes, first * 4)
+    }
+
     /// The raw pointer, for the backend module.
     pub(crate) fn as_ptr(self) -> *mut sys::ggml_tensor {
         self.raw()

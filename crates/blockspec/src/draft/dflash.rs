@@ -12,11 +12,13 @@
 //! One graph per step does both the context injection of the newly committed tokens and the
 //! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
 
+use crate::engine::KV_PAD;
 use crate::gguf::Gguf;
 use crate::model::weights::{
     Loader, Requantized, SourceTensor, TensorSource, WeightBytes, WeightStore,
 };
 use crate::model::Model;
+use crate::profile;
 use anyhow::{bail, Context as _, Result};
 use ggml::{Backend, Buffer, Context, Graph, RopeParams, Sched, Tensor, Type, WeightUse};
 use std::collections::HashMap;
@@ -562,7 +564,6 @@ fn draft_graph_nodes(n_layer: usize) -> usize {
 
 /// Rows of newly committed context appended per graph when catching up (after a prompt).
 const APPEND_ROWS: usize = 64;
-const KV_PAD: usize = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct Shape {
@@ -672,7 +673,9 @@ impl DFlashDrafter {
                 cfg.head_dim
             );
         }
-        let n_cells = n_ctx + cfg.block_size + 1;
+        // Context, one block, the trash cell; rounded up to whole KV_PAD spans (see the target
+        // engine: ggml-cuda's fast attention kernels need multiples of 256).
+        let n_cells = (n_ctx + cfg.block_size + 1).div_ceil(KV_PAD) * KV_PAD;
         let ekv = (cfg.head_dim * cfg.n_head_kv) as i64;
         let mut ctx = Context::new(2 * cfg.n_layer, 0);
         let mut k = Vec::new();
@@ -943,7 +946,11 @@ impl DFlashDrafter {
             }
         }
         let g = self.graphs.get(&s).expect("kept");
-        fill(g);
+        {
+            let _p = profile::scope("draft.inputs");
+            fill(g);
+        }
+        let _p = profile::scope("draft.compute");
         self.sched.compute(g.graph).map_err(anyhow::Error::msg)
     }
 
@@ -974,8 +981,12 @@ impl DFlashDrafter {
             bail!("drafter: context full ({start} positions)");
         }
         let n_kv = ((start + b).div_ceil(KV_PAD) * KV_PAD).min(self.n_cells);
+        // Context rows to inject with this block: one per token the last step committed. Graphs
+        // come in power-of-two row counts, so a step that accepted little injects (and uploads)
+        // little instead of a full block's worth of padding.
+        let ctx_rows = rows.max(1).next_power_of_two().min(b);
         let s = Shape {
-            ctx_rows: b,
+            ctx_rows,
             block: true,
             n_kv,
             n_out: len - 1,
@@ -1001,7 +1012,7 @@ impl DFlashDrafter {
             let pending = std::mem::take(&mut self.pending);
             let (n_done, n_cells) = (self.n_done, self.n_cells);
             let res = self.run(s, |g| {
-                fill_ctx(g, &pending, nf, rows, b, n_done, n_cells);
+                fill_ctx(g, &pending, nf, rows, ctx_rows, n_done, n_cells);
                 g.blk_tokens.expect("block").write_i32(&block);
                 g.blk_pos.expect("block").write_i32(&bpos);
                 g.blk_rows.expect("block").write_i64(&brows);
@@ -1010,6 +1021,7 @@ impl DFlashDrafter {
             self.pending = pending;
             res?;
         }
+        let _p = profile::scope("draft.read");
         let am = self.graphs[&s].argmax.expect("block");
         let mut bytes = vec![0u8; (len - 1) * 4];
         am.read_bytes(&mut bytes, 0);
@@ -1106,6 +1118,9 @@ impl super::Drafter for DFlashDrafter {
     }
     fn cost(&self) -> super::DraftCost {
         super::DraftCost::PerStep
+    }
+    fn compute_bytes(&self) -> usize {
+        self.sched.total_buffer_size()
     }
     fn begin(&mut self, _prompt: &[u32], features: &[f32]) -> Result<()> {
         self.reset();

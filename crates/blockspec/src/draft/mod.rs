@@ -36,6 +36,10 @@ pub trait Drafter {
         &[]
     }
     fn cost(&self) -> DraftCost;
+    /// Compute-buffer bytes the drafter reserved on its device (for the memory report).
+    fn compute_bytes(&self) -> usize {
+        0
+    }
     /// A new generation. `features`: the captured target features of the prompt's positions,
     /// token-major (empty when `target_layers` is).
     fn begin(&mut self, prompt: &[u32], features: &[f32]) -> Result<()>;

@@ -100,6 +100,9 @@ impl Drafter for DraftModel {
     fn cost(&self) -> DraftCost {
         DraftCost::PerToken
     }
+    fn compute_bytes(&self) -> usize {
+        self.engine.compute_bytes()
+    }
     fn begin(&mut self, prompt: &[u32], _features: &[f32]) -> Result<()> {
         self.engine.reset();
         self.pending.clear();

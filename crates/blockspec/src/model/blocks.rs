@@ -38,6 +38,9 @@ pub struct ForwardGraph {
     pub out_ids: Option<Tensor>,
     /// F32 [n_vocab, n_outputs]
     pub logits: Tensor,
+    /// I32 [n_outputs]: each output row's most likely token, so a greedy step on a GPU reads
+    /// back a few ids instead of every logit.
+    pub argmax: Tensor,
 }
 
 /// Graph node budget: ~30 nodes per layer plus slack.
@@ -200,6 +203,9 @@ pub fn build(
     c.set_name(logits, "result_output");
     c.set_output(logits);
     c.build_forward_expand(gf, logits);
+    let argmax = c.argmax(logits);
+    c.set_output(argmax);
+    c.build_forward_expand(gf, argmax);
 
     ForwardGraph {
         ctx: c,
@@ -211,5 +217,6 @@ pub fn build(
         mask,
         out_ids,
         logits,
+        argmax,
     }
 }

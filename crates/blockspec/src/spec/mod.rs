@@ -8,8 +8,9 @@
 pub mod policy;
 
 use crate::draft::Drafter;
-use crate::engine::{Engine, Outputs};
+use crate::engine::{Engine, Logits, Outputs};
 use crate::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
+use crate::profile;
 use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
 use anyhow::Result;
@@ -104,6 +105,23 @@ impl ReplayAcceptance {
     }
 }
 
+/// The target's answer for a verified block: logits to sample each row from, or (greedy on a
+/// GPU) each row's argmax, computed on the device.
+enum Verdict {
+    Logits(Logits),
+    Ids(Vec<u32>),
+}
+
+impl Verdict {
+    /// The target's token after row `k`.
+    fn pick(&self, k: usize, sampler: &mut Sampler) -> u32 {
+        match self {
+            Verdict::Logits(l) => sampler.sample(l.row(k)),
+            Verdict::Ids(ids) => ids[k],
+        }
+    }
+}
+
 /// Generate from `prompt` with speculative decoding. `engine` must capture the drafter's target
 /// layers (EngineConfig::capture_layers == drafter.target_layers()).
 #[allow(clippy::too_many_arguments)]
@@ -132,7 +150,8 @@ pub fn generate_speculative(
     }
     let b = exact;
     let mut timings = Timings::default();
-    let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
+    let logits = prefill(engine, sampler, prompt, &mut timings)?;
+    let device_argmax = sampler.is_plain_argmax() && engine.prefers_device_argmax();
     // The drafter's own prompt processing counts as prompt time.
     let tb = Instant::now();
     drafter.begin(prompt, engine.captured())?;
@@ -180,7 +199,9 @@ pub fn generate_speculative(
             let mut step_ms = 0.0;
             if n > 1 {
                 let tsync = Instant::now();
+                let _p = profile::scope("spec.sync");
                 drafter.sync()?;
+                drop(_p);
                 step_ms += tsync.elapsed().as_secs_f64() * 1000.0;
                 let td = Instant::now();
                 let mut drafts = drafter.draft(last, n)?;
@@ -206,7 +227,11 @@ pub fn generate_speculative(
                 n = block.len();
             }
             let tv = Instant::now();
-            logits = engine.decode(&block, Outputs::All)?;
+            let verdict = if device_argmax {
+                Verdict::Ids(engine.decode_argmax(&block, Outputs::All)?)
+            } else {
+                Verdict::Logits(engine.decode(&block, Outputs::All)?)
+            };
             let ms = tv.elapsed().as_secs_f64() * 1000.0;
             policy.record_verify(n, ms);
             verify_ms_total += ms;
@@ -216,31 +241,28 @@ pub fn generate_speculative(
 
             // Walk the block: the target's draw at row k is the token at position start+k+1.
             let ts = Instant::now();
+            let _p = profile::scope("spec.walk");
             let mut committed = 0; // drafts accepted
-            let mut next = None;
-            if let Some(r) = spec.replay.as_mut() {
+            let bonus = if let Some(r) = spec.replay.as_mut() {
                 // Replay: keep a drawn number of drafts whatever the target says, then take
                 // the target's token after them (same verify and commit work as a real step).
                 committed = r.draw(n - 1);
-                let t = sampler.sample(logits.row(committed));
+                let t = verdict.pick(committed, sampler);
                 sampler.accept(t);
-                next = Some(t);
-            }
-            for k in 0..n {
-                if next.is_some() {
-                    break;
+                t
+            } else {
+                loop {
+                    let t = verdict.pick(committed, sampler);
+                    sampler.accept(t);
+                    if committed + 1 < n && block[committed + 1] == t {
+                        committed += 1;
+                        continue;
+                    }
+                    break t;
                 }
-                let t = sampler.sample(logits.row(k));
-                sampler.accept(t);
-                if k + 1 < n && block[k + 1] == t {
-                    committed += 1;
-                    continue;
-                }
-                next = Some(t);
-                break;
-            }
+            };
+            drop(_p);
             sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
-            let bonus = next.expect("the walk always ends with the target's own token");
             if n > 1 {
                 stats.spec_steps += 1;
                 stats.drafted += n - 1;
@@ -262,11 +284,13 @@ pub fn generate_speculative(
             // Keep the target's KV and the features of block[0..=committed] only.
             engine.truncate(start + committed + 1);
             let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
-            drafter.commit(
-                &block[..=committed],
-                &engine.captured()[..(committed + 1) * nf],
-            )?;
+            let _p = profile::scope("spec.commit");
+            let features = engine.captured_rows(committed + 1);
+            debug_assert_eq!(features.len(), (committed + 1) * nf);
+            drafter.commit(&block[..=committed], features)?;
+            drop(_p);
             // Tokens this step commits (cut short by a stop or the token limit).
+            let _p = profile::scope("spec.output");
             let before = out.tokens.len();
             for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
                 if let Some(s) = out.push(t) {
