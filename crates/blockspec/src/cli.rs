@@ -377,6 +377,10 @@ struct BenchArgs {
     /// Tokens per prompt in the plain-vs-speculative comparison (with --draft).
     #[arg(long = "spec-tokens", default_value_t = 128)]
     spec_tokens: usize,
+    /// With a drafter: also sweep the verify length (fixed blocks) and the replayed acceptance
+    /// (tau), and draw tokens/s against both into this PNG (results also in the JSON).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Timing only: replay this mean acceptance (tokens per full block, e.g. 6.55) instead of
     /// checking drafts; the drafter and the verify still run for real (see docs/BENCHMARKS.md).
     #[arg(long = "replay-tau")]
@@ -672,6 +676,12 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         planned_bytes: plan.total() + compute,
         device_free_at_start,
     })
+}
+
+/// Device memory taken since before loading, as the device reports it (GPU backends only).
+fn device_used_bytes(l: &Loaded) -> Option<usize> {
+    let free0 = l.device_free_at_start?;
+    Some(free0.saturating_sub(l.engine.device_memory().0))
 }
 
 /// Device memory needed before anything is allocated: weights, KV cache, captured features,
@@ -1029,15 +1039,25 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             }
         }
     }
+    let mut device_used = device_used_bytes(&l);
     let spec_rows = match l.drafter.take() {
-        Some(mut d) => bench_spec(
-            &mut l,
-            d.as_mut(),
-            a.model.block_size,
-            a.spec_tokens,
-            a.replay_tau,
-            &mut result,
-        )?,
+        Some(mut d) => {
+            let rows = bench_spec(
+                &mut l,
+                d.as_mut(),
+                a.model.block_size,
+                a.spec_tokens,
+                a.replay_tau,
+                None,
+                &mut result,
+            )?;
+            if let Some(path) = &a.plot {
+                bench_sweep(&mut l, d.as_mut(), &a, path, &mut result)?;
+            }
+            // Measured while the drafter still holds its memory.
+            device_used = device_used.max(device_used_bytes(&l));
+            rows
+        }
         None => Vec::new(),
     };
     let name = a
@@ -1063,12 +1083,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             "mem_plan_mib".into(),
             (l.planned_bytes as f64 / 1048576.0).into(),
         );
-        if let Some(free0) = l.device_free_at_start {
-            // What the device itself reports as taken since before loading.
-            let (free, _) = l.engine.device_memory();
+        if let Some(used) = device_used {
             result.insert(
                 "mem_device_used_mib".into(),
-                (free0.saturating_sub(free) as f64 / 1048576.0).into(),
+                (used as f64 / 1048576.0).into(),
             );
         }
         println!("{}", serde_json::Value::Object(result));
@@ -1109,6 +1127,7 @@ fn bench_spec(
     fixed_len: Option<usize>,
     n_tokens: usize,
     replay_tau: Option<f64>,
+    known_plain_rate: Option<f64>,
     result: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<String>> {
     let replay = match replay_tau {
@@ -1139,16 +1158,21 @@ fn bench_spec(
     let prompts = bench_prompts()?;
     for p in &prompts {
         let prompt = l.tokenizer.encode(p, true, true)?;
-        let g = generate(
-            &mut l.engine,
-            &l.tokenizer,
-            &mut Sampler::new(SamplingParams::greedy()),
-            &prompt,
-            &opts,
-            |_| {},
-        )?;
-        plain.0 += g.tokens.len();
-        plain.1 += g.timings.predicted_ms;
+        let g = if known_plain_rate.is_none() {
+            let g = generate(
+                &mut l.engine,
+                &l.tokenizer,
+                &mut Sampler::new(SamplingParams::greedy()),
+                &prompt,
+                &opts,
+                |_| {},
+            )?;
+            plain.0 += g.tokens.len();
+            plain.1 += g.timings.predicted_ms;
+            Some(g)
+        } else {
+            None
+        };
         profile::reset();
         let (gs, st) = generate_speculative(
             &mut l.engine,
@@ -1160,7 +1184,7 @@ fn bench_spec(
             &mut so,
             |_| {},
         )?;
-        n_identical += usize::from(gs.tokens == g.tokens);
+        n_identical += usize::from(g.is_some_and(|g| gs.tokens == g.tokens));
         spec.0 += gs.tokens.len();
         spec.1 += gs.timings.predicted_ms;
         steps += st.steps;
@@ -1195,7 +1219,8 @@ fn bench_spec(
             .collect();
         result.insert("spec_profile".into(), per_step.into());
     }
-    let plain_rate = 1000.0 * plain.0 as f64 / plain.1.max(1e-9);
+    let plain_rate =
+        known_plain_rate.unwrap_or_else(|| 1000.0 * plain.0 as f64 / plain.1.max(1e-9));
     let spec_rate = 1000.0 * spec.0 as f64 / spec.1.max(1e-9);
     let tau = spec.0 as f64 / steps.max(1) as f64;
     result.insert("plain_tok_s".into(), plain_rate.into());
@@ -1227,7 +1252,11 @@ fn bench_spec(
         result.insert("spec_replay_tau".into(), replay_tau.into());
         result.insert("spec_replay_rate".into(), r.rate.into());
     }
-    if n_identical < prompts.len() && !l.fast_verify && replay.is_none() {
+    if n_identical < prompts.len()
+        && !l.fast_verify
+        && replay.is_none()
+        && known_plain_rate.is_none()
+    {
         bail!("speculative output differed from plain output with --verify exact: this is a bug, please report it");
     }
     Ok(vec![
@@ -1252,6 +1281,105 @@ fn bench_spec(
             spec_rate / plain_rate
         ),
     ])
+}
+
+/// `bench --plot`: speculative tokens/s per fixed verify length (at the replayed tau, or the
+/// drafter's real acceptance without one), and speedup over plain per replayed tau (adaptive
+/// length and the full block); one PNG with both charts.
+fn bench_sweep(
+    l: &mut Loaded,
+    d: &mut dyn Drafter,
+    a: &BenchArgs,
+    path: &Path,
+    result: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let plain_rate = result
+        .get("plain_tok_s")
+        .and_then(|v| v.as_f64())
+        .context("plain rate missing")?;
+    let max = d.max_block();
+    let run = |l: &mut Loaded, d: &mut dyn Drafter, len: Option<usize>, tau: Option<f64>| {
+        let mut r = serde_json::Map::new();
+        bench_spec(l, d, len, a.spec_tokens, tau, Some(plain_rate), &mut r)?;
+        r.get("spec_tok_s")
+            .and_then(|v| v.as_f64())
+            .context("spec rate missing")
+    };
+    let mut by_len = Vec::new();
+    let lens: Vec<usize> = (1..=max / 2).map(|i| 2 * i).chain([max]).collect();
+    let mut lens_seen = Vec::new();
+    for len in lens {
+        if lens_seen.contains(&len) {
+            continue;
+        }
+        lens_seen.push(len);
+        let rate = run(l, d, Some(len), a.replay_tau)?;
+        by_len.push((len as f64, rate));
+    }
+    let mut by_tau_adaptive = Vec::new();
+    let mut by_tau_full = Vec::new();
+    for tau in [1.5, 2.0, 3.0, 4.0, 5.0, 6.55, 8.0] {
+        if tau >= max as f64 {
+            continue;
+        }
+        let adaptive = run(l, d, None, Some(tau))?;
+        let full = run(l, d, Some(max), Some(tau))?;
+        by_tau_adaptive.push((tau, adaptive / plain_rate));
+        by_tau_full.push((tau, full / plain_rate));
+    }
+    let acceptance = match a.replay_tau {
+        Some(t) => format!("replayed tau {t}"),
+        None => format!("{} acceptance", d.name()),
+    };
+    let charts = [
+        crate::plot::Chart {
+            title: format!("tokens/s vs verify length ({acceptance})"),
+            x_label: "verify length (tokens)".into(),
+            y_label: "tokens/s".into(),
+            series: vec![
+                crate::plot::Series {
+                    label: "speculative, fixed length".into(),
+                    points: by_len.clone(),
+                },
+                crate::plot::Series {
+                    label: "plain decoding".into(),
+                    points: vec![(2.0, plain_rate), (max as f64, plain_rate)],
+                },
+            ],
+        },
+        crate::plot::Chart {
+            title: "speedup over plain vs replayed tau".into(),
+            x_label: "tau (tokens per verify step)".into(),
+            y_label: "speedup".into(),
+            series: vec![
+                crate::plot::Series {
+                    label: "adaptive length".into(),
+                    points: by_tau_adaptive.clone(),
+                },
+                crate::plot::Series {
+                    label: format!("fixed length {max}"),
+                    points: by_tau_full.clone(),
+                },
+            ],
+        },
+    ];
+    crate::plot::write_png(path, &charts, 1400, 560)?;
+    let pairs = |v: &[(f64, f64)], k: &str, y: &str| -> serde_json::Value {
+        v.iter()
+            .map(|&(x, r)| serde_json::json!({k: x, y: r}))
+            .collect()
+    };
+    result.insert("sweep_len_tok_s".into(), pairs(&by_len, "len", "tok_s"));
+    result.insert(
+        "sweep_tau_adaptive_speedup".into(),
+        pairs(&by_tau_adaptive, "tau", "speedup"),
+    );
+    result.insert(
+        "sweep_tau_full_block_speedup".into(),
+        pairs(&by_tau_full, "tau", "speedup"),
+    );
+    tracing::info!("wrote {}", path.display());
+    Ok(())
 }
 
 fn cmd_synth(a: SynthArgs) -> Result<()> {

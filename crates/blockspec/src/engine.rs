@@ -1,6 +1,6 @@
 //! The evaluation engine of one sequence: KV cache, graph reuse, batched evaluation.
 
-use crate::capture::CaptureBuffer;
+use crate::capture::{read_f32_staged, CaptureBuffer};
 use crate::kv_cache::KvCache;
 use crate::model::{ForwardGraph, GraphShape, Model};
 use crate::profile;
@@ -12,6 +12,9 @@ use std::sync::Arc;
 /// KV cells are attended in multiples of this (as llama.cpp pads n_kv), so a graph serves 256
 /// positions before the next shape is needed.
 pub const KV_PAD: usize = 256;
+/// A graph's first evaluations are not representative of its cost: the one that builds it, and
+/// on CUDA two more (ggml-cuda runs a new graph directly, then captures it as a CUDA graph).
+pub const COLD_RUNS: u32 = 3;
 /// At most this many built graphs are kept (prompt lengths vary; decode shapes repeat).
 const MAX_CACHED_GRAPHS: usize = 24;
 
@@ -62,6 +65,10 @@ pub struct Engine {
     kv: KvCache,
     capture: Option<CaptureBuffer>,
     graphs: HashMap<GraphShape, ForwardGraph>,
+    /// Evaluations of each cached graph since it was built (see `last_decode_was_cold`).
+    runs: HashMap<GraphShape, u32>,
+    /// Whether the last `decode` ran a graph among its first COLD_RUNS evaluations.
+    last_cold: bool,
     /// The shape whose graph the scheduler has allocated now (reused without re-planning).
     allocated: Option<GraphShape>,
     n_past: usize,
@@ -70,6 +77,8 @@ pub struct Engine {
     /// CaptureBuffer). The last chunk's rows stay on the device until asked for: a verify step
     /// only commits the rows of its accepted tokens.
     captured: Vec<f32>,
+    /// Page-locked host memory that logits and features are read through (GPU backends).
+    staging: Option<ggml::PinnedHost>,
     /// Rows of the last chunk in the capture buffer, and how many of them are in `captured`.
     chunk_rows: usize,
     chunk_read: usize,
@@ -114,6 +123,8 @@ impl Engine {
                 cfg.n_ubatch.min(cfg.n_ctx),
             )?)
         };
+        // Room for a 16-token verify's logits (the largest read in a speculative step).
+        let staging = backend.pinned_host_memory(16 * hp.n_vocab * 4);
         let graph_nodes = (hp.n_layer * 40 + 64).max(2048);
         let sched = Sched::new(backend.sched_backends(), graph_nodes);
         let mut e = Engine {
@@ -123,10 +134,13 @@ impl Engine {
             kv,
             capture,
             graphs: HashMap::new(),
+            runs: HashMap::new(),
+            last_cold: false,
             allocated: None,
             n_past: 0,
             cfg,
             captured: Vec::new(),
+            staging,
             chunk_rows: 0,
             chunk_read: 0,
             exact_batch: None,
@@ -239,7 +253,12 @@ impl Engine {
         if n > have && self.chunk_read < self.chunk_rows {
             let k = (n - have).min(self.chunk_rows - self.chunk_read);
             let _p = profile::scope("engine.read_capture");
-            cap.read_rows(self.chunk_read, k, &mut self.captured);
+            cap.read_rows(
+                self.chunk_read,
+                k,
+                self.staging.as_mut(),
+                &mut self.captured,
+            );
             self.chunk_read += k;
         }
         let rows = n.min(self.captured.len() / nf);
@@ -264,6 +283,13 @@ impl Engine {
         let mut ids = Vec::new();
         self.evaluate(tokens, outputs, &mut ReadBack::Argmax(&mut ids))?;
         Ok(ids)
+    }
+
+    /// Whether the last `decode` ran a freshly built graph: its time then includes building and
+    /// allocating it and, on a GPU, running it uncaptured before ggml-cuda records a CUDA graph,
+    /// so it says little about the steady cost of that batch size (the length policy skips it).
+    pub fn last_decode_was_cold(&self) -> bool {
+        self.last_cold
     }
 
     /// Whether greedy steps should use [`decode_argmax`](Self::decode_argmax): off the CPU only.
@@ -291,6 +317,7 @@ impl Engine {
         }
         self.captured.clear();
         (self.chunk_rows, self.chunk_read) = (0, 0);
+        self.last_cold = false;
         let chunks: Vec<&[u32]> = tokens.chunks(self.cfg.n_ubatch).collect();
         for (ci, chunk) in chunks.iter().enumerate() {
             let last_chunk = ci + 1 == chunks.len();
@@ -337,6 +364,7 @@ impl Engine {
                 .model
                 .build_graph(&self.kv, self.capture.as_ref(), shape);
             self.graphs.insert(shape, g);
+            self.runs.insert(shape, 0);
         }
         let g = self.graphs.get(&shape).expect("inserted above");
         if self.allocated != Some(shape) {
@@ -379,6 +407,9 @@ impl Engine {
             let _p = profile::scope("engine.compute");
             self.sched.compute(graph).map_err(anyhow::Error::msg)?;
         }
+        let runs = self.runs.entry(shape).or_insert(0);
+        *runs += 1;
+        self.last_cold |= *runs <= COLD_RUNS;
         self.n_past += nt;
 
         let _p = profile::scope("engine.read");
@@ -387,9 +418,13 @@ impl Engine {
             match read {
                 ReadBack::Logits(out) => {
                     let n_vocab = self.model.hp.n_vocab;
-                    let old = out.len();
-                    out.resize(old + n_outputs * n_vocab, 0.0);
-                    logits_t.read_f32_into(&mut out[old..], first_row * n_vocab);
+                    read_f32_staged(
+                        logits_t,
+                        first_row * n_vocab,
+                        n_outputs * n_vocab,
+                        self.staging.as_mut(),
+                        out,
+                    );
                 }
                 ReadBack::Argmax(out) => {
                     let mut ids = vec![0i32; n_outputs];

@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod gguf_write;
 pub mod kv_cache;
 pub mod model;
+pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod sampling;

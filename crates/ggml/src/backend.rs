@@ -159,6 +159,40 @@ impl Backend {
         self.is_cpu
     }
 
+    /// Page-locked host memory of `bytes` for fast transfers from this backend's device (what
+    /// llama.cpp reads its logits into); `None` on the CPU backend or if it cannot be had.
+    pub fn pinned_host_memory(&self, bytes: usize) -> Option<PinnedHost> {
+        if self.is_cpu || bytes == 0 {
+            return None;
+        }
+        // SAFETY: live backend; the device handle and its buffer type are static in ggml.
+        let raw = unsafe {
+            let dev = sys::ggml_backend_get_device(self.raw);
+            if dev.is_null() {
+                return None;
+            }
+            let buft = sys::ggml_backend_dev_host_buffer_type(dev);
+            if buft.is_null() {
+                return None;
+            }
+            sys::ggml_backend_buft_alloc_buffer(buft, bytes)
+        };
+        if raw.is_null() {
+            return None;
+        }
+        let buffer = Buffer { raw, _host: None };
+        // SAFETY: live buffer; a host buffer type's base is a CPU pointer.
+        let base = unsafe { sys::ggml_backend_buffer_get_base(raw) } as *mut f32;
+        if base.is_null() || buffer.size() < bytes || !base.is_aligned() {
+            return None;
+        }
+        Some(PinnedHost {
+            _buffer: buffer,
+            base,
+            len: bytes / 4,
+        })
+    }
+
     pub fn default_buffer_type(&self) -> BufferType {
         // SAFETY: live backend.
         BufferType(unsafe { sys::ggml_backend_get_default_buffer_type(self.raw) })
@@ -273,6 +307,25 @@ impl BufferType {
     pub fn cpu() -> BufferType {
         // SAFETY: no preconditions.
         BufferType(unsafe { sys::ggml_backend_cpu_buffer_type() })
+    }
+}
+
+/// Page-locked host memory (see [`Backend::pinned_host_memory`]), viewed as f32s.
+pub struct PinnedHost {
+    _buffer: Buffer,
+    base: *mut f32,
+    len: usize,
+}
+// SAFETY: plain host memory owned by this value; access goes through &/&mut self.
+unsafe impl Send for PinnedHost {}
+// SAFETY: as above.
+unsafe impl Sync for PinnedHost {}
+
+impl PinnedHost {
+    pub fn as_f32_mut(&mut self) -> &mut [f32] {
+        // SAFETY: base points to at least len f32s (checked at allocation), aligned, owned by
+        // _buffer which lives as long as self; &mut self makes the borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.base, self.len) }
     }
 }
 

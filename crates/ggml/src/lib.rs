@@ -13,7 +13,7 @@ mod backend;
 mod context;
 mod types;
 
-pub use backend::{Backend, Buffer, BufferType, GpuInfo, Sched, WeightUse};
+pub use backend::{Backend, Buffer, BufferType, GpuInfo, PinnedHost, Sched, WeightUse};
 pub use context::{Context, Graph, RopeParams, Tensor};
 pub use llama_cpp_sys_2 as sys;
 pub use types::Type;

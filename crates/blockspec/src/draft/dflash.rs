@@ -12,7 +12,7 @@
 //! One graph per step does both the context injection of the newly committed tokens and the
 //! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
 
-use crate::engine::KV_PAD;
+use crate::engine::{COLD_RUNS, KV_PAD};
 use crate::gguf::Gguf;
 use crate::model::weights::{
     Loader, Requantized, SourceTensor, TensorSource, WeightBytes, WeightStore,
@@ -607,6 +607,10 @@ pub struct DFlashDrafter {
     /// Attend to at most this many context cells before the block (0: all).
     window: usize,
     graphs: HashMap<Shape, StepGraph>,
+    /// Evaluations of each cached graph since it was built, and whether the last draft ran a
+    /// cold one (see Engine::last_decode_was_cold).
+    runs: HashMap<Shape, u32>,
+    last_cold: bool,
     allocated: Option<Shape>,
     /// Runs on the CPU backend (else: every op is pinned to the device, see `run`).
     cpu: bool,
@@ -709,6 +713,8 @@ impl DFlashDrafter {
             n_cells,
             window,
             graphs: HashMap::new(),
+            runs: HashMap::new(),
+            last_cold: false,
             allocated: None,
             cpu,
             n_done: 0,
@@ -926,6 +932,7 @@ impl DFlashDrafter {
             }
             let g = self.build(s);
             self.graphs.insert(s, g);
+            self.runs.insert(s, 0);
         }
         let g = self.graphs.get(&s).expect("inserted");
         if self.allocated != Some(s) {
@@ -951,7 +958,11 @@ impl DFlashDrafter {
             fill(g);
         }
         let _p = profile::scope("draft.compute");
-        self.sched.compute(g.graph).map_err(anyhow::Error::msg)
+        self.sched.compute(g.graph).map_err(anyhow::Error::msg)?;
+        let runs = self.runs.entry(s).or_insert(0);
+        *runs += 1;
+        self.last_cold = *runs <= COLD_RUNS;
+        Ok(())
     }
 
     fn consume(&mut self, rows: usize) {
@@ -1121,6 +1132,9 @@ impl super::Drafter for DFlashDrafter {
     }
     fn compute_bytes(&self) -> usize {
         self.sched.total_buffer_size()
+    }
+    fn last_draft_was_cold(&self) -> bool {
+        self.last_cold
     }
     fn begin(&mut self, _prompt: &[u32], features: &[f32]) -> Result<()> {
         self.reset();

@@ -36,6 +36,11 @@ pub trait Drafter {
         &[]
     }
     fn cost(&self) -> DraftCost;
+    /// Whether the last `draft` ran a freshly built graph (its time is then not a steady cost;
+    /// see Engine::last_decode_was_cold).
+    fn last_draft_was_cold(&self) -> bool {
+        false
+    }
     /// Compute-buffer bytes the drafter reserved on its device (for the memory report).
     fn compute_bytes(&self) -> usize {
         0

@@ -103,6 +103,9 @@ impl Drafter for DraftModel {
     fn compute_bytes(&self) -> usize {
         self.engine.compute_bytes()
     }
+    fn last_draft_was_cold(&self) -> bool {
+        self.engine.last_decode_was_cold()
+    }
     fn begin(&mut self, prompt: &[u32], _features: &[f32]) -> Result<()> {
         self.engine.reset();
         self.pending.clear();

@@ -197,6 +197,7 @@ pub fn generate_speculative(
             }
             let mut block = vec![last];
             let mut step_ms = 0.0;
+            let mut cold = false;
             if n > 1 {
                 let tsync = Instant::now();
                 let _p = profile::scope("spec.sync");
@@ -206,7 +207,8 @@ pub fn generate_speculative(
                 let td = Instant::now();
                 let mut drafts = drafter.draft(last, n)?;
                 let ms = td.elapsed().as_secs_f64() * 1000.0;
-                policy.record_draft(ms, drafts.len());
+                cold |= drafter.last_draft_was_cold();
+                policy.record_draft(ms, drafts.len(), drafter.last_draft_was_cold());
                 draft_ms_total += ms;
                 step_ms += ms;
                 // A drafter may propose fewer (or ids the target does not have: a draft
@@ -233,7 +235,10 @@ pub fn generate_speculative(
                 Verdict::Logits(engine.decode(&block, Outputs::All)?)
             };
             let ms = tv.elapsed().as_secs_f64() * 1000.0;
-            policy.record_verify(n, ms);
+            // Timings of freshly built graphs (first uses, CUDA graph capture) would make a
+            // length look slower than it is; the policy learns from steady steps only.
+            cold |= engine.last_decode_was_cold();
+            policy.record_verify(n, ms, engine.last_decode_was_cold());
             verify_ms_total += ms;
             step_ms += ms;
             length_counts[n] += 1;
@@ -268,7 +273,7 @@ pub fn generate_speculative(
                 stats.drafted += n - 1;
                 stats.accepted += committed;
                 policy.record_accept(n - 1, committed);
-                if let Some(plain) = policy.plain_ms() {
+                if let (Some(plain), false) = (policy.plain_ms(), cold) {
                     policy.record_overhead(step_ms - (committed + 1) as f64 * plain);
                 }
                 tracing::debug!(

@@ -14,9 +14,30 @@ use crate::draft::DraftCost;
 struct Ema {
     value: f64,
     n: u32,
+    /// Holds only a cold sample (a freshly built graph, see Engine::last_decode_was_cold):
+    /// better than nothing until a steady one arrives and replaces it.
+    provisional: bool,
 }
 
 impl Ema {
+    /// Add a sample; a `cold` one only stands in while nothing else is known.
+    fn record(&mut self, x: f64, cold: bool) {
+        if cold {
+            if self.n == 0 {
+                self.add(x);
+                self.provisional = true;
+            }
+            return;
+        }
+        if self.provisional {
+            *self = Ema::default();
+        }
+        self.add(x);
+    }
+    /// A steady (not provisional) value.
+    fn steady(&self) -> Option<f64> {
+        (self.n > 0 && !self.provisional).then_some(self.value)
+    }
     fn add(&mut self, x: f64) {
         self.n += 1;
         let w = if self.n < 4 {
@@ -87,9 +108,17 @@ impl LengthPolicy {
         self.verify_ms[1].get()
     }
 
-    /// Acceptance chance of draft position k (1-based), with a uniform prior.
+    /// Acceptance chance of draft position k (1-based): the counts seen there, with a prior
+    /// (worth two trials) centred on position k-1's estimate, and on 1/2 for the first. A
+    /// position never offered yet is expected to do as well as the one before it: acceptance
+    /// changes slowly along a block, and the uniform prior made every unexplored position look
+    /// like a coin flip, so a drafter accepted 86% of the time was never tried past length 4.
     pub fn accept_prob(&self, k: usize) -> f64 {
-        (self.hits[k - 1] + 1.0) / (self.trials[k - 1] + 2.0)
+        let mut p = 0.5;
+        for i in 0..k {
+            p = (self.hits[i] + 2.0 * p) / (self.trials[i] + 2.0);
+        }
+        p
     }
 
     /// Expected tokens committed by a verify of length n (drafts n-1, plus the bonus).
@@ -104,29 +133,45 @@ impl LengthPolicy {
     }
 
     /// Verify cost of n tokens: measured, or interpolated between the nearest measured lengths,
-    /// or extrapolated linearly from length 1.
+    /// or extrapolated (see below). A length measured cold only (its graph was new) counts at
+    /// most what the steady measurements around it suggest, so it gets tried again and measured.
     fn verify_cost(&self, n: usize) -> Option<f64> {
-        if let Some(v) = self.verify_ms[n].get() {
+        if let Some(v) = self.verify_ms[n].steady() {
             return Some(v);
         }
+        let from_steady = self.cost_between(n);
+        match (self.verify_ms[n].get(), from_steady) {
+            (Some(cold), Some(est)) => Some(cold.min(est)),
+            (Some(cold), None) => Some(cold),
+            (None, est) => est.or_else(|| {
+                // Nothing steady around: the cold measurements, as for steady ones.
+                (1..=self.max_len)
+                    .rev()
+                    .find_map(|m| self.verify_ms[m].get().map(|v| v * n as f64 / m as f64))
+            }),
+        }
+    }
+
+    /// Cost of length n from the steady measurements of other lengths.
+    fn cost_between(&self, n: usize) -> Option<f64> {
         let below = (1..n)
             .rev()
-            .find_map(|m| self.verify_ms[m].get().map(|v| (m, v)));
-        let above = (n + 1..=self.max_len).find_map(|m| self.verify_ms[m].get().map(|v| (m, v)));
+            .find_map(|m| self.verify_ms[m].steady().map(|v| (m, v)));
+        let above = (n + 1..=self.max_len).find_map(|m| self.verify_ms[m].steady().map(|v| (m, v)));
         match (below, above) {
             (Some((a, va)), Some((b, vb))) => {
                 Some(va + (vb - va) * (n - a) as f64 / (b - a) as f64)
             }
-            (Some((a, va)), None) => {
-                // Past the longest measured length: the line through the two longest measured
-                // ones (flat on a GPU, steep on a CPU), or proportional with one point only.
-                let lower = (1..a)
-                    .rev()
-                    .find_map(|m| self.verify_ms[m].get().map(|v| (m, v)));
-                Some(match lower {
-                    Some((m, vm)) => va + ((va - vm) / (a - m) as f64).max(0.0) * (n - a) as f64,
-                    None => va * n as f64 / a as f64,
-                })
+            (Some((a, va)), None) if a > 1 => {
+                // Past the longest measured speculative length: as costly as that one. This is
+                // optimistic on purpose, so a longer length gets tried once and measured: batch
+                // costs are not smooth (on the H100, ggml verifies 16 tokens faster than 8, a
+                // matrix-vector kernel giving way to a matrix-matrix one).
+                Some(va)
+            }
+            (Some((_, va)), None) => {
+                // Only plain steps measured: proportional.
+                Some(va * n as f64)
             }
             (None, Some((_, vb))) => Some(vb),
             (None, None) => None,
@@ -192,8 +237,9 @@ impl LengthPolicy {
         1
     }
 
-    pub fn record_verify(&mut self, n: usize, ms: f64) {
-        self.verify_ms[n].add(ms);
+    /// A verify of n tokens took `ms`; `cold`: it ran a freshly built graph (not a steady cost).
+    pub fn record_verify(&mut self, n: usize, ms: f64, cold: bool) {
+        self.verify_ms[n].record(ms, cold);
         if n == 1 {
             self.plain_ms_since_probe += ms;
         }
@@ -204,13 +250,14 @@ impl LengthPolicy {
     pub fn record_overhead(&mut self, ms: f64) {
         self.overhead_ms.add(ms);
     }
-    /// A draft of `n_drafts` tokens took `ms`.
-    pub fn record_draft(&mut self, ms: f64, n_drafts: usize) {
-        if self.per_token {
-            self.draft_ms.add(ms / n_drafts.max(1) as f64);
+    /// A draft of `n_drafts` tokens took `ms` (`cold`: on a freshly built graph).
+    pub fn record_draft(&mut self, ms: f64, n_drafts: usize, cold: bool) {
+        let ms = if self.per_token {
+            ms / n_drafts.max(1) as f64
         } else {
-            self.draft_ms.add(ms);
-        }
+            ms
+        };
+        self.draft_ms.record(ms, cold);
     }
     /// A verify offered `offered` drafts and accepted the first `accepted` of them.
     pub fn record_accept(&mut self, offered: usize, accepted: usize) {
@@ -234,9 +281,9 @@ mod tests {
     fn trained(accept_rate: f64, cost: impl Fn(usize) -> f64, draft: f64) -> LengthPolicy {
         let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
         for n in 1..=16 {
-            p.record_verify(n, cost(n));
+            p.record_verify(n, cost(n), false);
         }
-        p.record_draft(draft, 15);
+        p.record_draft(draft, 15, false);
         // Feed acceptance: each position accepted with `accept_rate`.
         for i in 0..400 {
             let mut a = 0;
@@ -259,10 +306,52 @@ mod tests {
     #[test]
     fn high_acceptance_on_flat_costs_uses_long_blocks() {
         // GPU-like: verify cost almost flat in n.
-        // (The uniform prior keeps rarely reached deep positions near 1/2, so not always 16.)
         let mut p = trained(0.9, |n| 5.0 + 0.05 * n as f64, 1.0);
         let n = p.choose();
         assert!(n >= 8, "chose {n}");
+    }
+
+    #[test]
+    fn good_short_blocks_lead_to_trying_the_longest() {
+        // Only plain steps and 4-token blocks measured so far, 86% of drafts accepted (the
+        // replayed tau = 6.55 profile), and a GPU whose 16-token verify is cheaper than an
+        // 8-token one: positions never offered borrow the acceptance seen before them, and an
+        // unmeasured longer length is assumed as cheap as the longest measured, so the policy
+        // goes to the full block and measures it instead of staying short.
+        let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
+        p.record_verify(1, 4.3, false);
+        p.record_verify(4, 5.9, false);
+        p.record_draft(1.9, 3, false);
+        for i in 0..200 {
+            let mut a = 0;
+            while a < 3 && ((i * 7919 + a * 104729) % 1000) < 860 {
+                a += 1;
+            }
+            p.record_accept(3, a);
+        }
+        assert_eq!(p.choose(), 16);
+        // Once measured as expensive, it backs off.
+        p.record_verify(16, 60.0, false);
+        let n = p.choose();
+        assert!(n < 16, "chose {n} after a 60 ms 16-token verify");
+    }
+
+    #[test]
+    fn cold_timings_stand_in_until_steady_ones_replace_them() {
+        let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
+        // A freshly built graph's first run: known, but only until a steady one arrives.
+        p.record_verify(1, 40.0, true);
+        assert_eq!(p.plain_ms(), Some(40.0));
+        p.record_verify(1, 4.0, true); // still cold: ignored, a value exists
+        assert_eq!(p.plain_ms(), Some(40.0));
+        p.record_verify(1, 4.2, false);
+        assert_eq!(p.plain_ms(), Some(4.2));
+        // A length measured only cold counts at most what steady neighbours suggest.
+        p.record_verify(8, 8.0, false);
+        p.record_verify(16, 30.0, true);
+        assert_eq!(p.verify_cost(16), Some(8.0));
+        p.record_verify(16, 7.5, false);
+        assert_eq!(p.verify_cost(16), Some(7.5));
     }
 
     #[test]
@@ -271,9 +360,12 @@ mod tests {
         for _ in 0..2000 {
             p.record_accept(3, 3);
         }
-        // All accepted: decayed counts saturate at 1/(1-DECAY) = 50, so each a = 51/52 with the prior.
-        let a: f64 = 51.0 / 52.0;
-        let want = 1.0 + a + a * a + a * a * a;
+        // All accepted: decayed counts saturate at 1/(1-DECAY) = 50; each position's prior (two
+        // trials' worth) is centred on the estimate of the position before (1/2 for the first).
+        let a1 = (50.0 + 2.0 * 0.5) / 52.0;
+        let a2 = (50.0 + 2.0 * a1) / 52.0;
+        let a3 = (50.0 + 2.0 * a2) / 52.0;
+        let want = 1.0 + a1 + a1 * a2 + a1 * a2 * a3;
         assert!(
             (p.expected_tokens(4) - want).abs() < 1e-3,
             "{}",
@@ -289,9 +381,9 @@ mod tests {
         let cost = |n: usize| 40.0 * (1.0 + 0.3 * (n as f64 - 1.0));
         let mut p = LengthPolicy::new(16, None, DraftCost::PerToken);
         for n in 1..=16 {
-            p.record_verify(n, cost(n));
+            p.record_verify(n, cost(n), false);
         }
-        p.record_draft(16.0 * 15.0, 15);
+        p.record_draft(16.0 * 15.0, 15, false);
         for i in 0..400 {
             let mut a = 0;
             while a < 15 && ((i * 7919 + a * 104729) % 1000) < 800 {
@@ -304,9 +396,9 @@ mod tests {
         // The same acceptance with a drafter whose cost does not grow drafts longer.
         let mut q = LengthPolicy::new(16, None, DraftCost::PerStep);
         for n in 1..=16 {
-            q.record_verify(n, cost(n));
+            q.record_verify(n, cost(n), false);
         }
-        q.record_draft(16.0, 15);
+        q.record_draft(16.0, 15, false);
         q.hits.clone_from(&p.hits);
         q.trials.clone_from(&p.trials);
         assert!(q.choose() > n);
@@ -321,9 +413,9 @@ mod tests {
         for _ in 0..steps {
             let n = p.choose();
             picks.push(n);
-            p.record_verify(n, cost(n));
+            p.record_verify(n, cost(n), false);
             if n > 1 {
-                p.record_draft(draft, n - 1);
+                p.record_draft(draft, n - 1, false);
                 let mut acc = 0;
                 while acc < n - 1 {
                     x = x
