@@ -197,7 +197,6 @@ pub fn generate_speculative(
             }
             let mut block = vec![last];
             let mut step_ms = 0.0;
-            let mut cold = false;
             if n > 1 {
                 let tsync = Instant::now();
                 let _p = profile::scope("spec.sync");
@@ -207,7 +206,6 @@ pub fn generate_speculative(
                 let td = Instant::now();
                 let mut drafts = drafter.draft(last, n)?;
                 let ms = td.elapsed().as_secs_f64() * 1000.0;
-                cold |= drafter.last_draft_was_cold();
                 policy.record_draft(ms, drafts.len(), drafter.last_draft_was_cold());
                 draft_ms_total += ms;
                 step_ms += ms;
@@ -237,7 +235,6 @@ pub fn generate_speculative(
             let ms = tv.elapsed().as_secs_f64() * 1000.0;
             // Timings of freshly built graphs (first uses, CUDA graph capture) would make a
             // length look slower than it is; the policy learns from steady steps only.
-            cold |= engine.last_decode_was_cold();
             policy.record_verify(n, ms, engine.last_decode_was_cold());
             verify_ms_total += ms;
             step_ms += ms;
@@ -273,7 +270,8 @@ pub fn generate_speculative(
                 stats.drafted += n - 1;
                 stats.accepted += committed;
                 policy.record_accept(n - 1, committed);
-                if let (Some(plain), false) = (policy.plain_ms(), cold) {
+                // A probe's cost includes building its graphs: that is what probing costs.
+                if let Some(plain) = policy.plain_ms() {
                     policy.record_overhead(step_ms - (committed + 1) as f64 * plain);
                 }
                 tracing::debug!(

@@ -162,16 +162,13 @@ impl LengthPolicy {
             (Some((a, va)), Some((b, vb))) => {
                 Some(va + (vb - va) * (n - a) as f64 / (b - a) as f64)
             }
-            (Some((a, va)), None) if a > 1 => {
-                // Past the longest measured speculative length: as costly as that one. This is
-                // optimistic on purpose, so a longer length gets tried once and measured: batch
-                // costs are not smooth (on the H100, ggml verifies 16 tokens faster than 8, a
-                // matrix-vector kernel giving way to a matrix-matrix one).
-                Some(va)
-            }
             (Some((_, va)), None) => {
-                // Only plain steps measured: proportional.
-                Some(va * n as f64)
+                // Past the longest measured length: as costly as that one. This is optimistic
+                // on purpose, so a longer length gets tried once and measured (with a useless
+                // drafter no length wins, whatever it costs): batch costs are not smooth (on
+                // the H100, ggml verifies 16 tokens faster than 8, a matrix-vector kernel
+                // giving way to a matrix-matrix one).
+                Some(va)
             }
             (None, Some((_, vb))) => Some(vb),
             (None, None) => None,
