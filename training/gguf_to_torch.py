@@ -131,7 +131,7 @@ def load_model(path: str | Path, device=None, dtype=None):
             model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
         finally:
             torch.set_default_dtype(prev)
-    tsd = {k: torch.from_numpy(v) for k, v in sd.items()}
+    tsd = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in sd.items()}
     missing, unexpected = model.load_state_dict(tsd, strict=False)
     missing = [m for m in missing if not (tied and m == "lm_head.weight")]
     if missing or unexpected:
