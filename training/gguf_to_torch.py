@@ -120,9 +120,27 @@ def load_model(path: str | Path, device=None, dtype=None):
     device = env.device(device) if not isinstance(device, torch.device) else device
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     t0 = time.time()
-    sd, meta = load_state_dict(path)
-    tied = "lm_head.weight" not in sd
-    cfg = hf_config(meta, sd["model.embed_tokens.weight"].shape[0], tied)
+    import os
+    cache_dir = os.environ.get("BLOCKSPEC_TORCH_CACHE")
+    cache = None
+    if cache_dir:   # dequantized weights kept as safetensors (GPU box: saves the dequantization per call)
+        st = Path(path).stat()
+        cache = Path(cache_dir) / f"{Path(path).stem}-{st.st_size}-{str(dtype).split('.')[-1]}.safetensors"
+    if cache is not None and cache.exists():
+        from safetensors.torch import load_file
+        tsd = load_file(str(cache))
+        meta = read_meta(path)
+    else:
+        sd, meta = load_state_dict(path)
+        tsd = {k: torch.from_numpy(v if v.flags.writeable else v.copy()).to(dtype) for k, v in sd.items()}
+        del sd
+        if cache is not None:
+            from safetensors.torch import save_file
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tsd, str(cache.with_suffix(".tmp")))
+            cache.with_suffix(".tmp").rename(cache)
+    tied = "lm_head.weight" not in tsd
+    cfg = hf_config(meta, tsd["model.embed_tokens.weight"].shape[0], tied)
     cfg._attn_implementation = "sdpa"
     with torch.device(device):
         prev = torch.get_default_dtype()
@@ -131,7 +149,6 @@ def load_model(path: str | Path, device=None, dtype=None):
             model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
         finally:
             torch.set_default_dtype(prev)
-    tsd = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in sd.items()}
     missing, unexpected = model.load_state_dict(tsd, strict=False)
     missing = [m for m in missing if not (tied and m == "lm_head.weight")]
     if missing or unexpected:

@@ -141,12 +141,12 @@ def block_mask(anc, T: int, block: int):
     return torch.cat([ctx, own.expand(b, -1, -1)], 2)[:, None]
 
 
-def lr_at(step: int, total: int, base: float, warmup_frac: float) -> float:
-    w = max(1, int(total * warmup_frac))
-    if step < w:
-        return base * (step + 1) / w
-    p = min(1.0, (step - w) / max(1, total - w))
-    return base * 0.5 * (1 + math.cos(math.pi * p))
+def lr_at(frac: float, base: float, warmup_frac: float, min_frac: float = 0.0) -> float:
+    """Linear warmup over the first warmup_frac of training, then cosine to 0 (frac = progress 0..1)."""
+    if frac < warmup_frac:
+        return base * max(frac / warmup_frac, 0.01)
+    p = min(1.0, (frac - warmup_frac) / max(1e-9, 1 - warmup_frac))
+    return base * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def main() -> None:
@@ -159,6 +159,9 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="generate.py output folder (shard-*.jsonl)")
     ap.add_argument("--out", required=True, help="run folder: ckpt.pt, loss.csv, config.json, train.json")
     ap.add_argument("--steps", type=int, default=2000, help="total optimizer steps (the LR schedule's length)")
+    ap.add_argument("--train-seconds", type=float, default=0,
+                    help="instead of --steps: train for this many seconds of training-loop time in total (over "
+                         "all resumed calls); warmup and cosine follow the elapsed fraction")
     ap.add_argument("--batch", type=int, default=0, help="sequences per step (default 16 CUDA, 2 CPU)")
     ap.add_argument("--anchors", type=int, default=64, help="anchors (blocks) per sequence")
     ap.add_argument("--max-len", type=int, default=1024)
@@ -217,6 +220,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in drafter.parameters())
     opt = torch.optim.AdamW(drafter.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     step = 0
+    trained_s = 0.0
     rng = random.Random(a.seed)
     ck = out / "ckpt.pt"
     if ck.exists():
@@ -224,13 +228,14 @@ def main() -> None:
         drafter.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
+        trained_s = st.get("trained_s", 0.0)
         rng.setstate(st["rng"])
         torch.set_rng_state(st["torch_rng"])
         print(f"[train] resumed at step {step}", file=sys.stderr, flush=True)
 
     def save():
         tmp = ck.with_suffix(".tmp")
-        torch.save({"model": drafter.state_dict(), "opt": opt.state_dict(), "step": step,
+        torch.save({"model": drafter.state_dict(), "opt": opt.state_dict(), "step": step, "trained_s": trained_s,
                     "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, tmp)
         tmp.rename(ck)
 
@@ -240,21 +245,28 @@ def main() -> None:
     n_resp = sum(len(s) - P for s, P in seqs)
     print(f"[train] {len(seqs)} sequences, {n_resp} response tokens; drafter {n_params / 1e6:.1f} M params, "
           f"{cfg['num_hidden_layers']} layers, block {B}, taps {taps}, mask {mask_id}, gamma {gamma}; "
-          f"batch {batch} x {a.anchors} anchors; steps {step}..{a.steps}", file=sys.stderr, flush=True)
+          f"batch {batch} x {a.anchors} anchors; " +
+          (f"{trained_s:.0f}/{a.train_seconds:.0f} s trained" if a.train_seconds else f"steps {step}..{a.steps}"),
+          file=sys.stderr, flush=True)
+
+    def progress() -> float:
+        return trained_s / a.train_seconds if a.train_seconds else step / a.steps
     emb = target.get_input_embeddings().weight
     head = target.lm_head if getattr(target, "lm_head", None) is not None else target.get_output_embeddings()
     w = torch.exp(-(torch.arange(1, B, dtype=torch.float32, device=dev) - 1) / gamma)
     log_f = out / "loss.csv"
     new_log = not log_f.exists()
-    logw = csv.writer(open(log_f, "a", newline=""))
+    log_file = open(log_f, "a", newline="")
+    logw = csv.writer(log_file)
     if new_log:
-        logw.writerow(["step", "loss", "lr", "tau_teacher_forced", "acc_slot1", "acc_slot4", "acc_slot8",
+        logw.writerow(["step", "train_s", "loss", "lr", "tau_teacher_forced", "acc_slot1", "acc_slot4", "acc_slot8",
                        "acc_slot15", "elapsed_s"])
     order: list[int] = []
     drafter.train()
     t0 = time.time()
     stats = []
-    while step < a.steps:
+    while progress() < 1.0:
+        t_step = time.time()
         if a.time_budget and time.time() - t_start > a.time_budget:
             print(f"[train] time budget reached at step {step}", file=sys.stderr, flush=True)
             break
@@ -271,7 +283,7 @@ def main() -> None:
             noise = F.embedding(blk_ids.view(b, -1), emb)
         pos = torch.cat([torch.arange(T, device=dev).expand(b, T), blk_pos.view(b, -1)], 1)
         mask = block_mask(anc, T, B)
-        lr = lr_at(step, a.steps, a.lr, a.warmup)
+        lr = lr_at(progress(), a.lr, a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda):
@@ -291,7 +303,10 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % a.log_every == 0 or step == a.steps or step == 1:
+        if cuda:
+            torch.cuda.synchronize()
+        trained_s += time.time() - t_step
+        if step % a.log_every == 0 or progress() >= 1.0 or step == 1:
             with torch.no_grad():
                 hit = torch.zeros(b, nA, B - 1, device=dev)
                 hit[keep] = (lg.argmax(-1) == tgt).float()
@@ -299,18 +314,20 @@ def main() -> None:
                 acc = hit[full]
                 tau = float(acc.cumprod(-1).sum(-1).mean() + 1) if acc.numel() else float("nan")
                 sa = acc.mean(0).tolist() if acc.numel() else [float("nan")] * (B - 1)
-            row = [step, round(loss.item(), 5), f"{lr:.3e}", round(tau, 4)] + \
+            row = [step, round(trained_s, 1), round(loss.item(), 5), f"{lr:.3e}", round(tau, 4)] + \
                   [round(sa[min(k, B - 2)], 4) for k in (0, 3, 7, 14)] + [round(time.time() - t0, 1)]
             logw.writerow(row)
+            log_file.flush()
             stats.append(row)
-            print(f"[train] step {step}/{a.steps} loss {row[1]} lr {row[2]} tau_tf {row[3]} "
-                  f"acc1 {row[4]} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            print(f"[train] step {step} ({100 * progress():.1f}%) loss {row[2]} lr {row[3]} tau_tf {row[4]} "
+                  f"acc1 {row[5]} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
         if step % a.ckpt_every == 0:
             save()
     save()
-    info = {"step": step, "steps": a.steps, "sequences": len(seqs), "response_tokens": n_resp,
+    log_file.close()
+    info = {"step": step, "steps": a.steps, "trained_s": round(trained_s, 1), "train_seconds": a.train_seconds, "sequences": len(seqs), "response_tokens": n_resp,
             "params": n_params, "batch": batch, "anchors": a.anchors, "gamma": gamma, "lr": a.lr,
-            "seconds_this_run": round(time.time() - t_start, 1), "done": step >= a.steps}
+            "seconds_this_run": round(time.time() - t_start, 1), "done": progress() >= 1.0}
     runs = json.loads((out / "train.json").read_text())["runs"] if (out / "train.json").exists() else []
     runs.append(info)
     (out / "train.json").write_text(json.dumps({"runs": runs}, indent=1) + "\n")
