@@ -61,7 +61,11 @@ def run_reference(a, prompts) -> list[dict]:
         sys.exit(f"{d}: missing {missing} unexpected {unexpected}")
     drafter.to(dev, dtype=next(target.parameters()).dtype).eval()
     rows = []
+    t0 = time.time()
     for i, p in enumerate(prompts):
+        if a.time_budget and time.time() - t0 > a.time_budget:
+            print(f"[eval_tau] time budget reached after {i} prompts", file=sys.stderr, flush=True)
+            break
         ids = torch.tensor([g2t.chat_ids(tok, p["text"])], device=dev)
         st = dm.dflash_generate(drafter, target, ids, a.max_new, stops, temperature=0.0,
                                 block_size=a.block_size or None, return_stats=True)
@@ -113,6 +117,7 @@ def main() -> None:
     ap.add_argument("--blockspec", help="path of the blockspec binary: measure with blockspec instead")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device")
+    ap.add_argument("--time-budget", type=float, default=0, help="reference: stop starting prompts after this")
     ap.add_argument("--out", help="write the per-prompt results + summary JSON here")
     a = ap.parse_args()
     prompts = json.loads(Path(a.prompts).read_text())["prompts"]
