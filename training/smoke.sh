@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU smoke test of the whole drafter pipeline on the tiny random Qwen3 fixture target (~1 minute):
-#   prompts -> generate (target answers, chat template) -> train a few steps (checkpoint + resume) ->
+#   training forward == inference forward (check_consistency) -> prompts -> generate (target answers, chat template) -> train a few steps (checkpoint + resume) ->
 #   export z-lab HF dir -> blockspec convert-draft (llama.cpp dflash GGUF, q8_0) and gguf-py export ->
 #   blockspec run --draft (prints tau) -> eval_tau in the z-lab reference and through blockspec.
 # The tiny target is random, so tau stays ~1: this checks that the parts fit together, not quality.
@@ -18,6 +18,7 @@ T=tests/fixtures/tiny/qwen3/model-f32.gguf
 mkdir -p "$W"
 t0=$(date +%s)
 echo "== smoke in $W"
+"$PY" -m training.check_consistency --target "$T"
 "$PY" -m training.prompts --out "$W/prompts.jsonl" --n-code 40 --n-chat 20 --max-files 300
 "$PY" -m training.generate --target "$T" --prompts "$W/prompts.jsonl" --out "$W/gen" --limit 24 \
   --max-new 40 --max-prompt 400 --batch 8

@@ -14,9 +14,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
-BUDGET=${BUDGET:-540}                 # seconds this call may take (device calls stop at 600)
-GEN_SECONDS=${GEN_SECONDS:-360}       # generation time over all calls
-TRAIN_SECONDS=${TRAIN_SECONDS:-600}   # training-loop time over all calls
+BUDGET=${BUDGET:-550}                 # seconds this call may take (device calls stop at 600)
+GEN_SECONDS=${GEN_SECONDS:-330}       # generation time over all calls (includes the first model load)
+TRAIN_SECONDS=${TRAIN_SECONDS:-400}   # training-loop time over all calls
 EVAL_SECONDS=${EVAL_SECONDS:-150}     # reference tau evaluation (started prompts finish)
 EXPORT_SECONDS=${EXPORT_SECONDS:-60}
 BS="${BLOCKSPEC_STAGE:-/tmp/bs}"
@@ -60,9 +60,7 @@ done_flag() { "$PY" -c "import json;print(json.load(open('$BS/run/train.json'))[
 trained() { "$PY" -c "import json;print(int(json.load(open('$BS/run/train.json'))['runs'][-1]['trained_s']))" 2>/dev/null || echo 0; }
 if [[ "$(done_flag)" != True ]] && ls "$BS"/gen/shard-*.jsonl >/dev/null 2>&1; then
   rem=$(( TRAIN_SECONDS - $(trained) ))
-  l=$(( $(left) - EXPORT_SECONDS ))
-  # leave room for the evaluation when this call can finish training (60 s: model and data loading)
-  if (( rem + 60 + EVAL_SECONDS <= l )); then b=$(( l - EVAL_SECONDS )); else b=$l; fi
+  b=$(( $(left) - EXPORT_SECONDS ))   # train.py also stops by itself once TRAIN_SECONDS are trained
   if (( b > 90 )); then
     echo "== train (budget ${b}s, ${rem}s of training left)"
     "$PY" -m training.train --target "$T" --data "$BS/gen" --out "$BS/run" --train-seconds "$TRAIN_SECONDS" \
