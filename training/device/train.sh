@@ -10,7 +10,7 @@
 #      held-out prompts (training/eval_prompts.json), GPU bf16 -> summary.json.
 # Carry `.whl` (training/device/fetch-wheels.sh: gguf + dflash wheels).
 #
-#   bash training/device/train.sh                      # env: BUDGET GEN_SECONDS TRAIN_SECONDS TRAIN_ARGS
+#   bash training/device/train.sh     # env: BUDGET GEN_SECONDS TRAIN_SECONDS EVAL_SECONDS FORCE_EVAL TRAIN_ARGS ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -83,7 +83,8 @@ if [[ -f "$BS/run/ckpt.pt" ]]; then
   "$PY" training/plot_loss.py "$BS/run/loss.csv" "$OUT/loss.png" || true
 fi
 
-# 4. reference tau once training is done
+# 4. reference tau once training is done (FORCE_EVAL=1: again, e.g. with a larger EVAL_SECONDS)
+[[ -n "${FORCE_EVAL:-}" ]] && rm -f "$BS/tau-zlab.json"
 if [[ "$(done_flag)" == True && ! -f "$BS/tau-zlab.json" && -d "$BS/draft-q8_0" ]]; then
   b=$(( $(left) - 40 ))
   if (( b > 60 )); then
