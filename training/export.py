@@ -2,7 +2,7 @@
 
     # training run -> z-lab HF dir (config.json + model.safetensors), what blockspec and dflash_generate load
     python -m training.export hf --run RUN_DIR --out DRAFT_DIR [--dtype bfloat16|float32]
-    # z-lab HF dir -> llama.cpp `dflash` GGUF (target tokenizer copied in, as llama.cpp requires), with
+    # z-lab HF dir -> llama.cpp `dflash` GGUF (target tokenizer copied in, as llama.cpp requires; --no-tokenizer), with
     # gguf-py: for machines without the blockspec binary (the GPU box). Here, `blockspec convert-draft` does it.
     python -m training.export gguf --hf DRAFT_DIR --target T.gguf --out D.gguf [--type q8_0|f16|f32]
     # dflash GGUF -> z-lab HF dir (dequantized): the exact weights of a quantized drafter, for dflash_generate
@@ -113,7 +113,7 @@ def cmd_gguf(a) -> None:
     w.add_array("dflash.target_layers", [int(i) + 1 for i in ids])
     w.add_uint32("general.quantization_version", 2)
     for k, v in tmeta.items():
-        if not k.startswith("tokenizer."):
+        if not k.startswith("tokenizer.") or a.no_tokenizer:
             continue
         if isinstance(v, bool):
             w.add_bool(k, v)
@@ -201,6 +201,9 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--type", default="q8_0", choices=["f32", "f16", "q8_0"])
     p.add_argument("--name", default="blockspec DFlash drafter")
+    p.add_argument("--no-tokenizer", action="store_true",
+                   help="leave the target's tokenizer out (blockspec spelling, ~6 MB smaller for a Qwen vocabulary; "
+                        "`blockspec convert-draft D.gguf -o L.gguf --type keep --target T.gguf` adds it for llama.cpp)")
     p = sub.add_parser("unpack")
     p.add_argument("--gguf", required=True)
     p.add_argument("--out", required=True)

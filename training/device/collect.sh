@@ -5,7 +5,8 @@
 #   training/device/collect.sh FILES_AT_DIR [NAME]
 #
 # Writes training/runs/NAME/{summary.json,loss.csv,loss.png,train.log} and
-# training/drafters/NAME.gguf (the q8_0 llama.cpp `dflash` GGUF; *.gguf is git-ignored: `git add -f` it), and
+# training/drafters/NAME.gguf (the q8_0 `dflash` GGUF without tokenizer, blockspec spelling; *.gguf is git-ignored:
+# `git add -f` it; `blockspec convert-draft NAME.gguf -o L.gguf --type keep --target T.gguf` makes llama.cpp's), and
 # unpacks it into a z-lab HF dir under /tmp for the reference (export unpack).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,4 +30,5 @@ VENV="${BLOCKSPEC_VENV:-$HOME/.cache/blockspec/venv}"
 "$VENV/bin/python" -m training.export unpack --gguf "$out" --out "/tmp/$NAME-hf" --dtype float32 \
   --num-target-layers "$(python3 -c "import json;print(json.load(open('$d/summary.json'))['drafter_config']['num_target_layers'])")"
 echo "z-lab HF dir (dequantized q8_0 weights): /tmp/$NAME-hf"
+echo "llama.cpp spelling (adds the target's tokenizer): target/release/blockspec convert-draft $out -o /tmp/$NAME-llama.gguf --type keep --target TARGET.gguf"
 python3 -c "import json;s=json.load(open('$d/summary.json'));print(json.dumps({k:s[k] for k in ('generation','train_runs')},indent=1)[:3000]);print('tau (z-lab, GPU):', (s.get('tau_zlab') or {}).get('summary'))"

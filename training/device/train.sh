@@ -4,7 +4,7 @@
 #   1. generate target responses for training/data/prompts.jsonl.gz until GEN_SECONDS of generation in total
 #      (or all prompts) are done;
 #   2. train the drafter (training/train.py --train-seconds TRAIN_SECONDS, checkpoint + resume);
-#   3. export every call: q8_0 llama.cpp `dflash` GGUF (gguf-py), split into <= 15 MiB parts, loss.csv,
+#   3. export every call: q8_0 `dflash` GGUF without the tokenizer (gguf-py; blockspec spelling), split into <= 15 MiB parts, loss.csv,
 #      loss.png, summary.json, the log -> $OUT (8 files, < 64 MiB: what comes back);
 #   4. once training is done: tau of the exported q8_0 weights in the z-lab reference dflash_generate on the
 #      held-out prompts (training/eval_prompts.json), GPU bf16 -> summary.json.
@@ -73,7 +73,7 @@ if [[ -f "$BS/run/ckpt.pt" ]]; then
   echo "== export"
   rm -rf "$BS/draft-bf16" "$BS/draft-q8_0"
   "$PY" -m training.export hf --run "$BS/run" --out "$BS/draft-bf16" --dtype bfloat16 &&
-  "$PY" -m training.export gguf --hf "$BS/draft-bf16" --target "$T" --out "$BS/draft-q8_0.gguf" --type q8_0 \
+  "$PY" -m training.export gguf --hf "$BS/draft-bf16" --target "$T" --out "$BS/draft-q8_0.gguf" --type q8_0 --no-tokenizer \
     --name "blockspec DFlash drafter for $(cat "$BS/target.name" 2>/dev/null || basename "$T")" &&
   "$PY" -m training.export unpack --gguf "$BS/draft-q8_0.gguf" --out "$BS/draft-q8_0" --dtype bfloat16 \
     --num-target-layers "$("$PY" -c "import json;print(json.load(open('$BS/run/config.json'))['num_target_layers'])")" &&
