@@ -183,6 +183,12 @@ def cmd_unpack(a) -> None:
         "use_cache": True, "use_sliding_window": False,
         "vocab_size": len(m.get("tokenizer.ggml.tokens") or []) or 151936,
     }
+    if a.config:   # the training run's own config.json (exact qwen3 fields, vocab size)
+        given = json.loads(Path(a.config).read_text())
+        for key in ("hidden_size", "num_hidden_layers", "intermediate_size", "block_size"):
+            if given.get(key) != cfg[key]:
+                sys.exit(f"--config {a.config}: {key} {given.get(key)} but the GGUF has {cfg[key]}")
+        cfg = given
     save_hf(sd, cfg, Path(a.out), a.dtype)
     print(f"[export] {a.gguf} -> {a.out} (dequantized, {a.dtype})", file=sys.stderr)
 
@@ -209,6 +215,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--dtype", default="float32", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--num-target-layers", type=int, default=0)
+    p.add_argument("--config", help="use this config.json (the training run's) instead of rebuilding one")
     a = ap.parse_args()
     {"hf": cmd_hf, "gguf": cmd_gguf, "unpack": cmd_unpack}[a.cmd](a)
 

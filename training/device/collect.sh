@@ -4,7 +4,7 @@
 #
 #   training/device/collect.sh FILES_AT_DIR [NAME]
 #
-# Writes training/runs/NAME/{summary.json,loss.csv,loss.png,train.log} and
+# Writes training/runs/NAME/{summary.json,config.json,loss.csv,loss.png,train.log} and
 # training/drafters/NAME.gguf (the q8_0 `dflash` GGUF without tokenizer, blockspec spelling; *.gguf is git-ignored:
 # `git add -f` it; `blockspec convert-draft NAME.gguf -o L.gguf --type keep --target T.gguf` makes llama.cpp's), and
 # unpacks it into a z-lab HF dir under /tmp for the reference (export unpack).
@@ -27,8 +27,9 @@ got=$(sha256sum "$out.tmp" | cut -d' ' -f1)
 mv "$out.tmp" "$out"
 echo "drafter: $out ($(stat -c %s "$out") bytes, sha256 $got OK)"
 VENV="${BLOCKSPEC_VENV:-$HOME/.cache/blockspec/venv}"
+python3 -c "import json;json.dump(json.load(open('$d/summary.json'))['drafter_config'],open('training/runs/$NAME/config.json','w'),indent=2)"
 "$VENV/bin/python" -m training.export unpack --gguf "$out" --out "/tmp/$NAME-hf" --dtype float32 \
-  --num-target-layers "$(python3 -c "import json;print(json.load(open('$d/summary.json'))['drafter_config']['num_target_layers'])")"
+  --config "training/runs/$NAME/config.json"
 echo "z-lab HF dir (dequantized q8_0 weights): /tmp/$NAME-hf"
 echo "llama.cpp spelling (adds the target's tokenizer): target/release/blockspec convert-draft $out -o /tmp/$NAME-llama.gguf --type keep --target TARGET.gguf"
 python3 -c "import json;s=json.load(open('$d/summary.json'));print(json.dumps({k:s[k] for k in ('generation','train_runs')},indent=1)[:3000]);print('tau (z-lab, GPU):', (s.get('tau_zlab') or {}).get('summary'))"

@@ -76,7 +76,7 @@ if [[ -f "$BS/run/ckpt.pt" ]]; then
   "$PY" -m training.export gguf --hf "$BS/draft-bf16" --target "$T" --out "$BS/draft-q8_0.gguf" --type q8_0 --no-tokenizer \
     --name "blockspec DFlash drafter for $(cat "$BS/target.name" 2>/dev/null || basename "$T")" &&
   "$PY" -m training.export unpack --gguf "$BS/draft-q8_0.gguf" --out "$BS/draft-q8_0" --dtype bfloat16 \
-    --num-target-layers "$("$PY" -c "import json;print(json.load(open('$BS/run/config.json'))['num_target_layers'])")" &&
+    --config "$BS/run/config.json" &&
   rm -f "$OUT"/draft-q8_0.gguf.part* &&
   split -b 15M -d -a 1 "$BS/draft-q8_0.gguf" "$OUT/draft-q8_0.gguf.part" &&
   cp "$BS/run/loss.csv" "$OUT/loss.csv"
