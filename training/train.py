@@ -83,8 +83,33 @@ def drafter_config(target_cfg, *, layers: int, intermediate: int, block: int, ma
     }
 
 
+def _same_dtype_attention() -> None:
+    """Under bf16 autocast the drafter's q/k come out of its f32-weight RMSNorms (q_norm/k_norm) as f32 while v
+    (a Linear) is bf16; whether sdpa is on autocast's cast list differs by device, so hand it one dtype.
+    Patches only the name dflash.model looks its attention up under (pure-dtype runs are unaffected)."""
+    import dflash.model as dm
+    if getattr(dm.ALL_ATTENTION_FUNCTIONS, "_blockspec_same_dtype", False):
+        return
+    registry = dm.ALL_ATTENTION_FUNCTIONS
+
+    class SameDtype(dict):
+        _blockspec_same_dtype = True
+
+        def __getitem__(self, name):
+            fn = registry[name]
+
+            def call(module, q, k, v, *args, **kw):
+                if q.dtype != v.dtype or k.dtype != v.dtype:
+                    q, k = q.to(v.dtype), k.to(v.dtype)
+                return fn(module, q, k, v, *args, **kw)
+            return call
+
+    dm.ALL_ATTENTION_FUNCTIONS = SameDtype()
+
+
 def make_drafter(cfg: dict):
     from dflash.model import DFlashDraftModel
+    _same_dtype_attention()
     from transformers import Qwen3Config
     c = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "dtype")})
     c.dflash_config = cfg["dflash_config"]
@@ -179,11 +204,13 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--time-budget", type=float, default=0, help="seconds; checkpoint and stop when exceeded")
     ap.add_argument("--device")
+    ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast for the drafter (auto: on CUDA only)")
     a = ap.parse_args()
     out = Path(a.out)
     saved = out / "args.json"
     if saved.exists():     # resume: the run's hyperparameters (and schedule length) are those of its first call
-        keep = {"time_budget", "device", "ckpt_every", "log_every", "out", "data", "target"}
+        keep = {"time_budget", "device", "ckpt_every", "log_every", "out", "data", "target", "amp"}
         for k, v in json.loads(saved.read_text()).items():
             if k not in keep:
                 setattr(a, k, v)
@@ -196,6 +223,7 @@ def main() -> None:
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     batch = a.batch or (16 if cuda else 2)
+    amp = a.amp == "on" or (a.amp == "auto" and cuda)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -286,9 +314,9 @@ def main() -> None:
         lr = lr_at(progress(), a.lr, a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda):
-            h = drafter(target_hidden=feats.to(torch.bfloat16 if cuda else torch.float32),
-                        noise_embedding=noise.to(torch.bfloat16 if cuda else torch.float32),
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            h = drafter(target_hidden=feats.to(torch.bfloat16 if amp else torch.float32),
+                        noise_embedding=noise.to(torch.bfloat16 if amp else torch.float32),
                         position_ids=pos, attention_mask=mask)
             h = h.view(b, nA, B, -1)[:, :, 1:]
             keep = lab != -100
