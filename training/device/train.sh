@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after stage.sh has put the target at /tmp/bs/target.gguf: one call's worth of the
 # pipeline, resuming where the last call stopped (state in /tmp/bs, kept while calls follow each other):
+#   0. optionally (SELF_INSTRUCT_SECONDS > 0) let the target write more prompts (training/self_instruct.py);
 #   1. generate target responses for training/data/prompts.jsonl.gz until GEN_SECONDS of generation in total
 #      (or all prompts) are done;
 #   2. train the drafter (training/train.py --train-seconds TRAIN_SECONDS, checkpoint + resume);
@@ -10,7 +11,8 @@
 #      held-out prompts (training/eval_prompts.json), GPU bf16 -> summary.json.
 # Carry `.whl` (training/device/fetch-wheels.sh: gguf + dflash wheels).
 #
-#   bash training/device/train.sh     # env: BUDGET GEN_SECONDS TRAIN_SECONDS EVAL_SECONDS FORCE_EVAL TRAIN_ARGS ...
+#   bash training/device/train.sh     # env: BUDGET GEN_SECONDS TRAIN_SECONDS EVAL_SECONDS FORCE_EVAL TRAIN_ARGS
+#                                     #      SELF_INSTRUCT_SECONDS (default 0: off) ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -41,6 +43,15 @@ if ! "$PY" -c 'import gguf, dflash.model' 2>/dev/null; then
 fi
 "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__)'
 [[ -f "$T" ]] || { echo "no target at $T: run stage.sh first (all chunks)"; exit 1; }
+
+# 0. optional: prompts the target writes itself, appended before generation starts (SELF_INSTRUCT_SECONDS > 0)
+SELF_INSTRUCT_SECONDS=${SELF_INSTRUCT_SECONDS:-0}
+if (( SELF_INSTRUCT_SECONDS > 0 )) && [[ ! -f "$BS/prompts-all.jsonl" && ! -d "$BS/gen" ]]; then
+  echo "== self_instruct (budget ${SELF_INSTRUCT_SECONDS}s)"
+  "$PY" -m training.self_instruct --target "$T" --prompts "$PROMPTS" --out "$BS/prompts-all.jsonl.tmp" \
+    --time-budget "$SELF_INSTRUCT_SECONDS" ${SELF_INSTRUCT_ARGS:-} && mv "$BS/prompts-all.jsonl.tmp" "$BS/prompts-all.jsonl"
+fi
+[[ -f "$BS/prompts-all.jsonl" ]] && PROMPTS="$BS/prompts-all.jsonl"
 
 # 1. generation
 used=$(cat "$BS/gen_seconds" 2>/dev/null || echo 0)
