@@ -1,0 +1,1 @@
+"""blockspec DFlash drafter training pipeline (see training/README.md)."""
