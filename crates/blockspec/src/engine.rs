@@ -1,20 +1,17 @@
 //! The evaluation engine of one sequence: KV cache, graph reuse, batched evaluation.
 
 use crate::capture::{read_f32_staged, CaptureBuffer};
+use crate::graph_cache::{BuiltGraph, GraphCache};
 use crate::kv_cache::KvCache;
 use crate::model::{ForwardGraph, GraphShape, Model};
 use crate::profile;
 use anyhow::{bail, Result};
 use ggml::{Backend, Sched, Type};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// KV cells are attended in multiples of this (as llama.cpp pads n_kv), so a graph serves 256
 /// positions before the next shape is needed.
 pub const KV_PAD: usize = 256;
-/// A graph's first evaluations are not representative of its cost: the one that builds it, and
-/// on CUDA two more (ggml-cuda runs a new graph directly, then captures it as a CUDA graph).
-pub const COLD_RUNS: u32 = 3;
 /// At most this many built graphs are kept (prompt lengths vary; decode shapes repeat).
 const MAX_CACHED_GRAPHS: usize = 24;
 
@@ -61,16 +58,11 @@ impl Logits {
 pub struct Engine {
     pub model: Arc<Model>,
     backend: Arc<Backend>,
-    sched: Sched,
+    graphs: GraphCache<GraphShape, ForwardGraph>,
     kv: KvCache,
     capture: Option<CaptureBuffer>,
-    graphs: HashMap<GraphShape, ForwardGraph>,
-    /// Evaluations of each cached graph since it was built (see `last_decode_was_cold`).
-    runs: HashMap<GraphShape, u32>,
     /// Whether the last `decode` ran a graph among its first COLD_RUNS evaluations.
     last_cold: bool,
-    /// The shape whose graph the scheduler has allocated now (reused without re-planning).
-    allocated: Option<GraphShape>,
     n_past: usize,
     cfg: EngineConfig,
     /// Captured hidden states of the last `decode` call read back so far, token-major (see
@@ -127,16 +119,14 @@ impl Engine {
         let staging = backend.pinned_host_memory(16 * hp.n_vocab * 4);
         let graph_nodes = (hp.n_layer * 40 + 64).max(2048);
         let sched = Sched::new(backend.sched_backends(), graph_nodes);
+        let graphs = GraphCache::new(sched, !backend.is_cpu(), MAX_CACHED_GRAPHS, "engine");
         let mut e = Engine {
             model,
             backend,
-            sched,
+            graphs,
             kv,
             capture,
-            graphs: HashMap::new(),
-            runs: HashMap::new(),
             last_cold: false,
-            allocated: None,
             n_past: 0,
             cfg,
             captured: Vec::new(),
@@ -154,7 +144,7 @@ impl Engine {
             capture: e.capture.is_some(),
         };
         let g = e.model.build_graph(&e.kv, e.capture.as_ref(), worst);
-        if !e.sched.reserve(g.graph) {
+        if !e.graphs.reserve(g.graph) {
             bail!(
                 "could not reserve compute memory for a batch of {n} over {} cells",
                 e.cfg.n_ctx
@@ -184,7 +174,7 @@ impl Engine {
         self.kv.bytes()
     }
     pub fn compute_bytes(&self) -> usize {
-        self.sched.buffer_size(&self.backend)
+        self.graphs.buffer_bytes_on(&self.backend)
     }
 
     /// Forget everything after the first `n` positions (rejected draft tokens, a new prompt
@@ -355,37 +345,13 @@ impl Engine {
             n_outputs: n_rows,
             capture,
         };
-        if !self.graphs.contains_key(&shape) {
-            if self.graphs.len() >= MAX_CACHED_GRAPHS {
-                self.graphs.clear();
-                self.allocated = None;
-            }
+        if !self.graphs.contains(&shape) {
             let g = self
                 .model
                 .build_graph(&self.kv, self.capture.as_ref(), shape);
             self.graphs.insert(shape, g);
-            self.runs.insert(shape, 0);
         }
-        let g = self.graphs.get(&shape).expect("inserted above");
-        if self.allocated != Some(shape) {
-            let before = self.sched.total_buffer_size();
-            self.sched.reset();
-            tracing::debug!("engine: allocating the graph for {shape:?}");
-            if !self.backend.is_cpu() {
-                self.sched.pin_to_first_backend(g.graph);
-            }
-            if !self.sched.alloc_graph(g.graph) {
-                self.allocated = None;
-                bail!("failed to allocate compute memory for a batch of {nt}");
-            }
-            self.allocated = Some(shape);
-            if self.sched.total_buffer_size() != before {
-                // Reallocated: every other cached graph now points into freed memory.
-                self.graphs.retain(|k, _| *k == shape);
-            }
-        }
-        let g = self.graphs.get(&shape).expect("kept");
-
+        let g = self.graphs.prepare(shape)?;
         let inputs = profile::scope("engine.inputs");
         let start = self.n_past;
         let toks: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
@@ -401,15 +367,12 @@ impl Engine {
             ids.write_i32(&ids_v);
         }
 
-        let (graph, logits_t, argmax_t) = (g.graph, g.logits, g.argmax);
+        let (logits_t, argmax_t) = (g.logits, g.argmax);
         drop(inputs);
         {
             let _p = profile::scope("engine.compute");
-            self.sched.compute(graph).map_err(anyhow::Error::msg)?;
+            self.last_cold |= self.graphs.compute(shape)?;
         }
-        let runs = self.runs.entry(shape).or_insert(0);
-        *runs += 1;
-        self.last_cold |= *runs <= COLD_RUNS;
         self.n_past += nt;
 
         let _p = profile::scope("engine.read");
@@ -437,6 +400,12 @@ impl Engine {
             (self.chunk_rows, self.chunk_read) = (nt, 0);
         }
         Ok(())
+    }
+}
+
+impl BuiltGraph for ForwardGraph {
+    fn graph(&self) -> ggml::Graph {
+        self.graph
     }
 }
 

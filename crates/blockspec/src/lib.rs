@@ -12,6 +12,7 @@ pub mod engine;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_write;
+pub mod graph_cache;
 pub mod kv_cache;
 pub mod model;
 pub mod plot;

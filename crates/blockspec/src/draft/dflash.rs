@@ -12,8 +12,9 @@
 //! One graph per step does both the context injection of the newly committed tokens and the
 //! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
 
-use crate::engine::{COLD_RUNS, KV_PAD};
+use crate::engine::KV_PAD;
 use crate::gguf::Gguf;
+use crate::graph_cache::{BuiltGraph, GraphCache};
 use crate::model::weights::{
     Loader, Requantized, SourceTensor, TensorSource, WeightBytes, WeightStore,
 };
@@ -812,6 +813,12 @@ struct StepGraph {
     argmax: Option<Tensor>,
 }
 
+impl BuiltGraph for StepGraph {
+    fn graph(&self) -> Graph {
+        self.graph
+    }
+}
+
 struct DraftCacheStore {
     _ctx: Context,
     _buffer: Buffer,
@@ -821,7 +828,6 @@ pub struct DFlashDrafter {
     pub cfg: DFlashConfig,
     w: DraftWeights,
     target: Arc<Model>,
-    sched: Sched,
     k: Vec<Tensor>,
     v: Vec<Tensor>,
     cache_owner: Arc<DraftCacheStore>,
@@ -830,14 +836,9 @@ pub struct DFlashDrafter {
     n_cells: usize,
     /// Attend to at most this many context cells before the block (0: all).
     window: usize,
-    graphs: HashMap<Shape, StepGraph>,
-    /// Evaluations of each cached graph since it was built, and whether the last draft ran a
-    /// cold one (see Engine::last_decode_was_cold).
-    runs: HashMap<Shape, u32>,
+    graphs: GraphCache<Shape, StepGraph>,
+    /// Whether the last draft ran a cold graph (see Engine::last_decode_was_cold).
     last_cold: bool,
-    allocated: Option<Shape>,
-    /// Runs on the CPU backend (else: every op is pinned to the device, see `run`).
-    cpu: bool,
     /// Positions whose context K/V are in the cache.
     n_done: usize,
     /// Features of positions n_done.. not yet injected, `n_feat` floats each.
@@ -921,13 +922,13 @@ impl DFlashDrafter {
         )?;
         buffer.clear(0);
         let nodes = draft_graph_nodes(cfg.n_layer);
-        let cpu = backend.is_cpu();
         let sched = Sched::new(backend.sched_backends(), nodes);
+        // Append and block shapes, a few context-row counts, KV spans: a handful at a time.
+        let graphs = GraphCache::new(sched, !backend.is_cpu(), 16, "drafter");
         let mut d = DFlashDrafter {
             cfg,
             w: weights,
             target,
-            sched,
             k,
             v,
             cache_owner: Arc::new(DraftCacheStore {
@@ -936,11 +937,8 @@ impl DFlashDrafter {
             }),
             n_cells,
             window,
-            graphs: HashMap::new(),
-            runs: HashMap::new(),
+            graphs,
             last_cold: false,
-            allocated: None,
-            cpu,
             n_done: 0,
             pending: Vec::new(),
         };
@@ -961,7 +959,7 @@ impl DFlashDrafter {
             },
         ] {
             let g = d.build(s);
-            if !d.sched.reserve(g.graph) {
+            if !d.graphs.reserve(g.graph) {
                 bail!("drafter: could not reserve compute memory");
             }
         }
@@ -1149,43 +1147,17 @@ impl DFlashDrafter {
     }
 
     fn run(&mut self, s: Shape, fill: impl FnOnce(&StepGraph)) -> Result<()> {
-        if !self.graphs.contains_key(&s) {
-            if self.graphs.len() > 16 {
-                self.graphs.clear();
-                self.allocated = None;
-            }
+        if !self.graphs.contains(&s) {
             let g = self.build(s);
             self.graphs.insert(s, g);
-            self.runs.insert(s, 0);
         }
-        let g = self.graphs.get(&s).expect("inserted");
-        if self.allocated != Some(s) {
-            let before = self.sched.total_buffer_size();
-            self.sched.reset();
-            tracing::debug!("drafter: allocating the graph for {s:?}");
-            if !self.cpu {
-                self.sched.pin_to_first_backend(g.graph);
-            }
-            if !self.sched.alloc_graph(g.graph) {
-                self.allocated = None;
-                bail!("drafter: failed to allocate compute memory");
-            }
-            self.allocated = Some(s);
-            if self.sched.total_buffer_size() != before {
-                // Reallocated: every other cached graph now points into freed memory.
-                self.graphs.retain(|k, _| *k == s);
-            }
-        }
-        let g = self.graphs.get(&s).expect("kept");
+        let g = self.graphs.prepare(s)?;
         {
             let _p = profile::scope("draft.inputs");
             fill(g);
         }
         let _p = profile::scope("draft.compute");
-        self.sched.compute(g.graph).map_err(anyhow::Error::msg)?;
-        let runs = self.runs.entry(s).or_insert(0);
-        *runs += 1;
-        self.last_cold = *runs <= COLD_RUNS;
+        self.last_cold = self.graphs.compute(s)?;
         Ok(())
     }
 
@@ -1257,7 +1229,11 @@ impl DFlashDrafter {
             res?;
         }
         let _p = profile::scope("draft.read");
-        let am = self.graphs[&s].argmax.expect("block");
+        let am = self
+            .graphs
+            .get(&s)
+            .and_then(|g| g.argmax)
+            .context("drafter: block graph missing after its run")?;
         let mut bytes = vec![0u8; (len - 1) * 4];
         am.read_bytes(&mut bytes, 0);
         for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -1355,7 +1331,7 @@ impl super::Drafter for DFlashDrafter {
         super::DraftCost::PerStep
     }
     fn compute_bytes(&self) -> usize {
-        self.sched.total_buffer_size()
+        self.graphs.buffer_bytes()
     }
     fn last_draft_was_cold(&self) -> bool {
         self.last_cold

@@ -1,0 +1,124 @@
+//! Built graphs kept by shape and run through one scheduler: the target engine and the DFlash
+//! drafter both build a graph per input shape once and reuse it step after step, so that ggml
+//! (and ggml-cuda's CUDA graphs) see the same graph again and nothing is rebuilt per token.
+
+use anyhow::{bail, Result};
+use ggml::{Graph, Sched};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// A graph's first evaluations are not representative of its cost: the one that builds it, and
+/// on CUDA two more (ggml-cuda runs a new graph directly, then captures it as a CUDA graph).
+pub const COLD_RUNS: u32 = 3;
+
+/// Something built around a ggml graph (its input and output tensors).
+pub trait BuiltGraph {
+    fn graph(&self) -> Graph;
+}
+
+pub struct GraphCache<K, G> {
+    sched: Sched,
+    graphs: HashMap<K, G>,
+    /// Evaluations of each cached graph since it was built.
+    runs: HashMap<K, u32>,
+    /// The shape whose graph the scheduler has allocated now (reused without re-planning).
+    allocated: Option<K>,
+    /// Pin every node to the first backend (GPU backends: otherwise ggml's scheduler may give
+    /// nodes without a pre-allocated input no backend and abort).
+    pin: bool,
+    /// At most this many graphs are kept (prompt lengths vary; decode shapes repeat).
+    max_graphs: usize,
+    /// For messages: `engine`, `drafter`.
+    owner: &'static str,
+}
+
+impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
+    pub fn new(sched: Sched, pin: bool, max_graphs: usize, owner: &'static str) -> Self {
+        GraphCache {
+            sched,
+            graphs: HashMap::new(),
+            runs: HashMap::new(),
+            allocated: None,
+            pin,
+            max_graphs,
+            owner,
+        }
+    }
+
+    /// Reserve compute memory for `graph` (the largest shape), so later allocations fit in it.
+    pub fn reserve(&mut self, graph: Graph) -> bool {
+        self.sched.reserve(graph)
+    }
+
+    /// Compute-buffer bytes held by the scheduler, on every backend.
+    pub fn buffer_bytes(&self) -> usize {
+        self.sched.total_buffer_size()
+    }
+
+    /// Compute-buffer bytes held on `backend`.
+    pub fn buffer_bytes_on(&self, backend: &ggml::Backend) -> usize {
+        self.sched.buffer_size(backend)
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.graphs.contains_key(key)
+    }
+
+    /// Keep a newly built graph for `key` (making room if the cache is full).
+    pub fn insert(&mut self, key: K, graph: G) {
+        if self.graphs.len() >= self.max_graphs {
+            self.graphs.clear();
+            self.allocated = None;
+        }
+        self.graphs.insert(key, graph);
+        self.runs.insert(key, 0);
+    }
+
+    /// The cached graph for `key` (see [`insert`](Self::insert)), allocated in the scheduler's
+    /// memory if another graph was. Write its inputs, then call [`compute`](Self::compute).
+    pub fn prepare(&mut self, key: K) -> Result<&G> {
+        let Some(g) = self.graphs.get(&key) else {
+            bail!("{}: no graph built for {key:?}", self.owner);
+        };
+        let graph = g.graph();
+        if self.allocated != Some(key) {
+            let before = self.sched.total_buffer_size();
+            self.sched.reset();
+            tracing::debug!("{}: allocating the graph for {key:?}", self.owner);
+            if self.pin {
+                self.sched.pin_to_first_backend(graph);
+            }
+            if !self.sched.alloc_graph(graph) {
+                self.allocated = None;
+                bail!(
+                    "{}: failed to allocate compute memory for {key:?}",
+                    self.owner
+                );
+            }
+            self.allocated = Some(key);
+            if self.sched.total_buffer_size() != before {
+                // Reallocated: every other cached graph now points into freed memory.
+                self.graphs.retain(|k, _| *k == key);
+            }
+        }
+        Ok(&self.graphs[&key])
+    }
+
+    /// Run the prepared graph for `key`. Returns whether it was cold (among its first
+    /// [`COLD_RUNS`] evaluations), so its time says little about its steady cost.
+    pub fn compute(&mut self, key: K) -> Result<bool> {
+        if self.allocated != Some(key) {
+            bail!("{}: compute of {key:?} without prepare", self.owner);
+        }
+        let graph = self.graphs[&key].graph();
+        self.sched.compute(graph).map_err(anyhow::Error::msg)?;
+        let runs = self.runs.entry(key).or_insert(0);
+        *runs += 1;
+        Ok(*runs <= COLD_RUNS)
+    }
+
+    pub fn get(&self, key: &K) -> Option<&G> {
+        self.graphs.get(key)
+    }
+}
