@@ -16,6 +16,8 @@ pub mod kv_cache;
 pub mod model;
 pub mod progress;
 pub mod sampling;
+pub mod server;
+pub mod session;
 pub mod spec;
 pub mod synth;
 pub mod tokenizer;

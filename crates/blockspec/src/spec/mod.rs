@@ -9,7 +9,9 @@ pub mod policy;
 
 use crate::draft::Drafter;
 use crate::engine::{Engine, Outputs};
-use crate::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
+use crate::generate::{
+    prefill, GenerateOptions, Generation, Output, StopReason, Timings, TokenLogprob,
+};
 use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
 use anyhow::Result;
@@ -132,7 +134,8 @@ pub fn generate_speculative(
     }
     let b = exact;
     let mut timings = Timings::default();
-    let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
+    let mut logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
+    let cached_prompt_n = prompt.len() - timings.prompt_n;
     // The drafter's own prompt processing counts as prompt time.
     let tb = Instant::now();
     drafter.begin(prompt, engine.captured())?;
@@ -159,6 +162,7 @@ pub fn generate_speculative(
     let ts = Instant::now();
     let mut last = sampler.sample(logits.last());
     sampler.accept(last);
+    out.note_logprobs(logits.last(), last);
     sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
     let stop = 'gen: {
         if let Some(s) = out.push(last) {
@@ -218,6 +222,8 @@ pub fn generate_speculative(
             let ts = Instant::now();
             let mut committed = 0; // drafts accepted
             let mut next = None;
+            // Log-probabilities of the tokens this step commits (row k gives token k+1).
+            let mut step_logprobs = Vec::new();
             if let Some(r) = spec.replay.as_mut() {
                 // Replay: keep a drawn number of drafts whatever the target says, then take
                 // the target's token after them (same verify and commit work as a real step).
@@ -232,6 +238,9 @@ pub fn generate_speculative(
                 }
                 let t = sampler.sample(logits.row(k));
                 sampler.accept(t);
+                if let Some(n_top) = opts.logprobs {
+                    step_logprobs.push(TokenLogprob::new(logits.row(k), t, n_top));
+                }
                 if k + 1 < n && block[k + 1] == t {
                     committed += 1;
                     continue;
@@ -268,6 +277,7 @@ pub fn generate_speculative(
             )?;
             // Tokens this step commits (cut short by a stop or the token limit).
             let before = out.tokens.len();
+            out.logprobs.extend(step_logprobs);
             for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
                 if let Some(s) = out.push(t) {
                     stats.accept_lengths.push(out.tokens.len() - before);
@@ -279,7 +289,9 @@ pub fn generate_speculative(
         }
     };
     spec.policy = Some(policy);
+    let mut logprobs = std::mem::take(&mut out.logprobs);
     let (tokens, text) = out.finish(stop);
+    logprobs.truncate(tokens.len());
     timings.predicted_n = tokens.len();
     timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;
     timings.finish();
@@ -311,6 +323,8 @@ pub fn generate_speculative(
             text,
             stop,
             timings,
+            logprobs,
+            cached_prompt_n,
         },
         stats,
     ))

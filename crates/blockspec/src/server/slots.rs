@@ -1,0 +1,261 @@
+//! Slots: one worker thread per slot, each with its own session (KV cache, drafter, length
+//! policy, prompt cache), taking jobs from one bounded queue.
+//!
+//! The engine is synchronous and CPU-bound, so generation never runs on the async runtime:
+//! a job carries a channel back to its HTTP handler, which streams or collects what arrives.
+
+use super::metrics::Metrics;
+use super::openai::ApiError;
+use crate::generate::{GenerateOptions, Generation, StopReason};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::session::{LoadedModel, Session};
+use crate::spec::SpecStats;
+use anyhow::Result;
+use axum::http::StatusCode;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A generation request for a slot.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// `cancel` is set by [`SlotPool::submit`].
+    pub opts: GenerateOptions,
+    /// Reuse the KV of the common prefix with the slot's previous prompt.
+    pub reuse_prompt: bool,
+    /// Send text pieces as they are generated (streaming responses).
+    pub stream_text: bool,
+    pub events: UnboundedSender<Event>,
+}
+
+pub struct Finished {
+    pub generation: Generation,
+    pub spec: Option<SpecStats>,
+    pub slot: usize,
+}
+
+pub enum Event {
+    Text(String),
+    Done(Box<Finished>),
+    Failed(String),
+}
+
+/// Sets the cancel flag when dropped: a handler that goes away (its client disconnected)
+/// stops its generation and frees the slot.
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct SlotPool {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    n_slots: usize,
+    /// Jobs that may wait for a slot before new ones are refused (503).
+    max_queued: usize,
+    /// Jobs submitted and not finished (queued + running).
+    in_flight: AtomicUsize,
+    running: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl SlotPool {
+    /// Start `n_slots` workers, each making its session; returns once all are ready.
+    pub fn start(
+        model: Arc<LoadedModel>,
+        n_slots: usize,
+        max_queued: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<SlotPool>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let pool = Arc::new(SlotPool {
+            jobs: Mutex::new(tx),
+            n_slots,
+            max_queued,
+            in_flight: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            metrics,
+        });
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        for slot in 0..n_slots {
+            let model = model.clone();
+            let rx = rx.clone();
+            let pool = pool.clone();
+            let ready = ready_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("slot-{slot}"))
+                .spawn(move || {
+                    let session = match new_session(&model, n_slots) {
+                        Ok(s) => {
+                            let _ = ready.send(Ok(()));
+                            s
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e.context(format!("slot {slot}"))));
+                            return;
+                        }
+                    };
+                    worker(slot, model, session, rx, pool);
+                })?;
+        }
+        drop(ready_tx);
+        for _ in 0..n_slots {
+            match ready_rx.recv() {
+                Ok(r) => r?,
+                Err(_) => anyhow::bail!("a slot thread ended while starting"),
+            }
+        }
+        Ok(pool)
+    }
+
+    pub fn n_slots(&self) -> usize {
+        self.n_slots
+    }
+
+    /// (running, waiting) jobs.
+    pub fn load(&self) -> (usize, usize) {
+        let running = self.running.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        (running, in_flight.saturating_sub(running))
+    }
+
+    /// Queue a job; refused with 503 when every slot is busy and the queue is full. Returns
+    /// the guard that cancels the job when the caller drops it.
+    pub fn submit(&self, mut job: Job) -> Result<CancelOnDrop, ApiError> {
+        let capacity = self.n_slots + self.max_queued;
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the server is busy: all {} slots are in use and {} requests are waiting; try again later",
+                    self.n_slots, self.max_queued
+                ),
+            ));
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        job.opts.cancel = Some(cancel.clone());
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if sent.is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            ));
+        }
+        self.update_metrics();
+        Ok(CancelOnDrop(cancel))
+    }
+
+    fn update_metrics(&self) {
+        let (running, waiting) = self.load();
+        self.metrics.set_queue(running, waiting);
+    }
+}
+
+/// A slot's session computes on its own backend; with several slots on a CPU, each gets an
+/// equal share of the cores unless -t says otherwise (set by the caller).
+fn new_session(model: &LoadedModel, n_slots: usize) -> Result<Session> {
+    if n_slots == 1 {
+        return model.new_session();
+    }
+    let backend = Arc::new((model.open_backend)()?);
+    model.new_session_on(backend)
+}
+
+fn worker(
+    slot: usize,
+    model: Arc<LoadedModel>,
+    mut session: Session,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    pool: Arc<SlotPool>,
+) {
+    loop {
+        let job = {
+            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let cancel = job.opts.cancel.clone().unwrap_or_default();
+        if cancel.load(Ordering::Relaxed) || job.events.is_closed() {
+            // The client left while the job waited.
+            pool.in_flight.fetch_sub(1, Ordering::AcqRel);
+            pool.update_metrics();
+            continue;
+        }
+        pool.running.fetch_add(1, Ordering::AcqRel);
+        pool.update_metrics();
+        let events = job.events.clone();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut sampler = Sampler::new(job.sampling.clone());
+            let tx = job.events.clone();
+            let on_text = |piece: &str| {
+                let gone = if job.stream_text {
+                    tx.send(Event::Text(piece.to_string())).is_err()
+                } else {
+                    tx.is_closed()
+                };
+                if gone {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            };
+            session.generate(
+                &model.tokenizer,
+                &mut sampler,
+                &job.prompt,
+                &job.opts,
+                job.reuse_prompt,
+                on_text,
+            )
+        }));
+        match run {
+            Ok(Ok((generation, spec))) => {
+                let cancelled = generation.stop == StopReason::Cancelled;
+                pool.metrics.record(&generation, spec.as_ref(), cancelled);
+                let _ = events.send(Event::Done(Box::new(Finished {
+                    generation,
+                    spec,
+                    slot,
+                })));
+            }
+            Ok(Err(e)) => {
+                session.clear_cache();
+                let _ = events.send(Event::Failed(format!("{e:#}")));
+            }
+            Err(_) => {
+                tracing::error!("slot {slot}: generation panicked; the slot's session is rebuilt");
+                let _ = events.send(Event::Failed(
+                    "internal error during generation (the slot was reset)".to_string(),
+                ));
+                match new_session(&model, pool.n_slots) {
+                    Ok(s) => session = s,
+                    Err(e) => {
+                        tracing::error!("slot {slot}: cannot rebuild its session: {e:#}");
+                        pool.running.fetch_sub(1, Ordering::AcqRel);
+                        pool.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                }
+            }
+        }
+        pool.running.fetch_sub(1, Ordering::AcqRel);
+        pool.in_flight.fetch_sub(1, Ordering::AcqRel);
+        pool.update_metrics();
+    }
+}
