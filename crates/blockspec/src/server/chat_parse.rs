@@ -5,6 +5,10 @@
 //! `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks. The same parser serves
 //! streaming (text arrives in pieces; a piece that could be the start of a tag is held back)
 //! and non-streaming replies (one piece), so both give the same result.
+//!
+//! Some models (Qwen2.5-Coder) answer a tool request with a bare JSON object, often in a
+//! ```json fence, instead of `<tool_call>`: a reply that starts that way is held back to its end
+//! and becomes a tool call when it is exactly one `{"name": <an offered tool>, "arguments": ..}`.
 
 use serde_json::Value;
 
@@ -34,7 +38,11 @@ enum State {
     Content,
     Reasoning,
     ToolCall,
+    /// The reply so far could be a bare JSON tool call: held back until the end.
+    MaybeBareCall,
 }
+
+const JSON_FENCE: &str = "```json";
 
 pub struct ChatParser {
     parse_reasoning: bool,
@@ -47,6 +55,10 @@ pub struct ChatParser {
     n_tool_calls: usize,
     /// Prefix of tool call ids (unique per reply).
     id_prefix: String,
+    /// Names of the offered tools (a bare JSON reply must name one of them).
+    tool_names: Vec<String>,
+    /// Nothing has been emitted as content yet (a bare JSON call can only be the whole reply).
+    at_reply_start: bool,
 }
 
 impl ChatParser {
@@ -57,6 +69,7 @@ impl ChatParser {
         parse_tools: bool,
         prompt_opens_reasoning: bool,
         id_prefix: String,
+        tool_names: Vec<String>,
     ) -> ChatParser {
         ChatParser {
             parse_reasoning,
@@ -70,6 +83,8 @@ impl ChatParser {
             trim_start: true,
             n_tool_calls: 0,
             id_prefix,
+            tool_names,
+            at_reply_start: true,
         }
     }
 
@@ -82,7 +97,7 @@ impl ChatParser {
         self.buf.push_str(text);
         let mut out = Vec::new();
         loop {
-            if self.trim_start && self.state != State::ToolCall {
+            if self.trim_start && matches!(self.state, State::Content | State::Reasoning) {
                 let t = self.buf.trim_start().len();
                 self.buf.drain(..self.buf.len() - t);
                 if self.buf.is_empty() {
@@ -114,7 +129,19 @@ impl ChatParser {
                     }
                     None => break,
                 },
+                State::MaybeBareCall => break,
                 State::Content => {
+                    if self.parse_tools && self.at_reply_start {
+                        let b = self.buf.as_str();
+                        if b.starts_with('{') || b.starts_with(JSON_FENCE) {
+                            self.state = State::MaybeBareCall;
+                            break;
+                        }
+                        if JSON_FENCE.starts_with(b) {
+                            // Could still become a fence: wait for more.
+                            break;
+                        }
+                    }
                     let mut tags: Vec<&str> = Vec::new();
                     if self.parse_reasoning {
                         tags.push(THINK_OPEN);
@@ -161,6 +188,19 @@ impl ChatParser {
                 Some((name, arguments)) => out.push(self.new_call(name, arguments)),
                 None => out.push(ChatDelta::Content(format!("{TOOL_OPEN}{rest}"))),
             },
+            State::MaybeBareCall => {
+                let body = rest.trim();
+                let body = body
+                    .strip_prefix(JSON_FENCE)
+                    .and_then(|b| b.strip_suffix("```"))
+                    .unwrap_or(body);
+                match parse_tool_json(body) {
+                    Some((name, arguments)) if self.tool_names.contains(&name) => {
+                        out.push(self.new_call(name, arguments))
+                    }
+                    _ => out.push(ChatDelta::Content(rest)),
+                }
+            }
             _ => {}
         }
         out
@@ -170,6 +210,9 @@ impl ChatParser {
     fn emit(&mut self, out: &mut Vec<ChatDelta>, kind: State, n: usize) {
         if n == 0 {
             return;
+        }
+        if kind == State::Content {
+            self.at_reply_start = false;
         }
         let s: String = self.buf.drain(..n).collect();
         out.push(match kind {
@@ -244,7 +287,11 @@ pub fn parse_reply(
         }
     }
     let reasoning = any_reasoning.then(|| reasoning.trim_end().to_string());
-    let content = content.trim_end().to_string();
+    // Content is kept as generated (streamed deltas concatenate to the same text), except
+    // the whitespace left between it and tool calls.
+    if !calls.is_empty() {
+        content.truncate(content.trim_end().len());
+    }
     let content = (!content.is_empty() || calls.is_empty()).then_some(content);
     (reasoning, content, calls)
 }
@@ -254,7 +301,13 @@ mod tests {
     use super::*;
 
     fn parser(prompt_opens: bool) -> ChatParser {
-        ChatParser::new(true, true, prompt_opens, "call_".into())
+        ChatParser::new(
+            true,
+            true,
+            prompt_opens,
+            "call_".into(),
+            vec!["get_weather".into(), "f".into()],
+        )
     }
 
     #[test]
@@ -283,6 +336,22 @@ mod tests {
         let (_, c, calls) = parse_reply(&mut parser(false), "<tool_call>nope</tool_call>");
         assert!(calls.is_empty());
         assert_eq!(c.as_deref(), Some("<tool_call>nope</tool_call>"));
+    }
+
+    #[test]
+    fn bare_json_reply_is_a_tool_call() {
+        let text = "```json\n{\n  \"name\": \"get_weather\",\n  \"arguments\": {\"city\": \"Paris\"}\n}\n```";
+        let (_, c, calls) = parse_reply(&mut parser(false), text);
+        assert_eq!(c, None);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].arguments, "{\"city\":\"Paris\"}");
+        // An unknown name, or other JSON, is content.
+        let (_, c, calls) =
+            parse_reply(&mut parser(false), "{\"name\": \"rm\", \"arguments\": {}}");
+        assert!(calls.is_empty());
+        assert!(c.is_some());
+        let (_, c, _) = parse_reply(&mut parser(false), "```python\nx\n```");
+        assert_eq!(c.as_deref(), Some("```python\nx\n```"));
     }
 
     #[test]

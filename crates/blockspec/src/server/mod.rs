@@ -463,6 +463,7 @@ fn stream_error(msg: &str) -> String {
 struct ChatRequest {
     prompt_text: String,
     parse_tools: bool,
+    tool_names: Vec<String>,
     parse_reasoning: bool,
 }
 
@@ -555,9 +556,17 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
         .template
         .render(messages, true, tools.as_ref(), kwargs.as_ref())
         .map_err(|e| ApiError::bad_request(format!("cannot apply the chat template: {e:#}")))?;
+    let tool_names = tools
+        .iter()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|t| t.get("function")?.get("name")?.as_str())
+        .map(str::to_string)
+        .collect();
     Ok(ChatRequest {
         prompt_text,
         parse_tools: tools.is_some(),
+        tool_names,
         parse_reasoning: reasoning_format != "none",
     })
 }
@@ -596,6 +605,7 @@ async fn chat_completions(
         chat.parse_tools,
         opens_reasoning,
         format!("call_{}_", id.trim_start_matches("chatcmpl-")),
+        chat.tool_names,
     );
     let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
     let model_name = state.cfg.model_alias.clone();
