@@ -381,10 +381,10 @@ fn submit(
     }
     let n_prompt = prompt.len();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let job = Job {
+    let job = Job::new(
         prompt,
-        sampling: p.sampling.clone(),
-        opts: GenerateOptions {
+        p.sampling.clone(),
+        GenerateOptions {
             max_tokens: p.max_tokens.or(default_max_tokens),
             ignore_eos: p.ignore_eos,
             stop: p.stop.clone(),
@@ -393,10 +393,10 @@ fn submit(
             logprobs: p.logprobs,
             reuse_kv: 0,
         },
-        reuse_prompt: p.cache_prompt,
-        stream_text: p.stream,
-        events: tx,
-    };
+        p.cache_prompt,
+        p.stream,
+        tx,
+    );
     let guard = r.pool.submit(job)?;
     Ok((rx, guard, n_prompt))
 }

@@ -13,7 +13,7 @@ use crate::spec::SpecStats;
 use anyhow::Result;
 use axum::http::StatusCode;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
@@ -29,6 +29,33 @@ pub struct Job {
     /// Send text pieces as they are generated (streaming responses).
     pub stream_text: bool,
     pub events: UnboundedSender<Event>,
+    /// QUEUED, then RUNNING (a worker took it) or ABANDONED (its client left first).
+    state: Arc<AtomicU8>,
+}
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Job {
+    pub fn new(
+        prompt: Vec<u32>,
+        sampling: SamplingParams,
+        opts: GenerateOptions,
+        reuse_prompt: bool,
+        stream_text: bool,
+        events: UnboundedSender<Event>,
+    ) -> Job {
+        Job {
+            prompt,
+            sampling,
+            opts,
+            reuse_prompt,
+            stream_text,
+            events,
+            state: Arc::new(AtomicU8::new(QUEUED)),
+        }
+    }
 }
 
 pub struct Finished {
@@ -43,13 +70,25 @@ pub enum Event {
     Failed(String),
 }
 
-/// Sets the cancel flag when dropped: a handler that goes away (its client disconnected)
-/// stops its generation and frees the slot.
-pub struct CancelOnDrop(pub Arc<AtomicBool>);
+/// Cancels its job when dropped: a handler that goes away (its client disconnected) stops its
+/// generation, and a job still waiting gives its queue place back at once.
+pub struct CancelOnDrop {
+    cancel: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
+    pool: Arc<SlotPool>,
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.cancel.store(true, Ordering::Relaxed);
+        if self
+            .state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.pool.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.pool.update_metrics();
+        }
     }
 }
 
@@ -127,7 +166,7 @@ impl SlotPool {
 
     /// Queue a job; refused with 503 when every slot is busy and the queue is full. Returns
     /// the guard that cancels the job when the caller drops it.
-    pub fn submit(&self, mut job: Job) -> Result<CancelOnDrop, ApiError> {
+    pub fn submit(self: &Arc<Self>, mut job: Job) -> Result<CancelOnDrop, ApiError> {
         let capacity = self.n_slots + self.max_queued;
         let admitted = self
             .in_flight
@@ -145,6 +184,7 @@ impl SlotPool {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         job.opts.cancel = Some(cancel.clone());
+        let state = job.state.clone();
         let sent = self
             .jobs
             .lock()
@@ -158,7 +198,11 @@ impl SlotPool {
             ));
         }
         self.update_metrics();
-        Ok(CancelOnDrop(cancel))
+        Ok(CancelOnDrop {
+            cancel,
+            state,
+            pool: self.clone(),
+        })
     }
 
     fn update_metrics(&self) {
@@ -193,8 +237,15 @@ fn worker(
             }
         };
         let cancel = job.opts.cancel.clone().unwrap_or_default();
+        if job
+            .state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // The client left while the job waited (its place was given back then).
+            continue;
+        }
         if cancel.load(Ordering::Relaxed) || job.events.is_closed() {
-            // The client left while the job waited.
             pool.in_flight.fetch_sub(1, Ordering::AcqRel);
             pool.update_metrics();
             continue;
