@@ -34,6 +34,8 @@ p.add_argument("--server-args", default="-np 2 --queue-size 8 --spec ngram -c 20
 p.add_argument("--burst", type=int, default=32,
                help="then this many simultaneous requests, more than slots + queue: some get 503")
 p.add_argument("--seed", type=int, default=1)
+p.add_argument("--rounds", type=int, default=1,
+               help="repeat the mix this many times (requests each), resident memory after each")
 a = p.parse_args()
 
 
@@ -128,39 +130,42 @@ for i in range(8):
     request("POST", "/v1/completions", json.dumps({"prompt": f"def warm_{i}():", "max_tokens": a.max_tokens}))
 rss_base = rss_kib(proc.pid)
 
-rng = random.Random(a.seed)
-jobs = [make_request(rng, i) for i in range(a.requests)]
 results = []
 lock = threading.Lock()
-next_job = [0]
 latencies = []
-
-
-def worker():
-    while True:
-        with lock:
-            if next_job[0] >= len(jobs):
-                return
-            j = jobs[next_job[0]]
-            next_job[0] += 1
-        kind, m, path, body, cancel = j
-        t = time.time()
-        st, err = request(m, path, body, stream_cancel=cancel)
-        dt = time.time() - t
-        with lock:
-            results.append((kind, st, err))
-            if kind in ("plain", "stream") and st == 200:
-                latencies.append(dt)
-
-
-t_start = time.time()
-threads = [threading.Thread(target=worker) for _ in range(a.concurrency)]
-for t in threads:
-    t.start()
+rss_rounds = []
 rss_peak = rss_base
-while any(t.is_alive() for t in threads):
-    rss_peak = max(rss_peak, rss_kib(proc.pid))
-    time.sleep(0.5)
+t_start = time.time()
+for rnd in range(a.rounds):
+    rng = random.Random(a.seed + rnd)
+    jobs = [make_request(rng, i) for i in range(a.requests)]
+    next_job = [0]
+
+    def worker():
+        while True:
+            with lock:
+                if next_job[0] >= len(jobs):
+                    return
+                j = jobs[next_job[0]]
+                next_job[0] += 1
+            kind, m, path, body, cancel = j
+            t = time.time()
+            st, err = request(m, path, body, stream_cancel=cancel)
+            dt = time.time() - t
+            with lock:
+                results.append((kind, st, err))
+                if kind in ("plain", "stream") and st == 200:
+                    latencies.append(dt)
+
+    threads = [threading.Thread(target=worker) for _ in range(a.concurrency)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        rss_peak = max(rss_peak, rss_kib(proc.pid))
+        time.sleep(0.5)
+    time.sleep(1)
+    if proc.poll() is None:
+        rss_rounds.append(round(rss_kib(proc.pid) / 1024, 1))
 wall = time.time() - t_start
 time.sleep(2)  # let cancelled generations wind down
 burst = []
@@ -204,7 +209,7 @@ pct = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))
 metric = lambda name: next((float(l.split()[-1]) for l in metrics.splitlines()
                             if l.startswith(f"llamacpp:{name} ")), None)
 summary = {
-    "requests": len(results), "concurrency": a.concurrency, "server_args": a.server_args,
+    "requests": len(results), "rounds": a.rounds, "concurrency": a.concurrency, "server_args": a.server_args,
     "max_tokens": a.max_tokens, "load_s": round(load_s, 2), "wall_s": round(wall, 1),
     "requests_per_s": round(len(results) / wall, 2), "by_kind_status": dict(sorted(by.items())),
     "unexpected_5xx": unexpected_5xx, "connection_errors": len(conn_errors),
@@ -213,7 +218,7 @@ summary = {
     "server_alive": alive, "health_after": health,
     "latency_s_completed_p50": pct(0.5), "latency_s_completed_p95": pct(0.95),
     "rss_mib_baseline": round(rss_base / 1024, 1), "rss_mib_peak": round(rss_peak / 1024, 1),
-    "rss_mib_after": round(rss_after / 1024, 1),
+    "rss_mib_after": round(rss_after / 1024, 1), "rss_mib_after_each_round": rss_rounds,
     "tokens_predicted_total": metric("tokens_predicted_total"),
     "spec_decode_num_draft_tokens_total": metric("spec_decode_num_draft_tokens_total"),
     "spec_decode_num_accepted_tokens_total": metric("spec_decode_num_accepted_tokens_total"),
