@@ -715,6 +715,30 @@ fn cancel_frees_the_slot_and_full_queue_is_503() {
         predicted < 3000.0,
         "the cancelled stream ran to its end: {m}"
     );
+
+    // A non-streamed request whose client gives up is cancelled too.
+    let impatient = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(1500))
+        .build();
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 3000, "temperature": 0,
+                      "ignore_eos": true});
+    let r = impatient
+        .post(&format!("{}/v1/completions", s.base))
+        .send_string(&body.to_string());
+    assert!(r.is_err(), "a 3000-token request finished within 1.5 s?");
+    let t0 = Instant::now();
+    while !s.metrics().contains("llamacpp:requests_processing 0") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the abandoned request kept its slot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = s.ok(
+        "/v1/completions",
+        &json!({"prompt": "def add(a, b):", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(r["usage"]["completion_tokens"], 4);
 }
 
 /// reasoning_content from a template that opens <think>, chat_template_kwargs turning it off,
