@@ -199,6 +199,11 @@ impl Session {
         result
     }
 
+    /// The tokens whose KV the cache holds (prompt + generated of the last generation).
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
     /// Forget the cached prompt (the next generation evaluates everything).
     pub fn clear_cache(&mut self) {
         self.cached.clear();

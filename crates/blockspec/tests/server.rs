@@ -596,6 +596,42 @@ fn speculative_output_equals_plain_output() {
         &["-c", "512", "--spec", "ngram", "--verify", "exact"],
     );
     assert_eq!(run(&s), plain, "n-gram drafter");
+    drop(s);
+    // A (random-weight) DFlash drafter: zero acceptance, but the whole speculative path runs,
+    // in two slots at once.
+    let dir = tempfile::tempdir().unwrap();
+    let dflash = dir.path().join("dflash.gguf");
+    let (code, _, err) = common::blockspec(&[
+        "synth",
+        "--dflash-for",
+        target.to_str().unwrap(),
+        "-o",
+        dflash.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s = Server::start(
+        &target,
+        &[
+            "-c",
+            "1024",
+            "-np",
+            "2",
+            "--draft",
+            dflash.to_str().unwrap(),
+            "--verify",
+            "exact",
+        ],
+    );
+    let outs: Vec<String> = std::thread::scope(|sc| {
+        let a = sc.spawn(|| run(&s));
+        let b = sc.spawn(|| run(&s));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!(a, b);
+        a
+    });
+    assert_eq!(outs, plain, "DFlash drafter");
+    let (_, props) = s.get("/props");
+    assert!(props.contains("draft-dflash"), "{props}");
 }
 
 /// -np 2 with requests in flight at the same time gives what one-at-a-time requests give.
@@ -649,6 +685,38 @@ fn parallel_slots_equal_serial() {
     // Both slots served.
     assert!(parallel.iter().any(|(_, slot)| *slot == 0));
     assert!(parallel.iter().any(|(_, slot)| *slot == 1));
+
+    // Two conversations, one request at a time: each follow-up goes back to the slot that
+    // holds its conversation and reuses the cached prefix.
+    let first = |q: &str| json!({"messages": [{"role": "user", "content": q}], "max_tokens": 8, "temperature": 0});
+    let follow_up = |q: &str, a: &Value| {
+        json!({"messages": [{"role": "user", "content": q},
+                            {"role": "assistant", "content": a["choices"][0]["message"]["content"]},
+                            {"role": "user", "content": "And in Rust?"}],
+               "max_tokens": 8, "temperature": 0})
+    };
+    let (qa, qb) = (
+        "How do I reverse a list in Python?",
+        "How do I read a file in Python?",
+    );
+    let a1 = s.ok("/v1/chat/completions", &first(qa));
+    let b1 = s.ok("/v1/chat/completions", &first(qb));
+    assert_ne!(
+        a1["id_slot"], b1["id_slot"],
+        "two conversations on one slot"
+    );
+    let a2 = s.ok("/v1/chat/completions", &follow_up(qa, &a1));
+    let b2 = s.ok("/v1/chat/completions", &follow_up(qb, &b1));
+    for (turn1, turn2) in [(&a1, &a2), (&b1, &b2)] {
+        assert_eq!(turn2["id_slot"], turn1["id_slot"]);
+        let cached = turn2["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            cached >= turn1["usage"]["prompt_tokens"].as_u64().unwrap(),
+            "{turn2}"
+        );
+    }
 }
 
 /// A client that disconnects mid-stream frees its slot; requests beyond the slot and the queue

@@ -15,8 +15,7 @@ use crate::generate::{GenerateOptions, StopReason};
 use crate::sampling::SamplingParams;
 use crate::session::{DraftSource, LoadedModel};
 use anyhow::{Context as _, Result};
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -166,7 +165,8 @@ fn router(state: Shared) -> Router {
             state.clone(),
             check_api_key,
         ))
-        .layer(DefaultBodyLimit::max(state.cfg.body_limit))
+        // Bodies are read (and limited) by json_body.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -205,17 +205,36 @@ async fn check_api_key(State(state): State<Shared>, req: Request, next: Next) ->
 }
 
 /// The JSON body, or an error: 413 over the size limit, 400 for anything that is not JSON.
-fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
-    let bytes = body.map_err(|r| {
-        let status = r.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is larger than the server's limit (--max-body-mib)".to_string()
-        } else {
-            format!("cannot read the request body: {}", r.body_text())
-        };
-        ApiError::new(status, message)
-    })?;
-    serde_json::from_slice(&bytes)
+///
+/// An oversized body is still read (and dropped) up to a multiple of the limit before the 413
+/// goes out: answering while the client is still sending would close the connection under it,
+/// and it would see a broken pipe instead of the error.
+async fn json_body(body: Body, limit: usize) -> ApiResult<Value> {
+    use tokio_stream::StreamExt as _;
+    let drain_max = limit.saturating_mul(4).max(64 << 20);
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        total += chunk.len();
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if total > drain_max {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than the server's limit of {} MiB (--max-body-mib)",
+                limit >> 20
+            ),
+        ));
+    }
+    serde_json::from_slice(&buf)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
@@ -294,12 +313,9 @@ async fn metrics_text(State(state): State<Shared>) -> ApiResult<Response> {
         .into_response())
 }
 
-async fn tokenize(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+async fn tokenize(State(state): State<Shared>, body: Body) -> ApiResult<Json<Value>> {
     let r = state.ready()?;
-    let body = json_body(body)?;
+    let body = json_body(body, state.cfg.body_limit).await?;
     let f = Fields::parse(&body)?;
     let content = f
         .str("content")?
@@ -347,12 +363,9 @@ fn token_ids(v: &Value, field: &str, n_vocab: usize) -> ApiResult<Vec<u32>> {
         .collect()
 }
 
-async fn detokenize(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+async fn detokenize(State(state): State<Shared>, body: Body) -> ApiResult<Json<Value>> {
     let r = state.ready()?;
-    let body = json_body(body)?;
+    let body = json_body(body, state.cfg.body_limit).await?;
     let f = Fields::parse(&body)?;
     let tok = &r.model.tokenizer;
     let ids = match f.get("tokens") {
@@ -584,12 +597,9 @@ fn delta_json(d: &ChatDelta) -> Value {
     }
 }
 
-async fn chat_completions(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
+async fn chat_completions(State(state): State<Shared>, body: Body) -> ApiResult<Response> {
     let r = state.ready()?;
-    let body = json_body(body)?;
+    let body = json_body(body, state.cfg.body_limit).await?;
     let f = Fields::parse(&body)?;
     let p = gen_params(&f, Endpoint::Chat, &state.cfg.defaults, r.model.n_ctx)?;
     let chat = chat_request(r, &f)?;
@@ -716,12 +726,9 @@ fn completion_prompt(r: &Ready, f: &Fields) -> ApiResult<Vec<u32>> {
     }
 }
 
-async fn completions(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
+async fn completions(State(state): State<Shared>, body: Body) -> ApiResult<Response> {
     let r = state.ready()?;
-    let body = json_body(body)?;
+    let body = json_body(body, state.cfg.body_limit).await?;
     let f = Fields::parse(&body)?;
     let p = gen_params(
         &f,
@@ -796,12 +803,9 @@ fn native_stop_type(stop: StopReason) -> &'static str {
     }
 }
 
-async fn native_completion(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
+async fn native_completion(State(state): State<Shared>, body: Body) -> ApiResult<Response> {
     let r = state.ready()?;
-    let body = json_body(body)?;
+    let body = json_body(body, state.cfg.body_limit).await?;
     let f = Fields::parse(&body)?;
     let p = gen_params(&f, Endpoint::Native, &state.cfg.defaults, r.model.n_ctx)?;
     let prompt = completion_prompt(r, &f)?;

@@ -1,5 +1,6 @@
 //! Slots: one worker thread per slot, each with its own session (KV cache, drafter, length
-//! policy, prompt cache), taking jobs from one bounded queue.
+//! policy, prompt cache), fed from one bounded queue. A job goes to the idle slot whose cache
+//! shares the longest prefix with its prompt, so a conversation's next turn finds its KV.
 //!
 //! The engine is synchronous and CPU-bound, so generation never runs on the async runtime:
 //! a job carries a channel back to its HTTP handler, which streams or collects what arrives.
@@ -12,10 +13,11 @@ use crate::session::{LoadedModel, Session};
 use crate::spec::SpecStats;
 use anyhow::Result;
 use axum::http::StatusCode;
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// A generation request for a slot.
@@ -93,7 +95,9 @@ impl Drop for CancelOnDrop {
 }
 
 pub struct SlotPool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    dispatch: Mutex<Dispatch>,
+    /// Wakes workers when a job was assigned to one of them.
+    assigned: Condvar,
     n_slots: usize,
     /// Jobs that may wait for a slot before new ones are refused (503).
     max_queued: usize,
@@ -101,6 +105,65 @@ pub struct SlotPool {
     in_flight: AtomicUsize,
     running: AtomicUsize,
     metrics: Arc<Metrics>,
+}
+
+/// Jobs waiting, and what each slot is doing.
+struct Dispatch {
+    queue: VecDeque<Job>,
+    idle: Vec<bool>,
+    /// The job handed to a slot that has not picked it up yet.
+    next: Vec<Option<Job>>,
+    /// The tokens each slot's cache holds, and how many of them were its last prompt
+    /// (published after every job).
+    cached: Vec<Vec<u32>>,
+    cached_prompt_len: Vec<usize>,
+    /// When each slot was last given a job (a counter), for least-recently-used choice.
+    last_used: Vec<u64>,
+    jobs_assigned: u64,
+    closed: bool,
+}
+
+impl Dispatch {
+    /// Hand queued jobs to idle slots: to a slot whose last prompt the new one continues (a
+    /// conversation's next turn: its whole previous prompt is a prefix), the longest such
+    /// prefix first; otherwise to the least recently used slot, so that a new conversation does
+    /// not evict another's cache merely because they share a system prompt.
+    fn assign(&mut self) -> bool {
+        let mut any = false;
+        while self.idle.iter().any(|&i| i) {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            if job.state.load(Ordering::Acquire) == ABANDONED {
+                continue;
+            }
+            let prefix = |slot: usize| {
+                self.cached[slot]
+                    .iter()
+                    .zip(&job.prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            };
+            let reuse = |slot: usize| {
+                let p = prefix(slot);
+                if p > 0 && p >= self.cached_prompt_len[slot] {
+                    p
+                } else {
+                    0
+                }
+            };
+            let slot = (0..self.idle.len())
+                .filter(|&s| self.idle[s])
+                .max_by_key(|&s| (reuse(s), std::cmp::Reverse(self.last_used[s])))
+                .expect("an idle slot exists");
+            self.jobs_assigned += 1;
+            self.last_used[slot] = self.jobs_assigned;
+            self.idle[slot] = false;
+            self.next[slot] = Some(job);
+            any = true;
+        }
+        any
+    }
 }
 
 impl SlotPool {
@@ -111,10 +174,18 @@ impl SlotPool {
         max_queued: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<SlotPool>> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
         let pool = Arc::new(SlotPool {
-            jobs: Mutex::new(tx),
+            dispatch: Mutex::new(Dispatch {
+                queue: VecDeque::new(),
+                idle: vec![true; n_slots],
+                next: (0..n_slots).map(|_| None).collect(),
+                cached: vec![Vec::new(); n_slots],
+                cached_prompt_len: vec![0; n_slots],
+                last_used: vec![0; n_slots],
+                jobs_assigned: 0,
+                closed: false,
+            }),
+            assigned: Condvar::new(),
             n_slots,
             max_queued,
             in_flight: AtomicUsize::new(0),
@@ -124,7 +195,6 @@ impl SlotPool {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         for slot in 0..n_slots {
             let model = model.clone();
-            let rx = rx.clone();
             let pool = pool.clone();
             let ready = ready_tx.clone();
             std::thread::Builder::new()
@@ -137,10 +207,11 @@ impl SlotPool {
                         }
                         Err(e) => {
                             let _ = ready.send(Err(e.context(format!("slot {slot}"))));
+                            pool.lock().closed = true;
                             return;
                         }
                     };
-                    worker(slot, model, session, rx, pool);
+                    worker(slot, model, session, pool);
                 })?;
         }
         drop(ready_tx);
@@ -185,17 +256,24 @@ impl SlotPool {
         let cancel = Arc::new(AtomicBool::new(false));
         job.opts.cancel = Some(cancel.clone());
         let state = job.state.clone();
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
-        if sent.is_err() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            ));
+        {
+            let mut d = self.lock();
+            if d.closed {
+                drop(d);
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down",
+                ));
+            }
+            // Jobs whose clients left while waiting are dropped here (their places were given
+            // back already), so the queue never holds more than the live ones.
+            d.queue
+                .retain(|j| j.state.load(Ordering::Acquire) != ABANDONED);
+            d.queue.push_back(job);
+            if d.assign() {
+                self.assigned.notify_all();
+            }
         }
         self.update_metrics();
         Ok(CancelOnDrop {
@@ -203,6 +281,25 @@ impl SlotPool {
             state,
             pool: self.clone(),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dispatch> {
+        self.dispatch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot finished its job (`prompt_len`: that job's prompt; None: it skipped a job whose
+    /// client had left): publish its cache, mark it idle, hand out queued work.
+    fn slot_idle(&self, slot: usize, cached: &[u32], prompt_len: Option<usize>) {
+        let mut d = self.lock();
+        d.cached[slot].clear();
+        d.cached[slot].extend_from_slice(cached);
+        if let Some(n) = prompt_len {
+            d.cached_prompt_len[slot] = n;
+        }
+        d.idle[slot] = true;
+        if d.assign() {
+            self.assigned.notify_all();
+        }
     }
 
     fn update_metrics(&self) {
@@ -221,19 +318,15 @@ fn new_session(model: &LoadedModel, n_slots: usize) -> Result<Session> {
     model.new_session_on(backend)
 }
 
-fn worker(
-    slot: usize,
-    model: Arc<LoadedModel>,
-    mut session: Session,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    pool: Arc<SlotPool>,
-) {
+fn worker(slot: usize, model: Arc<LoadedModel>, mut session: Session, pool: Arc<SlotPool>) {
     loop {
         let job = {
-            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
-            match guard.recv() {
-                Ok(j) => j,
-                Err(_) => return,
+            let mut d = pool.lock();
+            loop {
+                if let Some(j) = d.next[slot].take() {
+                    break j;
+                }
+                d = pool.assigned.wait(d).unwrap_or_else(|p| p.into_inner());
             }
         };
         let cancel = job.opts.cancel.clone().unwrap_or_default();
@@ -243,16 +336,19 @@ fn worker(
             .is_err()
         {
             // The client left while the job waited (its place was given back then).
+            pool.slot_idle(slot, session.cached_tokens(), None);
             continue;
         }
         if cancel.load(Ordering::Relaxed) || job.events.is_closed() {
             pool.in_flight.fetch_sub(1, Ordering::AcqRel);
             pool.update_metrics();
+            pool.slot_idle(slot, session.cached_tokens(), None);
             continue;
         }
         pool.running.fetch_add(1, Ordering::AcqRel);
         pool.update_metrics();
         let events = job.events.clone();
+        let prompt_len = job.prompt.len();
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut sampler = Sampler::new(job.sampling.clone());
             let tx = job.events.clone();
@@ -297,6 +393,7 @@ fn worker(
                 match new_session(&model, pool.n_slots) {
                     Ok(s) => session = s,
                     Err(e) => {
+                        // The slot stays busy for good; the others keep serving.
                         tracing::error!("slot {slot}: cannot rebuild its session: {e:#}");
                         pool.running.fetch_sub(1, Ordering::AcqRel);
                         pool.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -308,5 +405,6 @@ fn worker(
         pool.running.fetch_sub(1, Ordering::AcqRel);
         pool.in_flight.fetch_sub(1, Ordering::AcqRel);
         pool.update_metrics();
+        pool.slot_idle(slot, session.cached_tokens(), Some(prompt_len));
     }
 }
