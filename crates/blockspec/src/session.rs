@@ -156,13 +156,10 @@ impl Session {
         on_text: impl FnMut(&str),
     ) -> Result<(Generation, Option<SpecStats>)> {
         let mut opts = opts.clone();
-        // A drafter that reads target features needs them for the whole prompt, which only a
-        // full prefill captures: no reuse then.
-        let needs_features = self
-            .drafter
-            .as_ref()
-            .is_some_and(|d| !d.target_layers().is_empty());
-        opts.reuse_kv = if reuse_prompt && !needs_features {
+        // A drafter that reads target features must be able to keep the prefix's state
+        // (DFlash keeps its draft KV); otherwise the whole prompt is evaluated again.
+        let resumable = self.drafter.as_ref().is_none_or(|d| d.resumes_prefix());
+        opts.reuse_kv = if reuse_prompt && resumable {
             common_prefix(&self.cached, prompt)
         } else {
             0

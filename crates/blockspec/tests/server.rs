@@ -630,6 +630,15 @@ fn speculative_output_equals_plain_output() {
         a
     });
     assert_eq!(outs, plain, "DFlash drafter");
+    // The follow-up turn right after its first turn: the target's KV and the drafter's
+    // context are reused, and the output is still the plain one.
+    s.ok("/v1/chat/completions", &requests[0]);
+    let r = s.ok("/v1/chat/completions", &requests[3]);
+    assert!(
+        r["timings"]["cache_n"].as_u64().unwrap() > 0,
+        "no prompt reuse with DFlash: {r}"
+    );
+    assert_eq!(r["choices"][0]["message"]["content"], plain[3].as_str());
     let (_, props) = s.get("/props");
     assert!(props.contains("draft-dflash"), "{props}");
 }

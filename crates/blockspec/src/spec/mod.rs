@@ -138,7 +138,7 @@ pub fn generate_speculative(
     let cached_prompt_n = prompt.len() - timings.prompt_n;
     // The drafter's own prompt processing counts as prompt time.
     let tb = Instant::now();
-    drafter.begin(prompt, engine.captured())?;
+    drafter.begin_from(prompt, cached_prompt_n, engine.captured())?;
     timings.prompt_ms += tb.elapsed().as_secs_f64() * 1000.0;
     let n_vocab = engine.n_vocab();
     let mut warned_bad_draft = false;
