@@ -80,6 +80,12 @@ struct ServeArgs {
     /// Sampling defaults for fields a request leaves out.
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Accepted for llama-server command lines: chat templates are always Jinja here.
+    #[arg(long = "jinja")]
+    jinja: bool,
+    /// Accepted for llama-server command lines (also -fa): attention is always flash attention.
+    #[arg(long = "flash-attn", num_args = 0..=1, default_missing_value = "on")]
+    flash_attn: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -431,6 +437,7 @@ const LLAMA_FLAGS: &[(&str, &str)] = &[
     ("-ctk", "--cache-type-k"),
     ("-ctv", "--cache-type-v"),
     ("-np", "--parallel"),
+    ("-fa", "--flash-attn"),
 ];
 
 fn normalize_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -823,6 +830,12 @@ fn cmd_run(a: RunArgs) -> Result<()> {
 fn cmd_serve(a: ServeArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel (-np) must be at least 1");
+    }
+    let _ = a.jinja;
+    if let Some(fa) = a.flash_attn.as_deref() {
+        if !["on", "auto", "1", "true"].contains(&fa) {
+            bail!("--flash-attn {fa:?}: blockspec always uses flash attention (on or auto)");
+        }
     }
     let defaults = a.sampling.params()?;
     let template = match &a.chat_template_file {
