@@ -24,6 +24,9 @@ pub struct GenerateOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Record each generated token's log-probability and this many top candidates (None: off).
     pub logprobs: Option<usize>,
+    /// Also hand each token's log-probabilities here as they are made (a server streams them),
+    /// before the token's text goes to `on_text`.
+    pub on_logprob: Option<LogprobSink>,
     /// The engine's first `reuse_kv` positions already hold the prompt's first `reuse_kv`
     /// tokens (a prompt cache hit); only the rest is evaluated. 0: the cache is reset.
     pub reuse_kv: usize,
@@ -42,6 +45,16 @@ pub enum StopReason {
     Context,
     /// [`GenerateOptions::cancel`] was set.
     Cancelled,
+}
+
+/// A callback for [`TokenLogprob`]s as they are made.
+#[derive(Clone)]
+pub struct LogprobSink(pub Arc<dyn Fn(&TokenLogprob) + Send + Sync>);
+
+impl std::fmt::Debug for LogprobSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogprobSink")
+    }
 }
 
 /// A generated token's log-probability under the target's distribution (softmax of its raw
@@ -157,8 +170,16 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
     /// Record the log-probabilities of the token about to be pushed (when asked for).
     pub fn note_logprobs(&mut self, logits: &[f32], t: u32) {
         if let Some(n) = self.opts.logprobs {
-            self.logprobs.push(TokenLogprob::new(logits, t, n));
+            self.push_logprob(TokenLogprob::new(logits, t, n));
         }
+    }
+
+    /// Record the log-probabilities of the token about to be pushed.
+    pub fn push_logprob(&mut self, lp: TokenLogprob) {
+        if let Some(sink) = &self.opts.on_logprob {
+            (sink.0)(&lp);
+        }
+        self.logprobs.push(lp);
     }
 
     /// Add a generated token; `Some` when generation must stop after it.

@@ -351,6 +351,21 @@ fn endpoints_formats_and_errors() {
         assert!(l["logprob"].as_f64().unwrap() <= 0.0);
     }
 
+    // Streamed, the same log-probabilities arrive with the chunks.
+    let mut lp_stream = lp_req.clone();
+    lp_stream["stream"] = json!(true);
+    let ev = s.stream("/v1/chat/completions", &lp_stream);
+    let streamed_lps: Vec<&Value> = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(streamed_lps.len(), lps.len(), "{ev:?}");
+    for (a, b) in streamed_lps.iter().zip(lps) {
+        assert_eq!(a["token"], b["token"]);
+        assert_eq!(a["top_logprobs"].as_array().unwrap().len(), 3);
+    }
+
     // /v1/completions, non-streamed and streamed.
     let creq = json!({"prompt": "def fibonacci(n):", "max_tokens": 12, "temperature": 0});
     let r = s.ok("/v1/completions", &creq);
@@ -359,8 +374,15 @@ fn endpoints_formats_and_errors() {
     assert_eq!(r["usage"]["completion_tokens"], 12);
     let mut cs = creq.clone();
     cs["stream"] = json!(true);
+    cs["logprobs"] = json!(1);
     let ev = s.stream("/v1/completions", &cs);
     assert_eq!(ev.last().unwrap(), "[DONE]");
+    let n_lp: usize = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["tokens"].as_array())
+        .map(|a| a.len())
+        .sum();
+    assert_eq!(n_lp, 12);
     let streamed: String = ev
         .iter()
         .filter_map(|e| e["choices"][0]["text"].as_str())

@@ -404,6 +404,7 @@ fn submit(
             stop_tokens: vec![],
             cancel: None,
             logprobs: p.logprobs,
+            on_logprob: None,
             reuse_kv: 0,
         },
         p.cache_prompt,
@@ -418,7 +419,7 @@ fn submit(
 async fn collect(mut rx: UnboundedReceiver<Event>) -> ApiResult<Finished> {
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Text(_) => {}
+            Event::Text(_) | Event::Logprob(_) => {}
             Event::Done(f) => return Ok(*f),
             Event::Failed(msg) => {
                 return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg));
@@ -460,10 +461,14 @@ fn event_frames(
     mut on_event: impl FnMut(Event) -> String + Send + 'static,
 ) -> impl tokio_stream::Stream<Item = String> + Send + 'static {
     use tokio_stream::StreamExt as _;
-    tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |ev| {
-        let _keep = &guard;
-        on_event(ev)
-    })
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .map(move |ev| {
+            let _keep = &guard;
+            on_event(ev)
+        })
+        // Events that produce nothing yet (held-back text, log-probabilities waiting for their
+        // text) send no empty chunk.
+        .filter(|frame| !frame.is_empty())
 }
 
 fn stream_error(msg: &str) -> String {
@@ -674,19 +679,33 @@ async fn chat_completions(State(state): State<Shared>, body: Body) -> ApiResult<
         })
     };
     let first = sse_data(&chunk(json!({"role": "assistant", "content": null}), None));
+    let model_for_final = model.clone();
     let include_usage = p.include_usage;
+    // Log-probabilities of tokens whose text has not gone out yet ride on the next chunk.
+    let mut pending_lp = Vec::new();
+    let with_lp = move |mut c: Value, pending: &mut Vec<_>| {
+        if !pending.is_empty() {
+            c["choices"][0]["logprobs"] = chat_logprobs_json(&model.tokenizer, pending);
+            pending.clear();
+        }
+        sse_data(&c)
+    };
     let frames = event_frames(rx, guard, move |ev| match ev {
+        Event::Logprob(lp) => {
+            pending_lp.push(lp);
+            String::new()
+        }
         Event::Text(t) => parser
             .push(&t)
             .iter()
-            .map(|d| sse_data(&chunk(delta_json(d), None)))
+            .map(|d| with_lp(chunk(delta_json(d), None), &mut pending_lp))
             .collect(),
         Event::Done(done) => {
             let g = &done.generation;
             let mut s: String = parser
                 .finish()
                 .iter()
-                .map(|d| sse_data(&chunk(delta_json(d), None)))
+                .map(|d| with_lp(chunk(delta_json(d), None), &mut pending_lp))
                 .collect();
             let finish = if parser.n_tool_calls() > 0 {
                 "tool_calls"
@@ -694,6 +713,10 @@ async fn chat_completions(State(state): State<Shared>, body: Body) -> ApiResult<
                 finish_reason(g.stop)
             };
             let mut last = chunk(json!({}), Some(finish));
+            if !pending_lp.is_empty() {
+                last["choices"][0]["logprobs"] =
+                    chat_logprobs_json(&model_for_final.tokenizer, &pending_lp);
+            }
             last["timings"] = timings_json(g, done.spec.as_ref());
             s.push_str(&sse_data(&last));
             if include_usage {
@@ -777,8 +800,21 @@ async fn completions(State(state): State<Shared>, body: Body) -> ApiResult<Respo
         })
     };
     let include_usage = p.include_usage;
+    let mut pending_lp = Vec::new();
     let frames = event_frames(rx, guard, move |ev| match ev {
-        Event::Text(t) => sse_data(&chunk(&t, None)),
+        Event::Logprob(lp) => {
+            pending_lp.push(lp);
+            String::new()
+        }
+        Event::Text(t) => {
+            let mut c = chunk(&t, None);
+            if !pending_lp.is_empty() {
+                c["choices"][0]["logprobs"] =
+                    completion_logprobs_json(&model.tokenizer, &pending_lp);
+                pending_lp.clear();
+            }
+            sse_data(&c)
+        }
         Event::Done(done) => {
             let g = &done.generation;
             let mut last = chunk("", Some(finish_reason(g.stop)));
@@ -847,8 +883,22 @@ async fn native_completion(State(state): State<Shared>, body: Body) -> ApiResult
         let v = final_json(&done, &done.generation.text);
         return Ok(Json(v).into_response());
     }
+    let model_for_stream = r.model.clone();
+    let mut pending_lp = Vec::new();
     let frames = event_frames(rx, guard, move |ev| match ev {
-        Event::Text(t) => sse_data(&json!({"content": t, "stop": false})),
+        Event::Logprob(lp) => {
+            pending_lp.push(lp);
+            String::new()
+        }
+        Event::Text(t) => {
+            let mut c = json!({"content": t, "stop": false});
+            if !pending_lp.is_empty() {
+                c["completion_probabilities"] =
+                    native_probs_json(&model_for_stream.tokenizer, &pending_lp);
+                pending_lp.clear();
+            }
+            sse_data(&c)
+        }
         Event::Done(done) => sse_data(&final_json(&done, "")),
         Event::Failed(msg) => stream_error(&msg),
     });

@@ -7,7 +7,7 @@
 
 use super::metrics::Metrics;
 use super::openai::ApiError;
-use crate::generate::{GenerateOptions, Generation, StopReason};
+use crate::generate::{GenerateOptions, Generation, LogprobSink, StopReason, TokenLogprob};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::session::{LoadedModel, Session};
 use crate::spec::SpecStats;
@@ -67,6 +67,9 @@ pub struct Finished {
 }
 
 pub enum Event {
+    /// A generated token's log-probabilities (streamed requests that asked for them), sent
+    /// before the token's text.
+    Logprob(TokenLogprob),
     Text(String),
     Done(Box<Finished>),
     Failed(String),
@@ -349,6 +352,13 @@ fn worker(slot: usize, model: Arc<LoadedModel>, mut session: Session, pool: Arc<
         pool.update_metrics();
         let events = job.events.clone();
         let prompt_len = job.prompt.len();
+        let mut opts = job.opts.clone();
+        if job.stream_text && opts.logprobs.is_some() {
+            let tx = job.events.clone();
+            opts.on_logprob = Some(LogprobSink(Arc::new(move |lp: &TokenLogprob| {
+                let _ = tx.send(Event::Logprob(lp.clone()));
+            })));
+        }
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut sampler = Sampler::new(job.sampling.clone());
             let tx = job.events.clone();
@@ -366,7 +376,7 @@ fn worker(slot: usize, model: Arc<LoadedModel>, mut session: Session, pool: Arc<
                 &model.tokenizer,
                 &mut sampler,
                 &job.prompt,
-                &job.opts,
+                &opts,
                 job.reuse_prompt,
                 on_text,
             )

@@ -277,8 +277,11 @@ pub fn generate_speculative(
             )?;
             // Tokens this step commits (cut short by a stop or the token limit).
             let before = out.tokens.len();
-            out.logprobs.extend(step_logprobs);
+            let mut step_logprobs = step_logprobs.into_iter();
             for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
+                if let Some(lp) = step_logprobs.next() {
+                    out.push_logprob(lp);
+                }
                 if let Some(s) = out.push(t) {
                     stats.accept_lengths.push(out.tokens.len() - before);
                     break 'gen s;
