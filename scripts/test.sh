@@ -11,3 +11,6 @@ cargo clippy --release --locked --all-targets -- -D warnings
 # One test at a time: each engine already uses both cores (ggml threads wait on each other at
 # every op, so two engines sharing two cores crawl).
 BLOCKSPEC_REQUIRE_MODELS=1 cargo test --release --locked --workspace -- --test-threads=1
+# The HTTP server through the official openai Python client (builds on the release binary the
+# tests above built).
+scripts/test-openai.sh

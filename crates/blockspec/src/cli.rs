@@ -2,16 +2,14 @@
 //!
 //! Every failure prints one line `error: ...` naming the problem and exits with status 2.
 
-use crate::draft::dflash::DFlashDrafter;
-use crate::draft::model::DraftModel;
-use crate::draft::ngram::NgramDrafter;
 use crate::draft::Drafter;
-use crate::engine::{Engine, EngineConfig, Outputs};
+use crate::engine::{Engine, Outputs};
 use crate::generate::{generate, GenerateOptions};
 use crate::gguf::Gguf;
 use crate::model::Model;
 use crate::profile;
 use crate::sampling::{Sampler, SamplingParams};
+use crate::session::{DraftSource, LoadedModel};
 use crate::spec::{generate_speculative, SpecOptions};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context as _, Result};
@@ -46,6 +44,8 @@ enum Command {
     Synth(SynthArgs),
     /// Convert a DFlash drafter (z-lab directory or GGUF) to a `dflash` GGUF (llama.cpp's spelling).
     ConvertDraft(ConvertDraftArgs),
+    /// Serve an OpenAI- and llama-server-compatible HTTP API.
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +71,49 @@ struct ConvertDraftArgs {
     /// general.name of the output.
     #[arg(long, default_value = "DFlash drafter")]
     name: String,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port; the chosen one is printed).
+    #[arg(long = "port", default_value_t = 8080)]
+    port: u16,
+    /// Slots: requests generated at the same time, each with its own KV cache and drafter
+    /// (also -np). As in llama-server, -c is the total context, split evenly between slots.
+    #[arg(long = "parallel", default_value_t = 1)]
+    parallel: usize,
+    /// Requests that may wait for a free slot; more are answered 503.
+    #[arg(long = "queue-size", default_value_t = 64)]
+    queue_size: usize,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health and /v1/models.
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
+    /// Use this Jinja chat template file instead of the model's.
+    #[arg(long = "chat-template-file")]
+    chat_template_file: Option<PathBuf>,
+    /// The model name /v1/models lists (default: the file name).
+    #[arg(long = "alias")]
+    alias: Option<String>,
+    /// Largest request body, in MiB (413 above).
+    #[arg(long = "max-body-mib", default_value_t = 16)]
+    max_body_mib: usize,
+    /// Tokens to generate when a request does not say (-1: until end of generation or a full
+    /// context).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    /// Sampling defaults for fields a request leaves out.
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Accepted for llama-server command lines: chat templates are always Jinja here.
+    #[arg(long = "jinja")]
+    jinja: bool,
+    /// Accepted for llama-server command lines (also -fa): attention is always flash attention.
+    #[arg(long = "flash-attn", num_args = 0..=1, default_missing_value = "on")]
+    flash_attn: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -434,6 +477,8 @@ const LLAMA_FLAGS: &[(&str, &str)] = &[
     ("-dev", "--device"),
     ("-ctk", "--cache-type-k"),
     ("-ctv", "--cache-type-v"),
+    ("-np", "--parallel"),
+    ("-fa", "--flash-attn"),
 ];
 
 fn normalize_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -462,6 +507,7 @@ pub fn main() -> i32 {
     let verbose = match &cli.cmd {
         Command::Run(a) => a.model.verbose,
         Command::Bench(a) => a.model.verbose,
+        Command::Serve(a) => a.model.verbose,
         _ => false,
     };
     init_logging(verbose);
@@ -472,6 +518,7 @@ pub fn main() -> i32 {
         Command::Info(a) => cmd_info(a),
         Command::Synth(a) => cmd_synth(a),
         Command::ConvertDraft(a) => cmd_convert_draft(a),
+        Command::Serve(a) => cmd_serve(a),
     };
     match r {
         Ok(()) => 0,
@@ -557,6 +604,30 @@ struct Loaded {
 }
 
 fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
+    let m = load_model(args, show_progress)?;
+    let session = m.new_session()?;
+    let compute =
+        session.engine.compute_bytes() + session.drafter.as_ref().map_or(0, |d| d.compute_bytes());
+    let mib = |b: usize| b as f64 / 1048576.0;
+    tracing::info!(
+        "memory: planned {:.1} MiB before loading, + compute buffers {:.1} MiB = {:.1} MiB",
+        mib(m.planned_bytes),
+        mib(compute),
+        mib(m.planned_bytes + compute)
+    );
+    Ok(Loaded {
+        tokenizer: m.tokenizer,
+        engine: session.engine,
+        gguf: m.gguf,
+        drafter: session.drafter,
+        fast_verify: m.fast_verify,
+        planned_bytes: m.planned_bytes + compute,
+        device_free_at_start: m.device_free_at_start,
+    })
+}
+
+/// Load the target (and a draft model's weights) once; sessions are made from the result.
+fn load_model(args: &ModelArgs, show_progress: bool) -> Result<LoadedModel> {
     let gguf = open_gguf(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let threads = args.threads.unwrap_or_else(default_threads);
@@ -568,6 +639,9 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
         if b == 0 {
             bail!("--block-size must be at least 1");
         }
+    }
+    if args.ubatch == 0 {
+        bail!("--ubatch-size must be at least 1");
     }
     let backend = Arc::new(open_backend(args, threads)?);
     let t0 = Instant::now();
@@ -625,83 +699,50 @@ fn load(args: &ModelArgs, show_progress: bool) -> Result<Loaded> {
     if draft_type.is_some() && spec != SpecKind::DFlash {
         bail!("--draft-type applies to DFlash drafters only");
     }
-    let drafter: Option<Box<dyn Drafter>> = match (spec, &args.draft) {
-        (SpecKind::DFlash, Some(p)) => Some(Box::new(DFlashDrafter::load_with(
-            p,
-            model.clone(),
-            backend.clone(),
-            n_ctx,
-            args.draft_ctx,
-            ggml::Type::F16,
-            draft_type,
-        )?)),
+    let draft = match (spec, &args.draft) {
+        (SpecKind::DFlash, Some(p)) => DraftSource::DFlash {
+            path: p.clone(),
+            window: args.draft_ctx,
+            weight_type: draft_type,
+        },
         (SpecKind::DraftModel, Some(p)) => {
             let dg = open_gguf(p).context("--draft")?;
             crate::draft::model::check_vocab(&gguf, &dg)?;
             // The draft model's rounding does not matter (the target decides): fast kernels.
             let dm = Arc::new(Model::load_with(&dg, &backend, show_progress, true)?);
-            let cfg = EngineConfig {
-                n_ctx,
-                n_ubatch: args.ubatch,
-                type_k: ggml::Type::F16,
-                type_v: ggml::Type::F16,
-                capture_layers: vec![],
-            };
-            let de = Engine::new(dm, backend.clone(), cfg)?;
-            Some(Box::new(DraftModel::new(
-                de,
-                draft_block,
-                args.draft_p_min,
-            )?))
+            DraftSource::DraftModel {
+                model: dm,
+                p_min: args.draft_p_min,
+            }
         }
-        (SpecKind::Ngram, _) => Some(Box::new(NgramDrafter::new(args.ngram_n, draft_block)?)),
-        _ => None,
+        (SpecKind::Ngram, _) => DraftSource::Ngram { n: args.ngram_n },
+        _ => DraftSource::None,
     };
-    if let (Some(d), Some(b)) = (&drafter, args.block_size) {
-        if b > d.max_block() {
-            bail!(
-                "--block-size {b}: the drafter fills blocks of at most {}",
-                d.max_block()
-            );
-        }
-    }
-    if args.ubatch == 0 {
-        bail!("--ubatch-size must be at least 1");
-    }
-    let cfg = EngineConfig {
-        n_ctx,
-        n_ubatch: args.ubatch,
-        type_k,
-        type_v,
-        capture_layers: drafter
-            .as_ref()
-            .map(|d| d.target_layers().to_vec())
-            .unwrap_or_default(),
-    };
-    let engine = Engine::new(model.clone(), backend, cfg)?;
     tracing::info!(
-        "loaded {} ({:?}, {} layers) in {:.2}s; KV {:.1} MiB, compute {:.1} MiB",
+        "loaded {} ({:?}, {} layers) in {:.2}s",
         args.model.display(),
         model.hp.arch,
         model.hp.n_layer,
         t0.elapsed().as_secs_f64(),
-        engine.kv_bytes() as f64 / 1048576.0,
-        engine.compute_bytes() as f64 / 1048576.0
     );
-    let compute = engine.compute_bytes() + drafter.as_ref().map_or(0, |d| d.compute_bytes());
-    tracing::info!(
-        "memory: planned {:.1} MiB before loading, + compute buffers {:.1} MiB = {:.1} MiB",
-        mib(plan.total()),
-        mib(compute),
-        mib(plan.total() + compute)
-    );
-    Ok(Loaded {
-        tokenizer,
-        engine,
+    Ok(LoadedModel {
         gguf,
-        drafter,
+        tokenizer,
+        model,
+        backend,
+        n_ctx,
+        n_ubatch: args.ubatch,
+        type_k,
+        type_v,
+        draft,
+        draft_block,
         fast_verify,
-        planned_bytes: plan.total() + compute,
+        block_size: args.block_size,
+        open_backend: {
+            let args = args.clone();
+            Arc::new(move || open_backend(&args, threads))
+        },
+        planned_bytes: plan.total(),
         device_free_at_start,
     })
 }
@@ -844,6 +885,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
         stop: a.stop.clone(),
         stop_tokens: vec![],
+        ..Default::default()
     };
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
@@ -918,6 +960,58 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<()> {
+    if a.parallel == 0 {
+        bail!("--parallel (-np) must be at least 1");
+    }
+    let _ = a.jinja;
+    if let Some(fa) = a.flash_attn.as_deref() {
+        if !["on", "auto", "1", "true"].contains(&fa) {
+            bail!("--flash-attn {fa:?}: blockspec always uses flash attention (on or auto)");
+        }
+    }
+    let defaults = a.sampling.params()?;
+    let template = match &a.chat_template_file {
+        Some(p) => Some(read_text(p, "--chat-template-file")?),
+        None => None,
+    };
+    let mut margs = a.model.clone();
+    // Check the drafter flags now, before the listener starts.
+    margs.spec_kind()?;
+    if let Some(c) = margs.ctx_size.filter(|&c| c > 0) {
+        let per_slot = c / a.parallel;
+        if per_slot == 0 {
+            bail!("-c {c} split between {} slots leaves none", a.parallel);
+        }
+        margs.ctx_size = Some(per_slot);
+    }
+    if margs.threads.is_none() && a.parallel > 1 {
+        // Slots generate at the same time: share the cores instead of oversubscribing them.
+        margs.threads = Some((default_threads() / a.parallel).max(1));
+    }
+    let alias = a.alias.clone().unwrap_or_else(|| {
+        a.model
+            .model
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_string())
+    });
+    let cfg = crate::server::ServerConfig {
+        host: a.host.clone(),
+        port: a.port,
+        n_slots: a.parallel,
+        max_queued: a.queue_size,
+        api_key: a.api_key.clone(),
+        chat_template: template,
+        body_limit: a.max_body_mib.saturating_mul(1 << 20),
+        model_alias: alias,
+        model_path: a.model.model.display().to_string(),
+        defaults,
+        default_max_tokens: (a.n_predict >= 0).then_some(a.n_predict as usize),
+    };
+    crate::server::serve(cfg, move || load_model(&margs, false))
 }
 
 fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
@@ -1169,6 +1263,7 @@ fn bench_spec(
         ignore_eos: true,
         stop: vec![],
         stop_tokens: vec![],
+        ..Default::default()
     };
     let mut plain = (0usize, 0.0f64);
     let mut spec = (0usize, 0.0f64);

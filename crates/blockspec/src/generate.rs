@@ -5,6 +5,8 @@ use crate::engine::{Engine, Logits, Outputs};
 use crate::sampling::Sampler;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use anyhow::{bail, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Default)]
@@ -17,6 +19,17 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Also stop after any of these token ids (besides the model's end-of-generation tokens).
     pub stop_tokens: Vec<u32>,
+    /// Stop (with [`StopReason::Cancelled`]) at the next token once this is set: a server's
+    /// client went away, and its slot should not keep computing.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Record each generated token's log-probability and this many top candidates (None: off).
+    pub logprobs: Option<usize>,
+    /// Also hand each token's log-probabilities here as they are made (a server streams them),
+    /// before the token's text goes to `on_text`.
+    pub on_logprob: Option<LogprobSink>,
+    /// The engine's first `reuse_kv` positions already hold the prompt's first `reuse_kv`
+    /// tokens (a prompt cache hit); only the rest is evaluated. 0: the cache is reset.
+    pub reuse_kv: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +43,59 @@ pub enum StopReason {
     Word,
     /// The context is full.
     Context,
+    /// [`GenerateOptions::cancel`] was set.
+    Cancelled,
+}
+
+/// A callback for [`TokenLogprob`]s as they are made.
+#[derive(Clone)]
+pub struct LogprobSink(pub Arc<dyn Fn(&TokenLogprob) + Send + Sync>);
+
+impl std::fmt::Debug for LogprobSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogprobSink")
+    }
+}
+
+/// A generated token's log-probability under the target's distribution (softmax of its raw
+/// logits, as llama.cpp reports them) and the most likely alternatives.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// (token, logprob), most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprob {
+    pub fn new(logits: &[f32], token: u32, n_top: usize) -> TokenLogprob {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln() + max;
+        let lp = |t: u32| {
+            logits
+                .get(t as usize)
+                .map_or(f32::NEG_INFINITY, |&l| l - log_sum)
+        };
+        let mut top: Vec<(u32, f32)> = Vec::with_capacity(n_top + 1);
+        if n_top > 0 {
+            // Partial selection: only the best n_top are sorted.
+            let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+            let k = n_top.min(idx.len());
+            if k < idx.len() {
+                idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                    logits[b as usize].total_cmp(&logits[a as usize])
+                });
+                idx.truncate(k);
+            }
+            idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            top = idx.into_iter().map(|t| (t, lp(t))).collect();
+        }
+        TokenLogprob {
+            token,
+            logprob: lp(token),
+            top,
+        }
+    }
 }
 
 /// Timings with llama.cpp's field names.
@@ -66,6 +132,10 @@ pub struct Generation {
     pub text: String,
     pub stop: StopReason,
     pub timings: Timings,
+    /// One per generated token when [`GenerateOptions::logprobs`] asked for them.
+    pub logprobs: Vec<TokenLogprob>,
+    /// Prompt tokens taken from the cache instead of evaluated ([`GenerateOptions::reuse_kv`]).
+    pub cached_prompt_n: usize,
 }
 
 /// Collects generated tokens, turns them into text, streams complete text that cannot be the
@@ -74,6 +144,8 @@ pub struct Output<'a, F: FnMut(&str)> {
     tok: &'a Tokenizer,
     opts: &'a GenerateOptions,
     pub tokens: Vec<u32>,
+    /// Filled by the generation loop when [`GenerateOptions::logprobs`] is set.
+    pub logprobs: Vec<TokenLogprob>,
     text: String,
     /// Bytes of `text` already given to `on_text`.
     emitted: usize,
@@ -87,6 +159,7 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
             tok,
             opts,
             tokens: Vec::new(),
+            logprobs: Vec::new(),
             text: String::new(),
             emitted: 0,
             stream: StreamDecoder::new(),
@@ -94,9 +167,32 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
         }
     }
 
+    /// Record the log-probabilities of the token about to be pushed (when asked for).
+    pub fn note_logprobs(&mut self, logits: &[f32], t: u32) {
+        if let Some(n) = self.opts.logprobs {
+            self.push_logprob(TokenLogprob::new(logits, t, n));
+        }
+    }
+
+    /// Record the log-probabilities of the token about to be pushed.
+    pub fn push_logprob(&mut self, lp: TokenLogprob) {
+        if let Some(sink) = &self.opts.on_logprob {
+            (sink.0)(&lp);
+        }
+        self.logprobs.push(lp);
+    }
+
     /// Add a generated token; `Some` when generation must stop after it.
     pub fn push(&mut self, t: u32) -> Option<StopReason> {
         self.tokens.push(t);
+        if self
+            .opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Some(StopReason::Cancelled);
+        }
         if (self.tok.is_eog(t) && !self.opts.ignore_eos) || self.opts.stop_tokens.contains(&t) {
             return Some(StopReason::Eos);
         }
@@ -129,11 +225,13 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
     }
 }
 
-/// Check the prompt fits, reset the engine and the sampler history, and prefill.
+/// Check the prompt fits, reset the engine (keeping the first `reuse_kv` positions, a prompt
+/// cache hit) and the sampler history, and prefill the rest.
 pub fn prefill(
     engine: &mut Engine,
     sampler: &mut Sampler,
     prompt: &[u32],
+    reuse_kv: usize,
     timings: &mut Timings,
 ) -> Result<Logits> {
     if prompt.is_empty() {
@@ -146,11 +244,13 @@ pub fn prefill(
             engine.n_ctx()
         );
     }
-    engine.reset();
+    // At least the last prompt token is evaluated: its logits give the first token.
+    let reuse = reuse_kv.min(prompt.len() - 1).min(engine.n_past());
+    engine.truncate(reuse);
     sampler.accept_all(prompt);
-    timings.prompt_n = prompt.len();
+    timings.prompt_n = prompt.len() - reuse;
     let t0 = Instant::now();
-    let logits = engine.decode(prompt, Outputs::Last)?;
+    let logits = engine.decode(&prompt[reuse..], Outputs::Last)?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Ok(logits)
 }
@@ -166,14 +266,18 @@ pub fn generate(
     on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     let mut timings = Timings::default();
-    let mut logits = prefill(engine, sampler, prompt, &mut timings)?;
+    let mut logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
+    let cached_prompt_n = prompt.len() - timings.prompt_n;
     let t1 = Instant::now();
     let mut out = Output::new(tok, opts, on_text);
-    let device_argmax = sampler.is_plain_argmax() && engine.prefers_device_argmax();
+    // Log-probabilities need the logits; otherwise a GPU reads back only the argmax id.
+    let device_argmax =
+        sampler.is_plain_argmax() && engine.prefers_device_argmax() && opts.logprobs.is_none();
     let mut next = sampler.sample(logits.last());
     let stop = loop {
         let t = next;
         sampler.accept(t);
+        out.note_logprobs(logits.last(), t);
         if let Some(stop) = out.push(t) {
             break stop;
         }
@@ -187,6 +291,7 @@ pub fn generate(
             sampler.sample(logits.last())
         };
     };
+    let logprobs = std::mem::take(&mut out.logprobs);
     let (tokens, text) = out.finish(stop);
     timings.predicted_n = tokens.len();
     timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;
@@ -196,6 +301,8 @@ pub fn generate(
         text,
         stop,
         timings,
+        logprobs,
+        cached_prompt_n,
     })
 }
 

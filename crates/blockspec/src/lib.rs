@@ -19,6 +19,8 @@ pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod sampling;
+pub mod server;
+pub mod session;
 pub mod spec;
 pub mod synth;
 pub mod tokenizer;

@@ -58,6 +58,7 @@ fn run_cases(drafter_path: &Path, weight_type: Option<ggml::Type>) -> Vec<(Vec<u
                 ignore_eos: true,
                 stop: vec![],
                 stop_tokens: vec![],
+                ..Default::default()
             };
             let (gen, stats) = generate_speculative(
                 &mut engine,

@@ -92,6 +92,7 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> u
             ignore_eos: true,
             stop: vec![],
             stop_tokens: c.get("stop_token_ids").map(ids).unwrap_or_default(),
+            ..Default::default()
         };
         let (gen, stats) = generate_speculative(
             &mut engine,

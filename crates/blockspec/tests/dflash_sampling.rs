@@ -55,6 +55,7 @@ fn speculative_sampling_reproduces_plain_sampling() {
         ignore_eos: true,
         stop: vec![],
         stop_tokens: vec![],
+        ..Default::default()
     };
     let mut accepted = 0;
     for temp in [0.7f32, 1.0] {

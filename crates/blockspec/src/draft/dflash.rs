@@ -1341,6 +1341,25 @@ impl super::Drafter for DFlashDrafter {
         self.push_features(features);
         Ok(())
     }
+    fn resumes_prefix(&self) -> bool {
+        true
+    }
+    fn begin_from(&mut self, prompt: &[u32], reuse: usize, features: &[f32]) -> Result<()> {
+        // The positions it knows are the previous generation's (its prompt and every commit),
+        // the same ones the target's cache holds: keep the shared prefix's draft KV.
+        if reuse > self.n_known() {
+            bail!(
+                "cached prompt prefix of {reuse} positions, but the drafter knows {}",
+                self.n_known()
+            );
+        }
+        if reuse == 0 {
+            return self.begin(prompt, features);
+        }
+        self.truncate(reuse);
+        self.push_features(features);
+        Ok(())
+    }
     fn sync(&mut self) -> Result<()> {
         self.catch_up()
     }

@@ -48,6 +48,24 @@ pub trait Drafter {
     /// A new generation. `features`: the captured target features of the prompt's positions,
     /// token-major (empty when `target_layers` is).
     fn begin(&mut self, prompt: &[u32], features: &[f32]) -> Result<()>;
+    /// Whether [`begin_from`](Drafter::begin_from) can start from a cached prompt prefix.
+    /// Drafters that read no target features can (they get none anyway); one that does needs
+    /// to keep the prefix's state itself.
+    fn resumes_prefix(&self) -> bool {
+        self.target_layers().is_empty()
+    }
+    /// A new generation whose first `reuse` prompt positions are still in the target's cache
+    /// from the previous one (a prompt cache hit): `features` cover `prompt[reuse..]` only.
+    /// Only called with `reuse > 0` when [`resumes_prefix`](Drafter::resumes_prefix).
+    fn begin_from(&mut self, prompt: &[u32], reuse: usize, features: &[f32]) -> Result<()> {
+        if reuse > 0 && !self.resumes_prefix() {
+            anyhow::bail!(
+                "the {} drafter cannot start from a cached prompt prefix",
+                self.name()
+            );
+        }
+        self.begin(prompt, features)
+    }
     /// Catch up on committed tokens the drafter has not processed yet, outside the timed draft
     /// (after a run of plain steps), so the measured drafting cost is that of a draft alone.
     fn sync(&mut self) -> Result<()> {

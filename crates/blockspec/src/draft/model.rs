@@ -61,6 +61,9 @@ pub struct DraftModel {
     pending: Vec<u32>,
     /// Cache position of the current step's `last` token, between `draft` and `commit`.
     step_base: Option<usize>,
+    /// The tokens at cache positions 0..n_past, so a new prompt sharing a prefix with the last
+    /// generation (a server's follow-up turn) reuses their KV.
+    cached: Vec<u32>,
 }
 
 impl DraftModel {
@@ -79,6 +82,7 @@ impl DraftModel {
             p_min,
             pending: Vec::new(),
             step_base: None,
+            cached: Vec::new(),
         })
     }
 }
@@ -107,9 +111,19 @@ impl Drafter for DraftModel {
         self.engine.last_decode_was_cold()
     }
     fn begin(&mut self, prompt: &[u32], _features: &[f32]) -> Result<()> {
-        self.engine.reset();
+        // Keep the KV of the prefix this prompt shares with what the cache holds (drafts only
+        // change speed, never the output, so reuse is always safe).
+        let reuse = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(self.engine.n_past());
+        self.engine.truncate(reuse);
+        self.cached.truncate(reuse);
         self.pending.clear();
-        self.pending.extend_from_slice(prompt);
+        self.pending.extend_from_slice(&prompt[reuse..]);
         self.step_base = None;
         // The draft model's own prompt processing, done now (with the target's) rather than
         // inside the first draft.
@@ -123,7 +137,7 @@ impl Drafter for DraftModel {
             let room = self.engine.n_ctx() - self.engine.n_past();
             if self.pending.len() <= room {
                 self.engine.decode(&self.pending, Outputs::Last)?;
-                self.pending.clear();
+                self.cached.append(&mut self.pending);
             }
         }
         Ok(())
@@ -143,6 +157,7 @@ impl Drafter for DraftModel {
             return Ok(Vec::new());
         }
         let mut logits = self.engine.decode(&input, Outputs::Last)?;
+        self.cached.extend_from_slice(&input);
         self.step_base = Some(base);
         let mut out = Vec::with_capacity(want);
         while out.len() < want {
@@ -156,6 +171,7 @@ impl Drafter for DraftModel {
                 break;
             }
             logits = self.engine.decode(&[t], Outputs::Last)?;
+            self.cached.push(t);
         }
         Ok(out)
     }
@@ -170,6 +186,7 @@ impl Drafter for DraftModel {
                 let evaluated = self.engine.n_past() - base;
                 let keep = tokens.len().min(evaluated);
                 self.engine.truncate(base + keep);
+                self.cached.truncate(base + keep);
                 self.pending.extend_from_slice(&tokens[keep..]);
             }
         }

@@ -9,7 +9,9 @@ pub mod policy;
 
 use crate::draft::Drafter;
 use crate::engine::{Engine, Logits, Outputs};
-use crate::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
+use crate::generate::{
+    prefill, GenerateOptions, Generation, Output, StopReason, Timings, TokenLogprob,
+};
 use crate::profile;
 use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
@@ -150,11 +152,14 @@ pub fn generate_speculative(
     }
     let b = exact;
     let mut timings = Timings::default();
-    let logits = prefill(engine, sampler, prompt, &mut timings)?;
-    let device_argmax = sampler.is_plain_argmax() && engine.prefers_device_argmax();
+    let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
+    let cached_prompt_n = prompt.len() - timings.prompt_n;
+    // Log-probabilities need the logits; otherwise a GPU reads back only argmax ids.
+    let device_argmax =
+        sampler.is_plain_argmax() && engine.prefers_device_argmax() && opts.logprobs.is_none();
     // The drafter's own prompt processing counts as prompt time.
     let tb = Instant::now();
-    drafter.begin(prompt, engine.captured())?;
+    drafter.begin_from(prompt, cached_prompt_n, engine.captured())?;
     timings.prompt_ms += tb.elapsed().as_secs_f64() * 1000.0;
     let n_vocab = engine.n_vocab();
     let mut warned_bad_draft = false;
@@ -178,6 +183,7 @@ pub fn generate_speculative(
     let ts = Instant::now();
     let mut last = sampler.sample(logits.last());
     sampler.accept(last);
+    out.note_logprobs(logits.last(), last);
     sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
     let stop = 'gen: {
         if let Some(s) = out.push(last) {
@@ -245,6 +251,8 @@ pub fn generate_speculative(
             let ts = Instant::now();
             let _p = profile::scope("spec.walk");
             let mut committed = 0; // drafts accepted
+                                   // Log-probabilities of the tokens this step commits (row k gives token k+1).
+            let mut step_logprobs = Vec::new();
             let bonus = if let Some(r) = spec.replay.as_mut() {
                 // Replay: keep a drawn number of drafts whatever the target says, then take
                 // the target's token after them (same verify and commit work as a real step).
@@ -256,6 +264,9 @@ pub fn generate_speculative(
                 loop {
                     let t = verdict.pick(committed, sampler);
                     sampler.accept(t);
+                    if let (Some(n_top), Verdict::Logits(l)) = (opts.logprobs, &verdict) {
+                        step_logprobs.push(TokenLogprob::new(l.row(committed), t, n_top));
+                    }
                     if committed + 1 < n && block[committed + 1] == t {
                         committed += 1;
                         continue;
@@ -295,7 +306,11 @@ pub fn generate_speculative(
             // Tokens this step commits (cut short by a stop or the token limit).
             let _p = profile::scope("spec.output");
             let before = out.tokens.len();
+            let mut step_logprobs = step_logprobs.into_iter();
             for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
+                if let Some(lp) = step_logprobs.next() {
+                    out.push_logprob(lp);
+                }
                 if let Some(s) = out.push(t) {
                     stats.accept_lengths.push(out.tokens.len() - before);
                     break 'gen s;
@@ -306,7 +321,9 @@ pub fn generate_speculative(
         }
     };
     spec.policy = Some(policy);
+    let mut logprobs = std::mem::take(&mut out.logprobs);
     let (tokens, text) = out.finish(stop);
+    logprobs.truncate(tokens.len());
     timings.predicted_n = tokens.len();
     timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;
     timings.finish();
@@ -338,6 +355,8 @@ pub fn generate_speculative(
             text,
             stop,
             timings,
+            logprobs,
+            cached_prompt_n,
         },
         stats,
     ))

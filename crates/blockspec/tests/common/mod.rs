@@ -75,6 +75,7 @@ pub fn greedy_opts(n: usize) -> blockspec::generate::GenerateOptions {
         ignore_eos: true,
         stop: vec![],
         stop_tokens: vec![],
+        ..Default::default()
     }
 }
 

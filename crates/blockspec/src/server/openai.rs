@@ -1,0 +1,510 @@
+//! Request parsing and response shapes of the OpenAI API and llama.cpp's native endpoints.
+//!
+//! Requests are read field by field from JSON (not derived), so that a field of the wrong type
+//! or out of range gets an error naming it; unknown fields are ignored, as clients send extras.
+
+use crate::generate::{Generation, StopReason, TokenLogprob};
+use crate::sampling::SamplingParams;
+use crate::spec::SpecStats;
+use crate::tokenizer::Tokenizer;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+/// An error answered as OpenAI-style JSON (`{"error": {"code", "message", "type"}}`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    /// The `type` llama-server uses for this status.
+    fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            404 => "not_found_error",
+            501 => "not_supported_error",
+            503 => "unavailable_error",
+            _ => "server_error",
+        }
+    }
+    pub fn to_json(&self) -> Value {
+        json!({"error": {"code": self.status.as_u16(), "message": self.message, "type": self.kind()}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.to_json())).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Typed access to a request object's fields; errors name the field.
+pub struct Fields<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    pub fn parse(body: &'a Value) -> ApiResult<Fields<'a>> {
+        match body {
+            Value::Object(m) => Ok(Fields(m)),
+            _ => Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            )),
+        }
+    }
+    /// The field, with `null` treated as absent.
+    pub fn get(&self, name: &str) -> Option<&'a Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+    pub fn f32(&self, name: &str) -> ApiResult<Option<f32>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x as f32)),
+                _ => Err(ApiError::bad_request(format!(
+                    "'{name}' must be a number, got {v}"
+                ))),
+            },
+        }
+    }
+    pub fn i64(&self, name: &str) -> ApiResult<Option<i64>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_i64() {
+                Some(x) => Ok(Some(x)),
+                None => Err(ApiError::bad_request(format!(
+                    "'{name}' must be an integer, got {v}"
+                ))),
+            },
+        }
+    }
+    pub fn bool(&self, name: &str) -> ApiResult<Option<bool>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "'{name}' must be true or false, got {v}"
+            ))),
+        }
+    }
+    pub fn str(&self, name: &str) -> ApiResult<Option<&'a str>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "'{name}' must be a string, got {v}"
+            ))),
+        }
+    }
+    pub fn object(&self, name: &str) -> ApiResult<Option<&'a Map<String, Value>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "'{name}' must be an object, got {v}"
+            ))),
+        }
+    }
+}
+
+/// What every generation endpoint asks for, after parsing and validation.
+#[derive(Clone, Debug)]
+pub struct GenParams {
+    pub sampling: SamplingParams,
+    /// None: until end of generation or a full context.
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// Top candidates per token to report (None: no logprobs).
+    pub logprobs: Option<usize>,
+    /// Reuse the KV of the common prefix with the slot's previous prompt (llama.cpp's
+    /// `cache_prompt`, default true).
+    pub cache_prompt: bool,
+}
+
+/// Most top candidates reported per token (OpenAI allows 20).
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+
+/// The seed for a request without one: a fresh one per request (llama.cpp's -1).
+fn random_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ COUNTER
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Which endpoint a request came in on (field spellings differ a little).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    /// llama.cpp's native `/completion`.
+    Native,
+}
+
+/// Sampling, limits, stop strings and streaming options of a request.
+pub fn gen_params(
+    f: &Fields,
+    endpoint: Endpoint,
+    defaults: &SamplingParams,
+    n_ctx: usize,
+) -> ApiResult<GenParams> {
+    let mut s = defaults.clone();
+    if let Some(t) = f.f32("temperature")? {
+        if t < 0.0 {
+            return Err(ApiError::bad_request(format!(
+                "'temperature' must be >= 0, got {t}"
+            )));
+        }
+        s.temperature = t;
+    }
+    if let Some(v) = f.f32("top_p")? {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(ApiError::bad_request(format!(
+                "'top_p' must be in [0, 1], got {v}"
+            )));
+        }
+        s.top_p = v;
+    }
+    if let Some(v) = f.i64("top_k")? {
+        s.top_k = v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    }
+    if let Some(v) = f.f32("min_p")? {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(ApiError::bad_request(format!(
+                "'min_p' must be in [0, 1], got {v}"
+            )));
+        }
+        s.min_p = v;
+    }
+    s.seed = match f.i64("seed")? {
+        Some(v) if v >= 0 => v as u64,
+        // -1 (llama.cpp) or absent: random.
+        _ => random_seed(),
+    };
+    if let Some(v) = f.f32("presence_penalty")? {
+        if !(-2.0..=2.0).contains(&v) {
+            return Err(ApiError::bad_request(format!(
+                "'presence_penalty' must be in [-2, 2], got {v}"
+            )));
+        }
+        s.presence_penalty = v;
+    }
+    if let Some(v) = f.f32("frequency_penalty")? {
+        if !(-2.0..=2.0).contains(&v) {
+            return Err(ApiError::bad_request(format!(
+                "'frequency_penalty' must be in [-2, 2], got {v}"
+            )));
+        }
+        s.frequency_penalty = v;
+    }
+    if let Some(v) = f.f32("repeat_penalty")? {
+        s.repeat_penalty = v;
+    }
+    if let Some(v) = f.i64("repeat_last_n")? {
+        s.repeat_last_n = v.clamp(-1, i32::MAX as i64) as i32;
+    }
+    s.validate().map_err(ApiError::bad_request)?;
+
+    // Token limit: OpenAI's max_completion_tokens / max_tokens, llama.cpp's n_predict.
+    let mut max_tokens = None;
+    for name in ["max_completion_tokens", "max_tokens", "n_predict"] {
+        if let Some(v) = f.i64(name)? {
+            if v < 0 {
+                // llama.cpp: -1 means no limit.
+                if v != -1 {
+                    return Err(ApiError::bad_request(format!(
+                        "'{name}' must be positive (or -1 for no limit), got {v}"
+                    )));
+                }
+                continue;
+            }
+            if v as u64 > n_ctx as u64 {
+                return Err(ApiError::bad_request(format!(
+                    "'{name}' is {v}, more than the context size of {n_ctx} tokens"
+                )));
+            }
+            max_tokens = Some(v as usize);
+            break;
+        }
+    }
+
+    let stop = match f.get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => {
+            let mut v = Vec::new();
+            for x in a {
+                match x.as_str() {
+                    Some(s) => v.push(s.to_string()),
+                    None => {
+                        return Err(ApiError::bad_request(format!(
+                            "'stop' must be a string or an array of strings, got {x} in the array"
+                        )))
+                    }
+                }
+            }
+            v
+        }
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "'stop' must be a string or an array of strings, got {v}"
+            )))
+        }
+    };
+
+    if let Some(n) = f.i64("n")? {
+        if n != 1 {
+            return Err(ApiError::bad_request(format!(
+                "'n' must be 1 (one choice per request is supported), got {n}"
+            )));
+        }
+    }
+
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.object("stream_options")? {
+        Some(o) => Fields(o).bool("include_usage")?.unwrap_or(false),
+        None => false,
+    };
+
+    let top_n = |name: &str, v: i64| -> ApiResult<usize> {
+        if !(0..=MAX_TOP_LOGPROBS).contains(&v) {
+            return Err(ApiError::bad_request(format!(
+                "'{name}' must be between 0 and {MAX_TOP_LOGPROBS}, got {v}"
+            )));
+        }
+        Ok(v as usize)
+    };
+    let logprobs = match endpoint {
+        Endpoint::Chat => match f.bool("logprobs")? {
+            Some(true) => Some(top_n("top_logprobs", f.i64("top_logprobs")?.unwrap_or(0))?),
+            _ => {
+                if f.get("top_logprobs").is_some() {
+                    return Err(ApiError::bad_request(
+                        "'top_logprobs' needs 'logprobs': true",
+                    ));
+                }
+                None
+            }
+        },
+        Endpoint::Completions => match f.i64("logprobs")? {
+            Some(v) => Some(top_n("logprobs", v)?),
+            None => None,
+        },
+        Endpoint::Native => match f.i64("n_probs")? {
+            Some(0) | None => None,
+            Some(v) => Some(top_n("n_probs", v)?),
+        },
+    };
+
+    Ok(GenParams {
+        sampling: s,
+        max_tokens,
+        stop,
+        ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
+        stream,
+        include_usage,
+        logprobs,
+        cache_prompt: f.bool("cache_prompt")?.unwrap_or(true),
+    })
+}
+
+/// A prompt given as text or token ids (`/v1/completions`, `/completion`).
+pub enum PromptInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+pub fn prompt_input(f: &Fields) -> ApiResult<PromptInput> {
+    let bad = |v: &Value| {
+        ApiError::bad_request(format!(
+            "'prompt' must be a string, an array of token ids or an array with one string, got {}",
+            short(v)
+        ))
+    };
+    match f.get("prompt") {
+        None => Err(ApiError::bad_request("'prompt' is required")),
+        Some(Value::String(s)) => Ok(PromptInput::Text(s.clone())),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => Ok(PromptInput::Text(
+            a[0].as_str().unwrap_or_default().to_string(),
+        )),
+        Some(v @ Value::Array(a)) => {
+            let mut ids = Vec::with_capacity(a.len());
+            for x in a {
+                match x.as_u64() {
+                    Some(t) if t <= u32::MAX as u64 => ids.push(t as u32),
+                    _ => return Err(bad(v)),
+                }
+            }
+            Ok(PromptInput::Tokens(ids))
+        }
+        Some(v) => Err(bad(v)),
+    }
+}
+
+/// A value for an error message, cut short.
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!("{}...", &s[..s.floor_char_boundary(80)])
+    } else {
+        s
+    }
+}
+
+/// OpenAI's finish_reason.
+pub fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::Eos | StopReason::Word | StopReason::Cancelled => "stop",
+        StopReason::Limit | StopReason::Context => "length",
+    }
+}
+
+/// llama.cpp's `timings` object, with the speculative counters when a drafter ran.
+pub fn timings_json(g: &Generation, spec: Option<&SpecStats>) -> Value {
+    let mut t = serde_json::to_value(&g.timings).unwrap_or_else(|_| json!({}));
+    t["cache_n"] = g.cached_prompt_n.into();
+    if let Some(s) = spec {
+        t["draft_n"] = s.drafted.into();
+        t["draft_n_accepted"] = s.accepted.into();
+    }
+    t
+}
+
+pub fn usage_json(prompt_n: usize, g: &Generation) -> Value {
+    json!({
+        "prompt_tokens": prompt_n,
+        "completion_tokens": g.tokens.len(),
+        "total_tokens": prompt_n + g.tokens.len(),
+        "prompt_tokens_details": {"cached_tokens": g.cached_prompt_n},
+    })
+}
+
+fn token_piece(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
+    let bytes = tok.token_bytes(id);
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+/// Chat `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs: [...]}]}`.
+pub fn chat_logprobs_json(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
+    let entry = |id: u32, lp: f32| {
+        let (text, bytes) = token_piece(tok, id);
+        json!({"token": text, "logprob": lp, "bytes": bytes})
+    };
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|l| {
+            let mut e = entry(l.token, l.logprob);
+            e["top_logprobs"] = l.top.iter().map(|&(t, lp)| entry(t, lp)).collect();
+            e
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+/// Legacy completions `logprobs`: tokens, token_logprobs, top_logprobs, text_offset.
+pub fn completion_logprobs_json(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
+    let mut tokens = Vec::new();
+    let mut token_logprobs = Vec::new();
+    let mut top = Vec::new();
+    let mut offsets = Vec::new();
+    let mut offset = 0usize;
+    for l in lps {
+        let (text, _) = token_piece(tok, l.token);
+        offsets.push(offset);
+        offset += text.len();
+        tokens.push(text);
+        token_logprobs.push(l.logprob);
+        let mut m = Map::new();
+        for &(t, lp) in &l.top {
+            m.insert(token_piece(tok, t).0, lp.into());
+        }
+        top.push(Value::Object(m));
+    }
+    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+}
+
+/// llama.cpp's native `completion_probabilities`.
+pub fn native_probs_json(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
+    let entry = |id: u32, lp: f32| {
+        let (text, bytes) = token_piece(tok, id);
+        json!({"id": id, "token": text, "logprob": lp, "bytes": bytes})
+    };
+    lps.iter()
+        .map(|l| {
+            let mut e = entry(l.token, l.logprob);
+            e["top_logprobs"] = l.top.iter().map(|&(t, lp)| entry(t, lp)).collect();
+            e
+        })
+        .collect()
+}
+
+/// A unique-enough id: prefix + time + counter, hex.
+pub fn new_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}{n:04x}", unix_time())
+}
+
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(body: Value) -> ApiResult<GenParams> {
+        let f = Fields::parse(&body)?;
+        gen_params(&f, Endpoint::Chat, &SamplingParams::default(), 100)
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = params(json!({"temperature": "hot"})).unwrap_err();
+        assert!(e.message.contains("'temperature'"), "{}", e.message);
+        let e = params(json!({"stop": [1]})).unwrap_err();
+        assert!(e.message.contains("'stop'"), "{}", e.message);
+        let e = params(json!({"n": 2})).unwrap_err();
+        assert!(e.message.contains("'n'"), "{}", e.message);
+        let e = params(json!({"max_tokens": 1000})).unwrap_err();
+        assert!(e.message.contains("context"), "{}", e.message);
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let p =
+            params(json!({"temperature": 0, "max_tokens": 5, "stop": "x", "unknown": 1})).unwrap();
+        assert_eq!(p.sampling.temperature, 0.0);
+        assert_eq!(p.max_tokens, Some(5));
+        assert_eq!(p.stop, vec!["x".to_string()]);
+        assert!(p.cache_prompt && !p.stream);
+    }
+}

@@ -1,0 +1,217 @@
+//! A loaded model and the generation sessions made from it.
+//!
+//! [`LoadedModel`] is what stays shared (weights, tokenizer, how drafters are made);
+//! a [`Session`] is one sequence's state: its own KV cache, drafter and speculation policy,
+//! plus the tokens its cache holds, so a follow-up prompt can reuse the common prefix. The CLI
+//! runs one session; the server runs one per slot.
+
+use crate::draft::dflash::DFlashDrafter;
+use crate::draft::model::DraftModel;
+use crate::draft::ngram::NgramDrafter;
+use crate::draft::Drafter;
+use crate::engine::{Engine, EngineConfig};
+use crate::generate::{generate, GenerateOptions, Generation};
+use crate::gguf::Gguf;
+use crate::model::Model;
+use crate::sampling::Sampler;
+use crate::spec::{generate_speculative, SpecOptions, SpecStats};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a session's drafts come from.
+pub enum DraftSource {
+    None,
+    /// A DFlash drafter file or directory (each session loads its own: it keeps per-sequence
+    /// state next to its weights).
+    DFlash {
+        path: PathBuf,
+        window: usize,
+        weight_type: Option<ggml::Type>,
+    },
+    /// A classic draft model, its weights shared by every session.
+    DraftModel {
+        model: Arc<Model>,
+        p_min: f32,
+    },
+    Ngram {
+        n: usize,
+    },
+}
+
+/// A model loaded once, from which sessions are made.
+pub struct LoadedModel {
+    pub gguf: Gguf,
+    pub tokenizer: Tokenizer,
+    pub model: Arc<Model>,
+    pub backend: Arc<ggml::Backend>,
+    pub n_ctx: usize,
+    pub n_ubatch: usize,
+    pub type_k: ggml::Type,
+    pub type_v: ggml::Type,
+    pub draft: DraftSource,
+    /// Longest verify block of a draft model or n-gram drafter (drafts + 1).
+    pub draft_block: usize,
+    /// `--verify fast`: full verify blocks on the fastest kernels.
+    pub fast_verify: bool,
+    /// `--block-size`: a fixed verify length.
+    pub block_size: Option<usize>,
+    /// Opens another backend like `backend`: concurrent sessions each compute on their own
+    /// (a ggml CPU backend's work buffer is not shared safely between threads).
+    pub open_backend: Arc<dyn Fn() -> Result<ggml::Backend> + Send + Sync>,
+    /// The memory plan computed before loading (weights, caches, features, drafter).
+    pub planned_bytes: usize,
+    /// Free device memory before loading (GPU backends only).
+    pub device_free_at_start: Option<usize>,
+}
+
+impl LoadedModel {
+    /// A fresh session on the model's backend: its own KV cache, drafter and length policy.
+    pub fn new_session(&self) -> Result<Session> {
+        self.new_session_on(self.backend.clone())
+    }
+
+    /// A fresh session computing on `backend` (see [`LoadedModel::open_backend`]).
+    pub fn new_session_on(&self, backend: Arc<ggml::Backend>) -> Result<Session> {
+        let drafter: Option<Box<dyn Drafter>> = match &self.draft {
+            DraftSource::None => None,
+            DraftSource::DFlash {
+                path,
+                window,
+                weight_type,
+            } => Some(Box::new(DFlashDrafter::load_with(
+                path,
+                self.model.clone(),
+                backend.clone(),
+                self.n_ctx,
+                *window,
+                ggml::Type::F16,
+                *weight_type,
+            )?)),
+            DraftSource::DraftModel { model, p_min } => {
+                let cfg = EngineConfig {
+                    n_ctx: self.n_ctx,
+                    n_ubatch: self.n_ubatch,
+                    type_k: ggml::Type::F16,
+                    type_v: ggml::Type::F16,
+                    capture_layers: vec![],
+                };
+                let de = Engine::new(model.clone(), backend.clone(), cfg)?;
+                Some(Box::new(DraftModel::new(de, self.draft_block, *p_min)?))
+            }
+            DraftSource::Ngram { n } => Some(Box::new(NgramDrafter::new(*n, self.draft_block)?)),
+        };
+        if let (Some(d), Some(b)) = (&drafter, self.block_size) {
+            if b > d.max_block() {
+                bail!(
+                    "--block-size {b}: the drafter fills blocks of at most {}",
+                    d.max_block()
+                );
+            }
+        }
+        let cfg = EngineConfig {
+            n_ctx: self.n_ctx,
+            n_ubatch: self.n_ubatch,
+            type_k: self.type_k,
+            type_v: self.type_v,
+            capture_layers: drafter
+                .as_ref()
+                .map(|d| d.target_layers().to_vec())
+                .unwrap_or_default(),
+        };
+        let engine = Engine::new(self.model.clone(), backend, cfg)?;
+        let spec = SpecOptions {
+            fixed_len: self.block_size,
+            allow_inexact_batches: self.fast_verify,
+            policy: None,
+            replay: None,
+        };
+        Ok(Session {
+            engine,
+            drafter,
+            spec,
+            cached: Vec::new(),
+        })
+    }
+}
+
+/// One sequence's state: KV cache, drafter, the length policy it learned, and the tokens whose
+/// KV the cache holds (for prompt reuse).
+pub struct Session {
+    pub engine: Engine,
+    pub drafter: Option<Box<dyn Drafter>>,
+    pub spec: SpecOptions,
+    /// Tokens at KV positions 0.. that are valid in `engine` (prompt + generated).
+    cached: Vec<u32>,
+}
+
+impl Session {
+    /// Generate from `prompt`, speculatively when the session has a drafter. With
+    /// `reuse_prompt`, the KV of the longest common prefix with the previous generation's
+    /// tokens is kept (a prompt cache); otherwise everything is evaluated afresh.
+    pub fn generate(
+        &mut self,
+        tok: &Tokenizer,
+        sampler: &mut Sampler,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        reuse_prompt: bool,
+        on_text: impl FnMut(&str),
+    ) -> Result<(Generation, Option<SpecStats>)> {
+        let mut opts = opts.clone();
+        // A drafter that reads target features must be able to keep the prefix's state
+        // (DFlash keeps its draft KV); otherwise the whole prompt is evaluated again.
+        let resumable = self.drafter.as_ref().is_none_or(|d| d.resumes_prefix());
+        opts.reuse_kv = if reuse_prompt && resumable {
+            common_prefix(&self.cached, prompt)
+        } else {
+            0
+        };
+        // Whatever happens below, the cache is only trusted again once it is recorded.
+        self.cached.clear();
+        let result = match self.drafter.as_mut() {
+            Some(d) => generate_speculative(
+                &mut self.engine,
+                d.as_mut(),
+                tok,
+                sampler,
+                prompt,
+                &opts,
+                &mut self.spec,
+                on_text,
+            )
+            .map(|(g, s)| (g, Some(s))),
+            None => {
+                generate(&mut self.engine, tok, sampler, prompt, &opts, on_text).map(|g| (g, None))
+            }
+        };
+        if let Ok((g, _)) = &result {
+            // KV positions 0..n_past hold the prompt and the committed tokens in order (a step
+            // may have committed a few tokens past a stop; those are simply not reused).
+            let valid = self.engine.n_past();
+            self.cached = prompt
+                .iter()
+                .chain(&g.tokens)
+                .copied()
+                .take(valid)
+                .collect();
+        }
+        result
+    }
+
+    /// The tokens whose KV the cache holds (prompt + generated of the last generation).
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Forget the cached prompt (the next generation evaluates everything).
+    pub fn clear_cache(&mut self) {
+        self.cached.clear();
+        self.engine.reset();
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

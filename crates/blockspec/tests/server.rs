@@ -1,0 +1,940 @@
+//! `blockspec serve` driven over HTTP, as clients use it: every endpoint, the SSE chunk format,
+//! error statuses, speculative output == plain output through the API, parallel slots ==
+//! serial, cancellation and the bounded queue, reasoning and tool calls.
+
+mod common;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server on a free port, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    key: Option<String>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Server {
+    fn start(model: &Path, args: &[&str]) -> Server {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_blockspec"))
+            .arg("serve")
+            .arg("-m")
+            .arg(model)
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("start blockspec serve");
+        let key = args
+            .iter()
+            .position(|a| *a == "--api-key")
+            .map(|i| args[i + 1].to_string());
+        let mut s = Server {
+            child,
+            base: String::new(),
+            key,
+            log,
+        };
+        let t0 = Instant::now();
+        // The port is printed as soon as the listener is up (before the model has loaded).
+        while s.base.is_empty() {
+            let text = s.log_text();
+            if let Some(i) = text.find("listening on http://") {
+                let rest = &text[i + "listening on ".len()..];
+                s.base = rest.split_whitespace().next().unwrap_or("").to_string();
+            }
+            s.check_alive();
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "no listener: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // /health: 503 while loading, then 200; nothing else.
+        loop {
+            let (status, body) = s.get("/health");
+            match status {
+                200 => {
+                    assert_eq!(
+                        serde_json::from_str::<Value>(&body).unwrap()["status"],
+                        "ok"
+                    );
+                    break;
+                }
+                503 => {
+                    let v: Value = serde_json::from_str(&body).unwrap();
+                    assert_eq!(v["error"]["code"], 503, "{body}");
+                }
+                other => panic!("/health answered {other}: {body}"),
+            }
+            s.check_alive();
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "model never loaded"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn check_alive(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("server exited ({st}): {}", self.log_text());
+        }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let r = ureq::request(method, &format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.set("Authorization", &format!("Bearer {k}")),
+            None => r,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        answer(self.request("GET", path).call())
+    }
+
+    fn post_raw(&self, path: &str, body: &str) -> (u16, String) {
+        answer(
+            self.request("POST", path)
+                .set("Content-Type", "application/json")
+                .send_string(body),
+        )
+    }
+
+    /// POST JSON; (status, JSON body).
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, text) = self.post_raw(path, &body.to_string());
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+        (status, v)
+    }
+
+    /// POST JSON expecting 200.
+    fn ok(&self, path: &str, body: &Value) -> Value {
+        let (status, v) = self.post(path, body);
+        assert_eq!(status, 200, "{path} {body}: {v}");
+        v
+    }
+
+    /// A streamed request: the `data:` payloads in order (`[DONE]` as a JSON string).
+    fn stream(&self, path: &str, body: &Value) -> Vec<Value> {
+        let resp = self
+            .request("POST", path)
+            .send_string(&body.to_string())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.content_type(), "text/event-stream");
+        let mut text = String::new();
+        resp.into_reader()
+            .read_to_string(&mut text)
+            .expect("read stream");
+        sse_events(&text)
+    }
+
+    fn metrics(&self) -> String {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+/// Parse an SSE body: every event must be one `data: ...` line followed by a blank line.
+fn sse_events(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.is_empty()) {
+        let payload = block
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("not an SSE data event: {block:?}"));
+        assert!(!payload.contains('\n'), "multi-line event: {block:?}");
+        out.push(if payload == "[DONE]" {
+            json!("[DONE]")
+        } else {
+            serde_json::from_str(payload).unwrap_or_else(|e| panic!("{e}: {payload}"))
+        });
+    }
+    out
+}
+
+fn chat(content: &str, max_tokens: usize) -> Value {
+    json!({
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
+/// Concatenated `delta.<field>` of streamed chat chunks.
+fn stream_field(events: &[Value], field: &str) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"][field].as_str())
+        .collect()
+}
+
+fn error_message(v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn endpoints_formats_and_errors() {
+    let Some(m) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let s = Server::start(
+        &m,
+        &[
+            "-c",
+            "1024",
+            "--spec",
+            "ngram",
+            "--api-key",
+            "sekret",
+            "--max-body-mib",
+            "1",
+        ],
+    );
+
+    // Models, props, tokenize / detokenize.
+    let (st, models) = s.get("/v1/models");
+    assert_eq!(st, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(models["data"][0]["meta"]["n_ctx"], 1024);
+    let (st, props) = s.get("/props");
+    assert_eq!(st, 200);
+    let props: Value = serde_json::from_str(&props).unwrap();
+    assert_eq!(props["total_slots"], 1);
+    assert_eq!(props["speculative"]["type"], "ngram-simple");
+    assert!(props["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("im_start"));
+    let toks = s.ok("/tokenize", &json!({"content": "def fibonacci(n):"}));
+    let ids = toks["tokens"].clone();
+    assert!(ids.as_array().unwrap().len() >= 4);
+    let text = s.ok("/detokenize", &json!({ "tokens": ids }));
+    assert_eq!(text["content"], "def fibonacci(n):");
+    let pieces = s.ok(
+        "/tokenize",
+        &json!({"content": "def f", "with_pieces": true}),
+    );
+    assert_eq!(pieces["tokens"][0]["piece"], "def");
+
+    // Chat, non-streamed: message, usage, timings with the drafter's counters.
+    let req = chat("Write a Python function that adds two numbers.", 24);
+    let r = s.ok("/v1/chat/completions", &req);
+    assert_eq!(r["object"], "chat.completion");
+    let content = r["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!content.is_empty());
+    assert_eq!(r["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    assert_eq!(r["usage"]["completion_tokens"], 24);
+    let prompt_tokens = r["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        r["usage"]["total_tokens"].as_u64().unwrap(),
+        prompt_tokens + 24
+    );
+    for f in [
+        "prompt_n",
+        "prompt_ms",
+        "prompt_per_token_ms",
+        "prompt_per_second",
+        "predicted_n",
+        "predicted_ms",
+        "predicted_per_token_ms",
+        "predicted_per_second",
+        "draft_n",
+        "draft_n_accepted",
+    ] {
+        assert!(r["timings"][f].is_number(), "timings.{f}: {}", r["timings"]);
+    }
+
+    // Streamed: role first, content deltas, a final chunk with finish_reason and timings, then
+    // usage (asked for), then [DONE]; the same text as non-streamed.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let ev = s.stream("/v1/chat/completions", &sreq);
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    assert_eq!(ev[0]["object"], "chat.completion.chunk");
+    assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(stream_field(&ev, "content"), content);
+    let fin = &ev[ev.len() - 3];
+    assert_eq!(fin["choices"][0]["finish_reason"], "length");
+    assert!(fin["timings"]["draft_n"].is_number());
+    let usage = &ev[ev.len() - 2];
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 24);
+    // The follow-up reused the cached prompt, and it is the same text as without the cache.
+    assert!(fin["timings"]["cache_n"].as_u64().unwrap() > 0, "{fin}");
+    let mut nocache = req.clone();
+    nocache["cache_prompt"] = json!(false);
+    let r2 = s.ok("/v1/chat/completions", &nocache);
+    assert_eq!(r2["choices"][0]["message"]["content"], content.as_str());
+    assert_eq!(r2["timings"]["cache_n"], 0);
+
+    // A second conversation turn: prefix reuse.
+    let turn2 = json!({
+        "messages": [
+            {"role": "user", "content": "Write a Python function that adds two numbers."},
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": "Now make it subtract."},
+        ],
+        "max_tokens": 16, "temperature": 0,
+    });
+    let t2 = s.ok("/v1/chat/completions", &turn2);
+    assert!(
+        t2["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 10
+    );
+    let mut t2_fresh = turn2.clone();
+    t2_fresh["cache_prompt"] = json!(false);
+    let t2f = s.ok("/v1/chat/completions", &t2_fresh);
+    assert_eq!(
+        t2["choices"][0]["message"]["content"],
+        t2f["choices"][0]["message"]["content"]
+    );
+
+    // Stop strings and logprobs.
+    let mut stop_req = chat("Count from 1 to 20, separated by commas.", 40);
+    stop_req["stop"] = json!(["5"]);
+    let r = s.ok("/v1/chat/completions", &stop_req);
+    let c = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!c.contains('5'), "{c}");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    let mut lp_req = chat("Say hello.", 4);
+    lp_req["logprobs"] = json!(true);
+    lp_req["top_logprobs"] = json!(3);
+    let r = s.ok("/v1/chat/completions", &lp_req);
+    let lps = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(lps.len(), 4);
+    for l in lps {
+        let top = l["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(l["token"], top[0]["token"]);
+        assert!(l["logprob"].as_f64().unwrap() <= 0.0);
+    }
+
+    // Streamed, the same log-probabilities arrive with the chunks.
+    let mut lp_stream = lp_req.clone();
+    lp_stream["stream"] = json!(true);
+    let ev = s.stream("/v1/chat/completions", &lp_stream);
+    let streamed_lps: Vec<&Value> = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["content"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(streamed_lps.len(), lps.len(), "{ev:?}");
+    for (a, b) in streamed_lps.iter().zip(lps) {
+        assert_eq!(a["token"], b["token"]);
+        assert_eq!(a["top_logprobs"].as_array().unwrap().len(), 3);
+    }
+
+    // /v1/completions, non-streamed and streamed.
+    let creq = json!({"prompt": "def fibonacci(n):", "max_tokens": 12, "temperature": 0});
+    let r = s.ok("/v1/completions", &creq);
+    assert_eq!(r["object"], "text_completion");
+    let ctext = r["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(r["usage"]["completion_tokens"], 12);
+    let mut cs = creq.clone();
+    cs["stream"] = json!(true);
+    cs["logprobs"] = json!(1);
+    let ev = s.stream("/v1/completions", &cs);
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    let n_lp: usize = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["logprobs"]["tokens"].as_array())
+        .map(|a| a.len())
+        .sum();
+    assert_eq!(n_lp, 12);
+    let streamed: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(streamed, ctext);
+    assert_eq!(ev[ev.len() - 2]["choices"][0]["finish_reason"], "length");
+    let mut clp = creq.clone();
+    clp["logprobs"] = json!(2);
+    let r = s.ok("/v1/completions", &clp);
+    assert_eq!(
+        r["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        12
+    );
+
+    // llama.cpp's /completion: same text, native fields; streamed without [DONE].
+    let nreq =
+        json!({"prompt": "def fibonacci(n):", "n_predict": 12, "temperature": 0, "n_probs": 2});
+    let r = s.ok("/completion", &nreq);
+    assert_eq!(r["content"], ctext.as_str());
+    assert_eq!(r["stop"], true);
+    assert_eq!(r["stop_type"], "limit");
+    assert_eq!(r["tokens_predicted"], 12);
+    assert_eq!(r["completion_probabilities"].as_array().unwrap().len(), 12);
+    let mut ns = nreq.clone();
+    ns["stream"] = json!(true);
+    let ev = s.stream("/completion", &ns);
+    let streamed: String = ev.iter().filter_map(|e| e["content"].as_str()).collect();
+    assert_eq!(streamed, ctext);
+    assert_eq!(ev.last().unwrap()["stop"], true);
+    assert!(ev.last().unwrap()["timings"]["predicted_n"].is_number());
+    // Token-id prompts work too.
+    let ids = s.ok("/tokenize", &json!({"content": "def fibonacci(n):"}))["tokens"].clone();
+    let r = s.ok(
+        "/completion",
+        &json!({"prompt": ids, "n_predict": 12, "temperature": 0}),
+    );
+    assert_eq!(r["content"], ctext.as_str());
+
+    // Metrics: llama.cpp's names, counting what was served.
+    let m = s.metrics();
+    for name in [
+        "llamacpp:prompt_tokens_total",
+        "llamacpp:tokens_predicted_total",
+        "llamacpp:prompt_seconds_total",
+        "llamacpp:tokens_predicted_seconds_total",
+        "llamacpp:n_decode_total",
+        "llamacpp:prompt_tokens_seconds",
+        "llamacpp:predicted_tokens_seconds",
+        "llamacpp:requests_processing",
+        "llamacpp:requests_deferred",
+        "llamacpp:spec_decode_num_draft_tokens_total",
+        "llamacpp:spec_decode_num_accepted_tokens_total",
+        "llamacpp:spec_decode_num_drafts_total",
+        "# TYPE llamacpp:spec_decode_num_accepted_tokens_per_pos_total counter",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics:\n{m}");
+    }
+    let predicted: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(predicted >= 24.0 * 3.0, "{m}");
+
+    // Errors: OpenAI-style JSON with the right status, naming the field.
+    let expect_error = |status: u16, path: &str, body: &str, needle: &str| {
+        let (st, text) = s.post_raw(path, body);
+        assert_eq!(st, status, "{path} {body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+        assert_eq!(v["error"]["code"], status);
+        assert!(
+            error_message(&v).contains(needle),
+            "{path} {body}: {text} (expected {needle:?})"
+        );
+    };
+    expect_error(400, "/v1/chat/completions", "{not json", "not valid JSON");
+    expect_error(400, "/v1/chat/completions", "[1, 2]", "JSON object");
+    expect_error(400, "/v1/chat/completions", "{}", "'messages'");
+    expect_error(
+        400,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}"#,
+        "'temperature'",
+    );
+    expect_error(
+        400,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}"#,
+        "'max_tokens'",
+    );
+    expect_error(
+        400,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}], "n": 3}"#,
+        "'n'",
+    );
+    expect_error(
+        400,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}"#,
+        "context",
+    );
+    expect_error(
+        400,
+        "/v1/chat/completions",
+        r#"{"messages": "hi"}"#,
+        "'messages'",
+    );
+    expect_error(
+        400,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}], "top_p": 7}"#,
+        "'top_p'",
+    );
+    let long = "hello ".repeat(1200);
+    expect_error(
+        400,
+        "/v1/completions",
+        &json!({ "prompt": long }).to_string(),
+        "does not fit the context",
+    );
+    expect_error(400, "/v1/completions", r#"{"prompt": 5}"#, "'prompt'");
+    expect_error(
+        400,
+        "/detokenize",
+        r#"{"tokens": [99999999]}"#,
+        "not a token id",
+    );
+    expect_error(404, "/v1/nope", "{}", "no such endpoint");
+    let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(2 << 20));
+    expect_error(413, "/v1/completions", &huge, "larger than");
+    // API key: required everywhere but /health and /v1/models.
+    let (st, text) = answer(ureq::get(&format!("{}/props", s.base)).call());
+    assert_eq!(st, 401, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"]["type"],
+        "authentication_error"
+    );
+    let (st, _) = answer(
+        ureq::post(&format!("{}/v1/completions", s.base))
+            .set("Authorization", "Bearer wrong")
+            .send_string("{}"),
+    );
+    assert_eq!(st, 401);
+    let (st, _) = answer(ureq::get(&format!("{}/health", s.base)).call());
+    assert_eq!(st, 200);
+    let (st, _) = answer(ureq::get(&format!("{}/v1/models", s.base)).call());
+    assert_eq!(st, 200);
+    // Still serving after all that.
+    let r = s.ok("/v1/completions", &creq);
+    assert_eq!(r["choices"][0]["text"], ctext.as_str());
+}
+
+/// llama.cpp's test_speculative expectation through the API: the output with a drafter equals
+/// the output without, for two draft lengths (the CLI tests cover more), greedy and seeded sampling. `--verify exact`
+/// against `--batch-invariant` plain decoding (docs: both compute every row as one-token steps).
+#[test]
+fn speculative_output_equals_plain_output() {
+    let (Some(target), Some(draft)) = (
+        common::model(common::MODEL_15B),
+        common::model(common::MODEL_05B),
+    ) else {
+        return;
+    };
+    let requests: Vec<Value> = vec![
+        chat(
+            "Write a Python function that checks whether a number is prime.",
+            32,
+        ),
+        json!({"prompt": "def quicksort(arr):", "max_tokens": 32, "temperature": 0}),
+        json!({"prompt": "The three primary colors are", "max_tokens": 24,
+               "temperature": 0.8, "seed": 42}),
+        // A follow-up sharing the first prompt's prefix: the target's and the draft model's
+        // prompt caches are reused, and the output stays the same.
+        json!({"messages": [{"role": "user", "content": "Write a Python function that checks whether a number is prime."},
+                            {"role": "assistant", "content": "def is_prime(n):"},
+                            {"role": "user", "content": "Add a docstring."}],
+               "max_tokens": 12, "temperature": 0}),
+    ];
+    let run = |s: &Server| -> Vec<String> {
+        requests
+            .iter()
+            .map(|req| {
+                if req.get("messages").is_some() {
+                    let r = s.ok("/v1/chat/completions", req);
+                    r["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                } else {
+                    let r = s.ok("/v1/completions", req);
+                    r["choices"][0]["text"].as_str().unwrap().to_string()
+                }
+            })
+            .collect()
+    };
+    let plain = {
+        let s = Server::start(&target, &["-c", "512", "--batch-invariant"]);
+        run(&s)
+    };
+    let draft = draft.to_string_lossy().into_owned();
+    for n_max in ["2", "7"] {
+        let s = Server::start(
+            &target,
+            &[
+                "-c",
+                "512",
+                "-md",
+                &draft,
+                "--verify",
+                "exact",
+                "--spec-draft-n-max",
+                n_max,
+            ],
+        );
+        assert_eq!(run(&s), plain, "draft model, --spec-draft-n-max {n_max}");
+        // Speculation really ran (and on the sampled request too).
+        let m = s.metrics();
+        let drafted: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("llamacpp:spec_decode_num_draft_tokens_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(drafted > 0.0, "{m}");
+    }
+    let s = Server::start(
+        &target,
+        &["-c", "512", "--spec", "ngram", "--verify", "exact"],
+    );
+    assert_eq!(run(&s), plain, "n-gram drafter");
+    drop(s);
+    // A (random-weight) DFlash drafter: zero acceptance, but the whole speculative path runs,
+    // in two slots at once.
+    let dir = tempfile::tempdir().unwrap();
+    let dflash = dir.path().join("dflash.gguf");
+    let (code, _, err) = common::blockspec(&[
+        "synth",
+        "--dflash-for",
+        target.to_str().unwrap(),
+        "-o",
+        dflash.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s = Server::start(
+        &target,
+        &[
+            "-c",
+            "1024",
+            "-np",
+            "2",
+            "--draft",
+            dflash.to_str().unwrap(),
+            "--verify",
+            "exact",
+        ],
+    );
+    let outs: Vec<String> = std::thread::scope(|sc| {
+        let a = sc.spawn(|| run(&s));
+        let b = sc.spawn(|| run(&s));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!(a, b);
+        a
+    });
+    assert_eq!(outs, plain, "DFlash drafter");
+    // The follow-up turn right after its first turn: the target's KV and the drafter's
+    // context are reused, and the output is still the plain one.
+    s.ok("/v1/chat/completions", &requests[0]);
+    let r = s.ok("/v1/chat/completions", &requests[3]);
+    assert!(
+        r["timings"]["cache_n"].as_u64().unwrap() > 0,
+        "no prompt reuse with DFlash: {r}"
+    );
+    assert_eq!(r["choices"][0]["message"]["content"], plain[3].as_str());
+    let (_, props) = s.get("/props");
+    assert!(props.contains("draft-dflash"), "{props}");
+}
+
+/// -np 2 with requests in flight at the same time gives what one-at-a-time requests give.
+#[test]
+fn parallel_slots_equal_serial() {
+    let Some(m) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let s = Server::start(&m, &["-c", "1024", "-np", "2", "--spec", "ngram"]);
+    let (_, props) = s.get("/props");
+    assert_eq!(
+        serde_json::from_str::<Value>(&props).unwrap()["total_slots"],
+        2
+    );
+    let prompts = [
+        "def is_even(n):",
+        "class Stack:",
+        "import numpy as np\n",
+        "# Sort a list of words by length\n",
+    ];
+    let req =
+        |p: &str| json!({"prompt": p, "max_tokens": 16, "temperature": 0, "cache_prompt": false});
+    let serial: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            s.ok("/v1/completions", &req(p))["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let parallel: Vec<(String, u64)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let s = &s;
+                let body = req(p);
+                sc.spawn(move || {
+                    let r = s.ok("/v1/completions", &body);
+                    (
+                        r["choices"][0]["text"].as_str().unwrap().to_string(),
+                        r["id_slot"].as_u64().unwrap(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let texts: Vec<String> = parallel.iter().map(|(t, _)| t.clone()).collect();
+    assert_eq!(texts, serial);
+    // Both slots served.
+    assert!(parallel.iter().any(|(_, slot)| *slot == 0));
+    assert!(parallel.iter().any(|(_, slot)| *slot == 1));
+
+    // Two conversations, one request at a time: each follow-up goes back to the slot that
+    // holds its conversation and reuses the cached prefix.
+    let first = |q: &str| json!({"messages": [{"role": "user", "content": q}], "max_tokens": 8, "temperature": 0});
+    let follow_up = |q: &str, a: &Value| {
+        json!({"messages": [{"role": "user", "content": q},
+                            {"role": "assistant", "content": a["choices"][0]["message"]["content"]},
+                            {"role": "user", "content": "And in Rust?"}],
+               "max_tokens": 8, "temperature": 0})
+    };
+    let (qa, qb) = (
+        "How do I reverse a list in Python?",
+        "How do I read a file in Python?",
+    );
+    let a1 = s.ok("/v1/chat/completions", &first(qa));
+    let b1 = s.ok("/v1/chat/completions", &first(qb));
+    assert_ne!(
+        a1["id_slot"], b1["id_slot"],
+        "two conversations on one slot"
+    );
+    let a2 = s.ok("/v1/chat/completions", &follow_up(qa, &a1));
+    let b2 = s.ok("/v1/chat/completions", &follow_up(qb, &b1));
+    for (turn1, turn2) in [(&a1, &a2), (&b1, &b2)] {
+        assert_eq!(turn2["id_slot"], turn1["id_slot"]);
+        let cached = turn2["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            cached >= turn1["usage"]["prompt_tokens"].as_u64().unwrap(),
+            "{turn2}"
+        );
+    }
+}
+
+/// A client that disconnects mid-stream frees its slot; requests beyond the slot and the queue
+/// get 503; the server keeps serving.
+#[test]
+fn cancel_frees_the_slot_and_full_queue_is_503() {
+    let Some(m) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let s = Server::start(&m, &["-c", "4096", "--queue-size", "1"]);
+    let long = json!({"prompt": "Once upon a time", "max_tokens": 3000, "temperature": 0,
+                      "ignore_eos": true, "stream": true});
+    // Hold the slot: read the first chunk of a long stream.
+    let resp = s
+        .request("POST", "/v1/completions")
+        .send_string(&long.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("data: "), "{line}");
+    // One request waits in the queue (from another thread)...
+    let queued = std::thread::scope(|sc| {
+        let waiting = sc.spawn(|| {
+            s.ok(
+                "/v1/completions",
+                &json!({"prompt": "def add(a, b):", "max_tokens": 8, "temperature": 0}),
+            )
+        });
+        // ...until it is counted as deferred; then the next one is refused.
+        let t0 = Instant::now();
+        while !s.metrics().contains("llamacpp:requests_deferred 1") {
+            assert!(t0.elapsed() < Duration::from_secs(30), "{}", s.metrics());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (st, v) = s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 2}));
+        assert_eq!(st, 503, "{v}");
+        assert_eq!(v["error"]["type"], "unavailable_error");
+        // Disconnect the long stream: its generation stops and the queued request runs.
+        let t_cancel = Instant::now();
+        drop(reader);
+        let r = waiting.join().unwrap();
+        assert!(
+            t_cancel.elapsed() < Duration::from_secs(30),
+            "the cancelled generation kept the slot"
+        );
+        r
+    });
+    assert_eq!(queued["usage"]["completion_tokens"], 8);
+    // Nothing left running.
+    let t0 = Instant::now();
+    while !s.metrics().contains("llamacpp:requests_processing 0") {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = s.metrics();
+    let predicted: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        predicted < 3000.0,
+        "the cancelled stream ran to its end: {m}"
+    );
+
+    // A non-streamed request whose client gives up is cancelled too.
+    let impatient = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(1500))
+        .build();
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 3000, "temperature": 0,
+                      "ignore_eos": true});
+    let r = impatient
+        .post(&format!("{}/v1/completions", s.base))
+        .send_string(&body.to_string());
+    assert!(r.is_err(), "a 3000-token request finished within 1.5 s?");
+    let t0 = Instant::now();
+    while !s.metrics().contains("llamacpp:requests_processing 0") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the abandoned request kept its slot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = s.ok(
+        "/v1/completions",
+        &json!({"prompt": "def add(a, b):", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(r["usage"]["completion_tokens"], 4);
+}
+
+/// reasoning_content from a template that opens <think>, chat_template_kwargs turning it off,
+/// and Qwen-style tool calls (a tool round trip) in streamed and non-streamed replies.
+#[test]
+fn reasoning_and_tool_calls() {
+    let Some(m) = common::model(common::MODEL_15B) else {
+        return;
+    };
+    let template = common::fixture("templates/think.jinja");
+    let s = Server::start(
+        &m,
+        &[
+            "-c",
+            "1024",
+            "--spec",
+            "ngram",
+            "--chat-template-file",
+            template.to_str().unwrap(),
+        ],
+    );
+    let mut req = chat("What is 2 + 3?", 16);
+    let r = s.ok("/v1/chat/completions", &req);
+    let msg = &r["choices"][0]["message"];
+    let reasoning = msg["reasoning_content"].as_str().unwrap().to_string();
+    assert!(!reasoning.is_empty(), "{r}");
+    assert!(!reasoning.contains("<think>"));
+    req["stream"] = json!(true);
+    let ev = s.stream("/v1/chat/completions", &req);
+    assert_eq!(stream_field(&ev, "reasoning_content").trim_end(), reasoning);
+    // enable_thinking=false: the template closes <think> at once; no reasoning.
+    let mut off = chat("What is 2 + 3?", 16);
+    off["chat_template_kwargs"] = json!({"enable_thinking": false});
+    let r = s.ok("/v1/chat/completions", &off);
+    let msg = &r["choices"][0]["message"];
+    assert!(msg.get("reasoning_content").is_none(), "{r}");
+    assert!(!msg["content"].as_str().unwrap().is_empty());
+    drop(s);
+
+    // Tool calls with the model's own template.
+    let s = Server::start(&m, &["-c", "1024", "--spec", "ngram"]);
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]);
+    let ask = json!({"role": "user", "content": "What is the weather in Paris?"});
+    let req = json!({"messages": [ask], "tools": tools, "max_tokens": 64, "temperature": 0});
+    let r = s.ok("/v1/chat/completions", &req);
+    let choice = &r["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args["city"], "Paris");
+    // Streamed: the same call as a tool_calls delta.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let ev = s.stream("/v1/chat/completions", &sreq);
+    let calls: Vec<&Value> = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(calls.len(), 1, "{ev:?}");
+    assert_eq!(calls[0]["function"], call["function"]);
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(
+        ev[ev.len() - 2]["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+    // tool_choice "none": no tools offered, plain content.
+    let mut none = req.clone();
+    none["tool_choice"] = json!("none");
+    let r = s.ok("/v1/chat/completions", &none);
+    assert!(
+        r["choices"][0]["message"].get("tool_calls").is_none(),
+        "{r}"
+    );
+    // Round trip: the call and its result go back; the model answers in text.
+    let follow = json!({
+        "messages": [
+            ask,
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"temperature_c\": 18, \"sky\": \"sunny\"}"},
+        ],
+        "tools": tools, "max_tokens": 32, "temperature": 0,
+    });
+    // (What a 1.5B coder model says next is not checked; that the conversation with the call
+    // and its result renders and is answered is.)
+    let r = s.ok("/v1/chat/completions", &follow);
+    let first_prompt = s.ok("/v1/chat/completions", &req)["usage"]["prompt_tokens"].clone();
+    assert!(
+        r["usage"]["prompt_tokens"].as_u64() > first_prompt.as_u64(),
+        "{r}"
+    );
+    assert_eq!(r["choices"][0]["message"]["role"], "assistant");
+}

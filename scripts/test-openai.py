@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""`blockspec serve` driven by the official `openai` Python client (as editors and agents use
+it): models, chat, streaming, tool calls round trip, reasoning_content, legacy completions,
+errors. Starts its own servers; run through scripts/test-openai.sh.
+
+Usage: test-openai.py BLOCKSPEC_BINARY MODELS_DIR TEMPLATES_DIR
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import openai
+
+BIN, MODELS, TEMPLATES = sys.argv[1], sys.argv[2], sys.argv[3]
+M05 = os.path.join(MODELS, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+M15 = os.path.join(MODELS, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+KEY = "test-key"
+
+
+class Server:
+    def __init__(self, model, *args):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "-m", model, "--port", "0", "--api-key", KEY, *args],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        t0 = time.time()
+        self.base = None
+        while self.base is None:
+            text = open(self.log.name).read()
+            if "listening on http://" in text:
+                self.base = text.split("listening on ")[1].split()[0]
+            self.check_alive()
+            assert time.time() - t0 < 60, text
+            time.sleep(0.05)
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "/health") as r:
+                    if r.status == 200:
+                        break
+            except urllib.error.HTTPError as e:
+                assert e.code == 503, e
+            self.check_alive()
+            assert time.time() - t0 < 300, "model never loaded"
+            time.sleep(0.1)
+        self.client = openai.OpenAI(base_url=self.base + "/v1", api_key=KEY, max_retries=0)
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            sys.exit("server exited: " + open(self.log.name).read())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def check(cond, what):
+    if not cond:
+        sys.exit("FAIL: " + what)
+    print("ok:", what.split(":")[0])
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+
+
+def main():
+    s = Server(M15, "-c", "1024", "--spec", "ngram")
+    c = s.client
+    try:
+        ids = [m.id for m in c.models.list().data]
+        check(len(ids) == 1, f"models.list: {ids}")
+        model = ids[0]
+
+        msgs = [{"role": "user", "content": "Write a Python function that reverses a string."}]
+        r = c.chat.completions.create(model=model, messages=msgs, max_tokens=24, temperature=0)
+        text = r.choices[0].message.content
+        check(bool(text) and r.usage.completion_tokens == 24, f"chat: {r}")
+
+        stream = c.chat.completions.create(model=model, messages=msgs, max_tokens=24,
+                                           temperature=0, stream=True,
+                                           stream_options={"include_usage": True})
+        parts, usage, finish = [], None, None
+        for chunk in stream:
+            if chunk.usage:
+                usage = chunk.usage
+            for ch in chunk.choices:
+                if ch.delta.content:
+                    parts.append(ch.delta.content)
+                finish = ch.finish_reason or finish
+        check("".join(parts) == text, f"chat stream == non-stream: {parts!r} vs {text!r}")
+        check(usage is not None and usage.completion_tokens == 24 and finish == "length",
+              f"stream usage: {usage} {finish}")
+
+        ask = {"role": "user", "content": "What is the weather in Paris?"}
+        r = c.chat.completions.create(model=model, messages=[ask], tools=TOOLS,
+                                      max_tokens=64, temperature=0)
+        calls = r.choices[0].message.tool_calls
+        check(r.choices[0].finish_reason == "tool_calls" and calls
+              and calls[0].function.name == "get_weather"
+              and json.loads(calls[0].function.arguments) == {"city": "Paris"},
+              f"tool call: {r}")
+
+        stream = c.chat.completions.create(model=model, messages=[ask], tools=TOOLS,
+                                           max_tokens=64, temperature=0, stream=True)
+        acc = {}
+        for chunk in stream:
+            for ch in chunk.choices:
+                for tc in ch.delta.tool_calls or []:
+                    a = acc.setdefault(tc.index, {"name": "", "arguments": "", "id": None})
+                    a["id"] = tc.id or a["id"]
+                    a["name"] += tc.function.name or ""
+                    a["arguments"] += tc.function.arguments or ""
+        check(len(acc) == 1 and acc[0]["name"] == "get_weather"
+              and json.loads(acc[0]["arguments"]) == {"city": "Paris"} and acc[0]["id"],
+              f"streamed tool call: {acc}")
+
+        follow = [ask, r.choices[0].message.model_dump(exclude_none=True),
+                  {"role": "tool", "tool_call_id": calls[0].id,
+                   "content": json.dumps({"temperature_c": 18, "sky": "sunny"})}]
+        r2 = c.chat.completions.create(model=model, messages=follow, tools=TOOLS,
+                                       max_tokens=32, temperature=0)
+        check(r2.usage.prompt_tokens > r.usage.prompt_tokens
+              and r2.choices[0].message.role == "assistant",
+              f"tool round trip: {r2}")
+
+        r = c.completions.create(model=model, prompt="def fibonacci(n):", max_tokens=12,
+                                 temperature=0)
+        check(r.choices[0].text and r.usage.completion_tokens == 12, f"completions: {r}")
+
+        try:
+            c.chat.completions.create(model=model, messages=msgs, n=2, max_tokens=4)
+            check(False, "n=2 refused")
+        except openai.BadRequestError as e:
+            check("'n'" in str(e), f"n=2 refused: {e}")
+        bad = openai.OpenAI(base_url=s.base + "/v1", api_key="wrong", max_retries=0)
+        try:
+            bad.chat.completions.create(model=model, messages=msgs, max_tokens=4)
+            check(False, "wrong key refused")
+        except openai.AuthenticationError:
+            check(True, "wrong key refused")
+    finally:
+        s.close()
+
+    s = Server(M05, "-c", "1024", "--spec", "ngram", "--chat-template-file",
+               os.path.join(TEMPLATES, "think.jinja"))
+    c = s.client
+    try:
+        msgs = [{"role": "user", "content": "What is 2 + 3?"}]
+        r = c.chat.completions.create(model="any", messages=msgs, max_tokens=16, temperature=0,
+                                      extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+        reasoning = getattr(r.choices[0].message, "reasoning_content", None)
+        check(bool(reasoning) and "<think>" not in reasoning, f"reasoning_content: {r}")
+        stream = c.chat.completions.create(model="any", messages=msgs, max_tokens=16,
+                                           temperature=0, stream=True)
+        streamed = "".join(getattr(ch.delta, "reasoning_content", None) or ""
+                           for chunk in stream for ch in chunk.choices)
+        check(streamed.rstrip() == reasoning, f"streamed reasoning: {streamed!r} vs {reasoning!r}")
+        r = c.chat.completions.create(model="any", messages=msgs, max_tokens=16, temperature=0,
+                                      extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        check(getattr(r.choices[0].message, "reasoning_content", None) is None
+              and r.choices[0].message.content, f"enable_thinking=false: {r}")
+    finally:
+        s.close()
+    print("openai client: all checks passed")
+
+
+main()
