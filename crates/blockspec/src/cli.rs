@@ -2,6 +2,7 @@
 //!
 //! Every failure prints one line `error: ...` naming the problem and exits with status 2.
 
+use crate::draft::dflash::DFlashWeights;
 use crate::draft::Drafter;
 use crate::engine::{Engine, Outputs};
 use crate::generate::{generate, GenerateOptions};
@@ -701,9 +702,8 @@ fn load_model(args: &ModelArgs, show_progress: bool) -> Result<LoadedModel> {
     }
     let draft = match (spec, &args.draft) {
         (SpecKind::DFlash, Some(p)) => DraftSource::DFlash {
-            path: p.clone(),
+            weights: DFlashWeights::load(p, &model, &backend, draft_type)?,
             window: args.draft_ctx,
-            weight_type: draft_type,
         },
         (SpecKind::DraftModel, Some(p)) => {
             let dg = open_gguf(p).context("--draft")?;

@@ -5,7 +5,7 @@
 //! plus the tokens its cache holds, so a follow-up prompt can reuse the common prefix. The CLI
 //! runs one session; the server runs one per slot.
 
-use crate::draft::dflash::DFlashDrafter;
+use crate::draft::dflash::{DFlashDrafter, DFlashWeights};
 use crate::draft::model::DraftModel;
 use crate::draft::ngram::NgramDrafter;
 use crate::draft::Drafter;
@@ -17,7 +17,6 @@ use crate::sampling::Sampler;
 use crate::spec::{generate_speculative, SpecOptions, SpecStats};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where a session's drafts come from.
@@ -25,10 +24,10 @@ pub enum DraftSource {
     None,
     /// A DFlash drafter file or directory (each session loads its own: it keeps per-sequence
     /// state next to its weights).
+    /// A DFlash drafter, its weights shared by every session.
     DFlash {
-        path: PathBuf,
+        weights: Arc<DFlashWeights>,
         window: usize,
-        weight_type: Option<ggml::Type>,
     },
     /// A classic draft model, its weights shared by every session.
     DraftModel {
@@ -76,18 +75,13 @@ impl LoadedModel {
     pub fn new_session_on(&self, backend: Arc<ggml::Backend>) -> Result<Session> {
         let drafter: Option<Box<dyn Drafter>> = match &self.draft {
             DraftSource::None => None,
-            DraftSource::DFlash {
-                path,
-                window,
-                weight_type,
-            } => Some(Box::new(DFlashDrafter::load_with(
-                path,
+            DraftSource::DFlash { weights, window } => Some(Box::new(DFlashDrafter::new(
+                weights.clone(),
                 self.model.clone(),
                 backend.clone(),
                 self.n_ctx,
                 *window,
                 ggml::Type::F16,
-                *weight_type,
             )?)),
             DraftSource::DraftModel { model, p_min } => {
                 let cfg = EngineConfig {

@@ -824,9 +824,55 @@ struct DraftCacheStore {
     _buffer: Buffer,
 }
 
+/// A DFlash drafter's configuration and weights, loaded once: every session (a server's slots)
+/// makes its own drafter (draft cache, graphs) over the same weights.
+pub struct DFlashWeights {
+    pub cfg: DFlashConfig,
+    t: DraftWeights,
+}
+
+impl DFlashWeights {
+    /// Load from a z-lab directory or a DFlash GGUF, checked against `target`; `weight_type`
+    /// requantizes 16-bit matrices (q8_0, q4_0).
+    pub fn load(
+        path: &Path,
+        target: &Model,
+        backend: &Backend,
+        weight_type: Option<Type>,
+    ) -> Result<Arc<DFlashWeights>> {
+        if let Some(t) = weight_type {
+            if t.quantize(&[0.0; 32], 1, 32).is_none() {
+                bail!("draft weight type {t}: expected a quantized type such as q8_0 or q4_0");
+            }
+        }
+        let load = |src: &dyn TensorSource, cfg: &DFlashConfig| match weight_type {
+            Some(ty) => load_weights(&Requantized { inner: src, ty }, cfg, backend),
+            None => load_weights(src, cfg, backend),
+        };
+        let (cfg, weights) = if path.is_dir() {
+            let cfg = zlab_config(path, target.hp.n_layer)?;
+            validate(&cfg, target, path)?;
+            let src = SafetensorsDir::open(path)?;
+            let w = load(&src, &cfg)?;
+            (cfg, w)
+        } else {
+            if !path.exists() {
+                bail!("drafter not found: {}", path.display());
+            }
+            let g = Gguf::open(path)?;
+            let (cfg, renames) = gguf_config(&g)?;
+            validate(&cfg, target, path)?;
+            let src = DraftGguf { g, renames };
+            let w = load(&src, &cfg)?;
+            (cfg, w)
+        };
+        Ok(Arc::new(DFlashWeights { cfg, t: weights }))
+    }
+}
+
 pub struct DFlashDrafter {
     pub cfg: DFlashConfig,
-    w: DraftWeights,
+    w: Arc<DFlashWeights>,
     target: Arc<Model>,
     k: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -870,32 +916,21 @@ impl DFlashDrafter {
         cache_type: Type,
         weight_type: Option<Type>,
     ) -> Result<DFlashDrafter> {
-        if let Some(t) = weight_type {
-            if t.quantize(&[0.0; 32], 1, 32).is_none() {
-                bail!("draft weight type {t}: expected a quantized type such as q8_0 or q4_0");
-            }
-        }
-        let load = |src: &dyn TensorSource, cfg: &DFlashConfig| match weight_type {
-            Some(ty) => load_weights(&Requantized { inner: src, ty }, cfg, &backend),
-            None => load_weights(src, cfg, &backend),
-        };
-        let (cfg, weights) = if path.is_dir() {
-            let cfg = zlab_config(path, target.hp.n_layer)?;
-            validate(&cfg, &target, path)?;
-            let src = SafetensorsDir::open(path)?;
-            let w = load(&src, &cfg)?;
-            (cfg, w)
-        } else {
-            if !path.exists() {
-                bail!("drafter not found: {}", path.display());
-            }
-            let g = Gguf::open(path)?;
-            let (cfg, renames) = gguf_config(&g)?;
-            validate(&cfg, &target, path)?;
-            let src = DraftGguf { g, renames };
-            let w = load(&src, &cfg)?;
-            (cfg, w)
-        };
+        let weights = DFlashWeights::load(path, &target, &backend, weight_type)?;
+        DFlashDrafter::new(weights, target, backend, n_ctx, window, cache_type)
+    }
+
+    /// A drafter (its own draft cache and graphs) over weights loaded once: concurrent
+    /// sessions of one server share them.
+    pub fn new(
+        weights: Arc<DFlashWeights>,
+        target: Arc<Model>,
+        backend: Arc<Backend>,
+        n_ctx: usize,
+        window: usize,
+        cache_type: Type,
+    ) -> Result<DFlashDrafter> {
+        let cfg = weights.cfg.clone();
         if cache_type.row_bytes(cfg.head_dim as u64).is_none() {
             bail!(
                 "draft cache type {cache_type}: head size {} is not a multiple of its block size",
@@ -972,8 +1007,8 @@ impl DFlashDrafter {
 
     /// Element types of the drafter's matrices (fc, then each layer's projections), as loaded.
     pub fn matrix_types(&self) -> Vec<Type> {
-        let mut out = vec![self.w.fc.ty()];
-        for l in &self.w.layers {
+        let mut out = vec![self.w.t.fc.ty()];
+        for l in &self.w.t.layers {
             for t in [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down] {
                 out.push(t.ty());
             }
@@ -1027,7 +1062,7 @@ impl DFlashDrafter {
         let hp = &self.target.hp;
         let nodes = draft_graph_nodes(c.n_layer);
         let mut g = Context::new(nodes * 2, nodes);
-        g.keep(self.w.store.clone());
+        g.keep(self.w.t.store.clone());
         g.keep(self.target.weights.owner());
         g.keep(self.cache_owner.clone());
         let gf = g.new_graph(nodes);
@@ -1049,10 +1084,10 @@ impl DFlashDrafter {
         let ctx_pos = g.input(Type::I32, &[nc], "draft_ctx_pos");
         let ctx_rows = g.input(Type::I64, &[nc], "draft_ctx_rows");
         // Context injection: fc -> hidden_norm -> per layer k_proj/k_norm/RoPE and v_proj.
-        let fused = g.mul_mat(self.w.fc, feats);
+        let fused = g.mul_mat(self.w.t.fc, feats);
         let fused = g.rms_norm(fused, c.rms_eps);
-        let fused = g.mul(fused, self.w.hidden_norm);
-        for (il, l) in self.w.layers.iter().enumerate() {
+        let fused = g.mul(fused, self.w.t.hidden_norm);
+        for (il, l) in self.w.t.layers.iter().enumerate() {
             let kc = normed_heads(&mut g, l.wk, l.k_norm, fused, nkv, c, ctx_pos, &rope);
             let kc = g.reshape(kc, &[ekv, nc]);
             let vc = g.mul_mat(l.wv, fused);
@@ -1078,7 +1113,7 @@ impl DFlashDrafter {
             let mask = g.input(Type::F16, &[s.n_kv as i64, b, 1, 1], "draft_mask");
             let mut h = g.get_rows(self.target.weights.tok_embd, toks);
             let scale = 1.0 / (c.head_dim as f32).sqrt();
-            for (il, l) in self.w.layers.iter().enumerate() {
+            for (il, l) in self.w.t.layers.iter().enumerate() {
                 let x = g.rms_norm(h, c.rms_eps);
                 let x = g.mul(x, l.attn_norm);
                 let q = normed_heads(&mut g, l.wq, l.q_norm, x, nh, c, pos, &rope);
@@ -1131,7 +1166,7 @@ impl DFlashDrafter {
             let n_out = s.n_out as i64;
             let tail = g.view(h, &[c.n_embd as i64, n_out], &[h.nb()[1]], h.nb()[1]);
             let x = g.rms_norm(tail, c.rms_eps);
-            let x = g.mul(x, self.w.output_norm);
+            let x = g.mul(x, self.w.t.output_norm);
             let logits = g.mul_mat(self.target.weights.output, x);
             let am = g.argmax(logits);
             g.set_output(am);
