@@ -1122,16 +1122,26 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             } else {
                 String::new()
             };
-            let mut rates = Vec::new();
-            for _ in 0..a.reps {
-                start(&mut l.engine)?;
-                let t = Instant::now();
-                for &tk in &toks {
-                    l.engine.decode(&[tk], Outputs::Last)?;
+            // Median tok/s of `reps` decodes of `toks` one token at a time, reading back logits
+            // (as llama-bench does) or each step's argmax id (what greedy generation does on a
+            // GPU).
+            let measure = |e: &mut Engine, argmax: bool| -> Result<f64> {
+                let mut rates = Vec::new();
+                for _ in 0..a.reps {
+                    start(e)?;
+                    let t = Instant::now();
+                    for &tk in &toks {
+                        if argmax {
+                            e.decode_argmax(&[tk], Outputs::Last)?;
+                        } else {
+                            e.decode(&[tk], Outputs::Last)?;
+                        }
+                    }
+                    rates.push(ng as f64 / t.elapsed().as_secs_f64());
                 }
-                rates.push(ng as f64 / t.elapsed().as_secs_f64());
-            }
-            let m = median(&mut rates);
+                Ok(median(&mut rates))
+            };
+            let m = measure(&mut l.engine, false)?;
             rows.push((format!("tg{ng}{suffix}"), m));
             let key = if depth > 0 {
                 format!("tg{ng}_d{depth}_tok_s")
@@ -1141,18 +1151,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             };
             result.insert(key, m.into());
             if l.engine.prefers_device_argmax() {
-                // What greedy generation does here: read each step's argmax id, not its logits
-                // (the rows above read logits, as llama-bench does).
-                let mut rates = Vec::new();
-                for _ in 0..a.reps {
-                    start(&mut l.engine)?;
-                    let t = Instant::now();
-                    for &tk in &toks {
-                        l.engine.decode_argmax(&[tk], Outputs::Last)?;
-                    }
-                    rates.push(ng as f64 / t.elapsed().as_secs_f64());
-                }
-                let m = median(&mut rates);
+                let m = measure(&mut l.engine, true)?;
                 rows.push((format!("tg{ng}{suffix} (greedy ids)"), m));
                 result.insert(
                     format!("tg{ng}{}_argmax_tok_s", suffix.replace(" @ ", "_")),
