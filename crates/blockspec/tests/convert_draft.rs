@@ -8,11 +8,8 @@ use common::ids;
 
 use blockspec::draft::dflash::DFlashDrafter;
 use blockspec::engine::{Engine, EngineConfig};
-use blockspec::generate::GenerateOptions;
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::sampling::{Sampler, SamplingParams};
-use blockspec::spec::{generate_speculative, SpecOptions};
 use blockspec::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,29 +50,15 @@ fn run_cases(drafter_path: &Path, weight_type: Option<ggml::Type>) -> Vec<(Vec<u
     let mut out = Vec::new();
     for key in ["cases", "cases_seen"] {
         for c in fx[key].as_array().expect("cases") {
-            let opts = GenerateOptions {
-                max_tokens: Some(max_new),
-                ignore_eos: true,
-                stop: vec![],
-                stop_tokens: vec![],
-                ..Default::default()
-            };
-            let (gen, stats) = generate_speculative(
+            let opts = common::greedy_opts(max_new);
+            let (gen, stats) = common::fixed_block_greedy(
                 &mut engine,
                 &mut drafter,
                 &tok,
-                &mut Sampler::new(SamplingParams::greedy()),
                 &ids(&c["prompt"]),
                 &opts,
-                &mut SpecOptions {
-                    fixed_len: Some(block),
-                    allow_inexact_batches: true,
-                    policy: None,
-                    replay: None,
-                },
-                |_| {},
-            )
-            .expect("generate");
+                block,
+            );
             out.push((gen.tokens, stats.accept_lengths));
         }
     }

@@ -12,8 +12,6 @@ use blockspec::engine::{Engine, EngineConfig};
 use blockspec::generate::GenerateOptions;
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::sampling::{Sampler, SamplingParams};
-use blockspec::spec::{generate_speculative, SpecOptions};
 use blockspec::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -94,22 +92,14 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> u
             stop_tokens: c.get("stop_token_ids").map(ids).unwrap_or_default(),
             ..Default::default()
         };
-        let (gen, stats) = generate_speculative(
+        let (gen, stats) = common::fixed_block_greedy(
             &mut engine,
             &mut drafter,
             &tok,
-            &mut Sampler::new(SamplingParams::greedy()),
             &ids(&c["prompt"]),
             &opts,
-            &mut SpecOptions {
-                fixed_len: Some(block),
-                allow_inexact_batches: true,
-                policy: None,
-                replay: None,
-            },
-            |_| {},
-        )
-        .expect("generate");
+            block,
+        );
         assert_eq!(
             gen.tokens,
             ids(&c["generated"]),

@@ -79,6 +79,35 @@ pub fn greedy_opts(n: usize) -> blockspec::generate::GenerateOptions {
     }
 }
 
+/// Greedy speculative generation at a fixed verify length of `block` on the fastest kernels,
+/// as the z-lab reference fixtures were made (each call starts a fresh length policy).
+pub fn fixed_block_greedy(
+    engine: &mut blockspec::engine::Engine,
+    drafter: &mut dyn blockspec::draft::Drafter,
+    tok: &blockspec::tokenizer::Tokenizer,
+    prompt: &[u32],
+    opts: &blockspec::generate::GenerateOptions,
+    block: usize,
+) -> (blockspec::generate::Generation, blockspec::spec::SpecStats) {
+    use blockspec::sampling::{Sampler, SamplingParams};
+    blockspec::spec::generate_speculative(
+        engine,
+        drafter,
+        tok,
+        &mut Sampler::new(SamplingParams::greedy()),
+        prompt,
+        opts,
+        &mut blockspec::spec::SpecOptions {
+            fixed_len: Some(block),
+            allow_inexact_batches: true,
+            policy: None,
+            replay: None,
+        },
+        |_| {},
+    )
+    .expect("generate")
+}
+
 /// Plain greedy decoding and speculative decoding with `drafter` (`--verify exact`, at a fixed
 /// verify length of 4 and at the adaptive length) give the same tokens; returns the
 /// speculative stats, fixed length first.
