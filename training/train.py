@@ -258,7 +258,7 @@ def main() -> None:
         step = st["step"]
         trained_s = st.get("trained_s", 0.0)
         rng.setstate(st["rng"])
-        torch.set_rng_state(st["torch_rng"])
+        torch.set_rng_state(st["torch_rng"].cpu())  # map_location moved it to the device
         print(f"[train] resumed at step {step}", file=sys.stderr, flush=True)
 
     def save():
