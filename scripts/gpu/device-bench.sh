@@ -3,7 +3,7 @@
 # builds ggml's shared libraries with CUDA from the carried source (the same ggml our binary was
 # built on), writes the synthetic Qwen3-8B-shaped Q4_K_M target and a matching random DFlash
 # drafter, and runs `blockspec bench` on the GPU. Results (JSON, logs) go to $OUT.
-#   CUDA_ARCH (default 90: H100)   STEPS (default "plain verify spec")
+#   CUDA_ARCH (default 90: H100)   STEPS (default "plain verify spec"; "none": libraries only)
 set -euo pipefail
 dist=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$dist/out}
@@ -49,6 +49,8 @@ find "$work/ggml-build" -name 'libggml*.so*' -type f -exec ls -la {} + >"$logs/l
 export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
 ldd "$dist/blockspec" | grep -E "ggml|not found" >"$logs/ldd.txt" || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$logs/gpu.txt" 2>&1 || true
+# STEPS=none: only make the CUDA libraries ready (device-compare.sh's setup phase).
+if [[ "${STEPS:-}" == none ]]; then echo "CUDA libraries ready in $work/ggml-build"; exit 0; fi
 bs="$dist/blockspec"
 t1=$(date +%s)
 [[ -f model.gguf ]] || "$bs" synth --like qwen3-8b --type q4_k_m -o model.gguf

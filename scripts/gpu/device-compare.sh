@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine: the side-by-side of issue 5 on the real Qwen2.5-Coder-1.5B-Instruct
+# Q4_K_M target, in one run, same prompts (training/eval_prompts.json: 20 code + 10 chat, chat
+# template, temperature 0, 256 new tokens), every engine behind its own HTTP server:
+#   bs-plain       blockspec serve, no drafter
+#   bs-dflash      blockspec serve --draft <our trained DFlash drafter>
+#   bs-draft05     blockspec serve --draft <Qwen2.5-Coder-0.5B-Instruct> (classic draft model)
+#   llama-plain    llama-server (llama.cpp b11434)
+#   llama-dflash   llama-server -md <the same drafter> --spec-type draft-dflash
+#   llama-simple   llama-server -md <the 0.5B> --spec-type draft-simple
+# The files are too large for one call, so the phases are separate calls issued back to back
+# (the machine keeps /tmp only while calls follow each other closely):
+#   setup     carry target/gpu-dist (built by LLAMA_PEER=1 scripts/gpu/build-binary.sh) and,
+#             in the call before, target/gpu-cache (`cache` phase): unpacks our CUDA ggml and
+#             starts the llama.cpp CUDA build in the background (setsid: it outlives the call)
+#   cache     carry target/gpu-cache: keeps it in /tmp/cmp for `setup`
+#   drafter   carry .stage-drafter (the drafter in llama.cpp's spelling, which blockspec reads too)
+#   (the target and the 0.5B: training/device/stage.sh with BLOCKSPEC_STAGE=/tmp/bs and /tmp/bs05)
+#   run       waits for the build, runs the six servers one after another, writes
+#             $OUT/compare.tar.gz (per-config JSON with every reply, timings, logs) and prints
+#             the summary
+set -euo pipefail
+root=$(pwd)
+CMP=${CMP:-/tmp/cmp}
+mkdir -p "$CMP"
+phase=${1:?usage: device-compare.sh cache|setup|drafter|run}
+case $phase in
+cache)
+  rm -rf "$CMP/gpu-cache" && cp -r target/gpu-cache "$CMP/gpu-cache" && ls -la "$CMP/gpu-cache"
+  ;;
+setup)
+  rm -rf "$CMP/gpu-dist" && cp -r target/gpu-dist "$CMP/gpu-dist"
+  [[ -f "$CMP/gpu-dist/llama-src.tar.xz" ]] || { echo "gpu-dist has no llama-src.tar.xz: build it with LLAMA_PEER=1" >&2; exit 1; }
+  # Our CUDA ggml: device-bench.sh unpacks it from the cache (or builds it) and stops there.
+  WORK="$CMP/work" STEPS=none bash "$CMP/gpu-dist/device-bench.sh"
+  # llama.cpp with CUDA, in the background; `run` waits for $CMP/llama.done.
+  rm -f "$CMP/llama.done"
+  setsid bash -c '
+    set -o pipefail
+    cd "$1" && rm -rf llama && mkdir llama && cd llama && tar xJf ../gpu-dist/llama-src.tar.xz &&
+    mkdir -p llama.cpp/scripts && cp ../gpu-dist/ui-assets.cmake llama.cpp/scripts/ &&
+    cmake -S llama.cpp -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+      -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF &&
+    cmake --build build -j"$(nproc)" --target llama-server
+    echo $? > "$1/llama.done"' _ "$CMP" >"$CMP/llama-build.log" 2>&1 < /dev/null &
+  echo "llama.cpp build started in the background (log: $CMP/llama-build.log)"
+  ;;
+drafter)
+  cp .stage-drafter/*.gguf "$CMP/drafter.gguf" && ls -la "$CMP/drafter.gguf"
+  ;;
+run)
+  OUT=${OUT:-$CMP/out}
+  logs="$CMP/results"
+  rm -rf "$logs" && mkdir -p "$logs" "$OUT"
+  trap 'tar -C "$logs" -czf "$OUT/compare.tar.gz" . 2>/dev/null || true' EXIT
+  T=${TARGET:-/tmp/bs/target.gguf}
+  D05=${DRAFT_MODEL:-/tmp/bs05/target.gguf}
+  DF="$CMP/drafter.gguf"
+  for f in "$T" "$D05" "$DF"; do [[ -f "$f" ]] || { echo "missing $f (staged?)" >&2; exit 1; }; done
+  t0=$(date +%s)
+  until [[ -f "$CMP/llama.done" ]]; do
+    (( $(date +%s) - t0 < ${BUILD_WAIT:-420} )) || { tail -20 "$CMP/llama-build.log"; echo "llama.cpp build not done" >&2; exit 1; }
+    sleep 5
+  done
+  [[ "$(cat "$CMP/llama.done")" == 0 ]] || { tail -40 "$CMP/llama-build.log"; exit 1; }
+  echo "waited $(( $(date +%s) - t0 )) s for the llama.cpp build"
+  cp "$CMP/llama-build.log" "$logs/"
+  libdirs=$(find "$CMP/work/ggml-build" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
+  bs="$CMP/gpu-dist/blockspec"
+  ls="$CMP/llama/build/bin/llama-server"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$logs/gpu.txt" 2>&1 || true
+  sha256sum "$T" "$D05" "$DF" >"$logs/models.sha256"
+  port=8095
+  for cfg in ${CONFIGS:-bs-plain bs-dflash llama-plain llama-dflash llama-simple bs-draft05}; do
+    case $cfg in
+      bs-plain) cmd=("$bs" serve -m "$T" --device cuda -c 4096 --port $port) ;;
+      bs-dflash) cmd=("$bs" serve -m "$T" --device cuda -c 4096 --port $port --draft "$DF") ;;
+      bs-draft05) cmd=("$bs" serve -m "$T" --device cuda -c 4096 --port $port --draft "$D05") ;;
+      llama-plain) cmd=("$ls" -m "$T" -ngl 99 -fa on -c 4096 --port $port) ;;
+      llama-dflash) cmd=("$ls" -m "$T" -ngl 99 -fa on -c 4096 --port $port -md "$DF" -ngld 99
+                         --spec-type draft-dflash --spec-draft-n-max 15) ;;
+      llama-simple) cmd=("$ls" -m "$T" -ngl 99 -fa on -c 4096 --port $port -md "$D05" -ngld 99
+                         --spec-type draft-simple) ;;
+      *) echo "unknown config $cfg" >&2; exit 1 ;;
+    esac
+    LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}" "${cmd[@]}" >"$logs/server-$cfg.log" 2>&1 &
+    pid=$!
+    t1=$(date +%s)
+    python3 "$root/scripts/gpu/compare-client.py" --port $port --name "$cfg" \
+      --prompts "$root/training/eval_prompts.json" --out "$logs/$cfg.json" \
+      || { tail -30 "$logs/server-$cfg.log"; }
+    kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+    echo "$cfg: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"
+  done
+  python3 "$root/scripts/gpu/compare-client.py" --summarize "$logs" | tee "$logs/summary.txt"
+  ;;
+*) echo "unknown phase $phase" >&2; exit 1 ;;
+esac
