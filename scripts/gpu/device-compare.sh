@@ -53,7 +53,8 @@ drafter)
 run)
   OUT=${OUT:-$CMP/out}
   logs="$CMP/results"
-  rm -rf "$logs" && mkdir -p "$logs" "$OUT"
+  [[ -n "${KEEP:-}" ]] || rm -rf "$logs"   # KEEP=1: add to an earlier run's results
+  mkdir -p "$logs" "$OUT"
   trap 'tar -C "$logs" -czf "$OUT/compare.tar.gz" . 2>/dev/null || true' EXIT
   T=${TARGET:-/tmp/bs/target.gguf}
   D05=${DRAFT_MODEL:-/tmp/bs05/target.gguf}
