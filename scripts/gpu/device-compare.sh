@@ -13,7 +13,7 @@
 #   setup     carry target/gpu-dist (built by LLAMA_PEER=1 scripts/gpu/build-binary.sh) and,
 #             in the call before, target/gpu-cache (`cache` phase): unpacks our CUDA ggml and
 #             starts the llama.cpp CUDA build in the background (setsid: it outlives the call)
-#   cache     carry target/gpu-cache: keeps it in /tmp/cmp for `setup`
+#   cache [DIR]  carry target/gpu-cache (or DIR with some of its parts): keeps it in /tmp/cmp for `setup`
 #   drafter   carry .stage-drafter (the drafter in llama.cpp's spelling, which blockspec reads too)
 #   (the target and the 0.5B: training/device/stage.sh with BLOCKSPEC_STAGE=/tmp/bs and /tmp/bs05)
 #   run       waits for the build, runs the six servers one after another, writes
@@ -26,7 +26,9 @@ mkdir -p "$CMP"
 phase=${1:?usage: device-compare.sh cache|setup|drafter|run}
 case $phase in
 cache)
-  rm -rf "$CMP/gpu-cache" && cp -r target/gpu-cache "$CMP/gpu-cache" && ls -la "$CMP/gpu-cache"
+  # Additive, so the cache's parts can also come one per call (cache .stage-cache/NN) when the
+  # repository leaves too little of a call's 64 MiB for all of them.
+  mkdir -p "$CMP/gpu-cache" && cp "${2:-target/gpu-cache}"/ggml-cuda-* "$CMP/gpu-cache/" && ls -la "$CMP/gpu-cache"
   ;;
 setup)
   rm -rf "$CMP/gpu-dist" && cp -r target/gpu-dist "$CMP/gpu-dist"
