@@ -1213,16 +1213,20 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::Value::Object(result));
     } else {
         let device = l.engine.backend_name();
-        println!(
-            "| model | backend | threads | test | t/s (median of {}) |",
-            a.reps
-        );
-        println!("| --- | --- | ---: | ---: | ---: |");
-        for (test, m) in rows {
+        if !rows.is_empty() {
+            println!(
+                "| model | backend | threads | test | t/s (median of {}) |",
+                a.reps
+            );
+            println!("| --- | --- | ---: | ---: | ---: |");
+        }
+        for (test, m) in &rows {
             println!("| {name} | {device} | {threads} | {test} | {m:.2} |");
         }
         if !spec_rows.is_empty() {
-            println!();
+            if !rows.is_empty() {
+                println!();
+            }
             println!("| mode | tokens | tok/s | speedup | tau | drafts accepted |");
             println!("| --- | ---: | ---: | ---: | ---: | ---: |");
             for r in spec_rows {

@@ -475,6 +475,44 @@ fn stream_error(msg: &str) -> String {
     sse_data(&ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg).to_json())
 }
 
+/// What every OpenAI completion object and stream chunk of one request carries.
+struct Envelope {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Envelope {
+    fn new(id_prefix: &str, model: &str) -> Envelope {
+        Envelope {
+            id: new_id(id_prefix),
+            created: unix_time(),
+            model: model.to_string(),
+        }
+    }
+
+    fn object(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "blockspec",
+            "choices": choices,
+        })
+    }
+
+    /// A whole (non-streamed) reply: one choice, usage, llama.cpp's timings and the slot.
+    fn finished(&self, object: &str, choice: Value, n_prompt: usize, done: &Finished) -> Value {
+        let g = &done.generation;
+        let mut v = self.object(object, json!([choice]));
+        v["usage"] = usage_json(n_prompt, g);
+        v["timings"] = timings_json(g, done.spec.as_ref());
+        v["id_slot"] = done.slot.into();
+        v
+    }
+}
+
 // ---- /v1/chat/completions ----
 
 /// What a chat request adds to the generation parameters.
@@ -614,17 +652,15 @@ async fn chat_completions(State(state): State<Shared>, body: Body) -> ApiResult<
         .encode(&chat.prompt_text, true, true)
         .map_err(|e| ApiError::bad_request(format!("cannot tokenize the prompt: {e:#}")))?;
     let opens_reasoning = chat.prompt_text.trim_end().ends_with("<think>");
-    let id = new_id("chatcmpl");
+    let env = Envelope::new("chatcmpl", &state.cfg.model_alias);
     let mut parser = ChatParser::new(
         chat.parse_reasoning,
         chat.parse_tools,
         opens_reasoning,
-        format!("call_{}_", id.trim_start_matches("chatcmpl-")),
+        format!("call_{}_", env.id.trim_start_matches("chatcmpl-")),
         chat.tool_names,
     );
     let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
-    let model_name = state.cfg.model_alias.clone();
-    let created = unix_time();
     let model = r.model.clone();
 
     if !p.stream {
@@ -654,29 +690,16 @@ async fn chat_completions(State(state): State<Shared>, body: Body) -> ApiResult<
             Some(_) => chat_logprobs_json(&model.tokenizer, &g.logprobs),
             None => Value::Null,
         };
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model_name,
-            "system_fingerprint": "blockspec",
-            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}],
-            "usage": usage_json(n_prompt, g),
-            "timings": timings_json(g, done.spec.as_ref()),
-            "id_slot": done.slot,
-        }))
-        .into_response());
+        let choice =
+            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish});
+        return Ok(Json(env.finished("chat.completion", choice, n_prompt, &done)).into_response());
     }
 
     let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
-            "system_fingerprint": "blockspec",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        })
+        env.object(
+            "chat.completion.chunk",
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+        )
     };
     let first = sse_data(&chunk(json!({"role": "assistant", "content": null}), None));
     let model_for_final = model.clone();
@@ -764,9 +787,7 @@ async fn completions(State(state): State<Shared>, body: Body) -> ApiResult<Respo
     }
     let prompt = completion_prompt(r, &f)?;
     let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
-    let id = new_id("cmpl");
-    let created = unix_time();
-    let model_name = state.cfg.model_alias.clone();
+    let env = Envelope::new("cmpl", &state.cfg.model_alias);
     let model = r.model.clone();
     if !p.stream {
         let done = collect(rx).await?;
@@ -776,28 +797,14 @@ async fn completions(State(state): State<Shared>, body: Body) -> ApiResult<Respo
             Some(_) => completion_logprobs_json(&model.tokenizer, &g.logprobs),
             None => Value::Null,
         };
-        return Ok(Json(json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "system_fingerprint": "blockspec",
-            "choices": [{"text": g.text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason(g.stop)}],
-            "usage": usage_json(n_prompt, g),
-            "timings": timings_json(g, done.spec.as_ref()),
-            "id_slot": done.slot,
-        }))
-        .into_response());
+        let choice = json!({"text": g.text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason(g.stop)});
+        return Ok(Json(env.finished("text_completion", choice, n_prompt, &done)).into_response());
     }
     let chunk = move |text: &str, finish: Option<&str>| {
-        json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "system_fingerprint": "blockspec",
-            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
-        })
+        env.object(
+            "text_completion",
+            json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]),
+        )
     };
     let include_usage = p.include_usage;
     let mut pending_lp = Vec::new();
