@@ -12,7 +12,7 @@
 # Carry `.whl` (training/device/fetch-wheels.sh: gguf + dflash wheels).
 #
 #   bash training/device/train.sh     # env: BUDGET GEN_SECONDS TRAIN_SECONDS EVAL_SECONDS FORCE_EVAL TRAIN_ARGS
-#                                     #      SELF_INSTRUCT_SECONDS (default 0: off) ...
+#                                     #      SELF_INSTRUCT_SECONDS (default 0: off) GEN_FROM ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -52,6 +52,21 @@ if (( SELF_INSTRUCT_SECONDS > 0 )) && [[ ! -f "$BS/prompts-all.jsonl" && ! -d "$
     --time-budget "$SELF_INSTRUCT_SECONDS" ${SELF_INSTRUCT_ARGS:-} && mv "$BS/prompts-all.jsonl.tmp" "$BS/prompts-all.jsonl"
 fi
 [[ -f "$BS/prompts-all.jsonl" ]] && PROMPTS="$BS/prompts-all.jsonl"
+
+# 0b. responses generated in an earlier lease (training/device/generate.sh) and committed as
+#     training/data/gen/*.tar.xz: GEN_FROM="training/data/gen/a.tar.xz ..." unpacks them into $BS/gen
+#     (shards renamed shard-<archive>-NNNNN.jsonl) and generation is skipped.
+if [[ -n "${GEN_FROM:-}" && ! -f "$BS/gen/status.json" ]]; then
+  mkdir -p "$BS/gen"
+  for a in $GEN_FROM; do
+    tmp=$(mktemp -d) && tar -C "$tmp" -xJf "$a" || exit 1
+    k=$(basename "$a" .tar.xz)
+    for f in "$tmp"/*/shard-*.jsonl; do mv "$f" "$BS/gen/shard-$k-${f##*/shard-}"; done
+    rm -rf "$tmp"
+  done
+  echo '{"complete": true, "from": "'"$GEN_FROM"'"}' > "$BS/gen/status.json"
+  echo "== responses from $GEN_FROM: $(ls "$BS"/gen/shard-*.jsonl | wc -l) shards"
+fi
 
 # 1. generation
 used=$(cat "$BS/gen_seconds" 2>/dev/null || echo 0)
