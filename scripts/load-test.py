@@ -34,6 +34,7 @@ p.add_argument("--server-args", default="-np 2 --queue-size 8 --spec ngram -c 20
 p.add_argument("--burst", type=int, default=32,
                help="then this many simultaneous requests, more than slots + queue: some get 503")
 p.add_argument("--seed", type=int, default=1)
+p.add_argument("--log", help="keep the server's log here (e.g. with BLOCKSPEC_LOG=blockspec=debug)")
 p.add_argument("--rounds", type=int, default=1,
                help="repeat the mix this many times (requests each), resident memory after each")
 a = p.parse_args()
@@ -47,7 +48,7 @@ def rss_kib(pid):
     return 0
 
 
-log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+log = open(a.log, "w+") if a.log else tempfile.NamedTemporaryFile("w+", suffix=".log")
 proc = subprocess.Popen([a.bin, "serve", "-m", a.model, "--port", "0",
                          *shlex.split(a.server_args)],
                         stdout=subprocess.DEVNULL, stderr=log)

@@ -407,6 +407,9 @@ impl BuiltGraph for ForwardGraph {
     fn graph(&self) -> ggml::Graph {
         self.graph
     }
+    fn host_bytes(&self) -> usize {
+        self.ctx.mem_size()
+    }
 }
 
 /// Where a decode's outputs go: full logit rows, or only each row's argmax.

@@ -15,6 +15,8 @@ pub const COLD_RUNS: u32 = 3;
 /// Something built around a ggml graph (its input and output tensors).
 pub trait BuiltGraph {
     fn graph(&self) -> Graph;
+    /// Host memory held by the graph's metadata (its ggml context), for memory accounting.
+    fn host_bytes(&self) -> usize;
 }
 
 pub struct GraphCache<K, G> {
@@ -73,6 +75,17 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
         }
         self.graphs.insert(key, graph);
         self.runs.insert(key, 0);
+        tracing::debug!(
+            "{}: built the graph for {key:?}; {} cached, {:.1} MiB of graph metadata",
+            self.owner,
+            self.graphs.len(),
+            self.host_bytes() as f64 / (1 << 20) as f64
+        );
+    }
+
+    /// Host memory held by the cached graphs' metadata (a ggml context each).
+    pub fn host_bytes(&self) -> usize {
+        self.graphs.values().map(|g| g.host_bytes()).sum()
     }
 
     /// The cached graph for `key` (see [`insert`](Self::insert)), allocated in the scheduler's

@@ -251,6 +251,12 @@ impl Context {
     }
 
     /// Keep `owner` alive as long as this context (the context or buffer of tensors used here).
+    /// Bytes of host memory the context's arena holds (tensor and graph metadata).
+    pub fn mem_size(&self) -> usize {
+        // SAFETY: the context is live for as long as self.
+        unsafe { sys::ggml_get_mem_size(self.ctx()) }
+    }
+
     pub fn keep(&mut self, owner: Arc<dyn Any + Send + Sync>) {
         if !self.keep.iter().any(|k| Arc::ptr_eq(k, &owner)) {
             self.keep.push(owner);

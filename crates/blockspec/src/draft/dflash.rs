@@ -801,7 +801,7 @@ struct Shape {
 }
 
 struct StepGraph {
-    _ctx: Context,
+    ctx: Context,
     graph: Graph,
     feats: Tensor,
     ctx_pos: Tensor,
@@ -816,6 +816,9 @@ struct StepGraph {
 impl BuiltGraph for StepGraph {
     fn graph(&self) -> Graph {
         self.graph
+    }
+    fn host_bytes(&self) -> usize {
+        self.ctx.mem_size()
     }
 }
 
@@ -1094,7 +1097,7 @@ impl DFlashDrafter {
             self.store_kv(&mut g, gf, il, kc, vc, ctx_rows);
         }
         let mut sg = StepGraph {
-            _ctx: Context::new(1, 0),
+            ctx: Context::new(1, 0),
             graph: gf,
             feats,
             ctx_pos,
@@ -1177,7 +1180,7 @@ impl DFlashDrafter {
             sg.mask = Some(mask);
             sg.argmax = Some(am);
         }
-        sg._ctx = g;
+        sg.ctx = g;
         sg
     }
 
