@@ -187,6 +187,19 @@ impl Engine {
         self.n_past = 0;
     }
 
+    /// Drop the graphs built for prompt chunks (many tokens, one output row). Their lengths
+    /// rarely repeat, unlike decode and verify shapes, and each holds ~1.5 MiB of host
+    /// metadata: a server slot calls this between requests so its memory returns to baseline.
+    pub fn drop_prompt_graphs(&mut self) {
+        self.graphs
+            .retain(|s| s.n_tokens == 1 || s.n_outputs == s.n_tokens);
+    }
+
+    /// Built graphs kept for reuse, and the host memory their metadata holds.
+    pub fn cached_graphs(&self) -> (usize, usize) {
+        (self.graphs.len(), self.graphs.host_bytes())
+    }
+
     /// The largest batch size n <= `max` for which a batch computes every row bit for bit as
     /// one-token decoding does, measured once on this model, machine and ggml build. ggml picks
     /// different kernels by batch size (e.g. the CPU's quantized matmuls change path at 8 rows

@@ -83,6 +83,23 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
         );
     }
 
+    /// Drop the cached graphs whose key fails `keep` (their host memory is freed).
+    pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        self.graphs.retain(|k, _| keep(k));
+        self.runs.retain(|k, _| keep(k));
+        if self.allocated.is_some_and(|k| !keep(&k)) {
+            self.allocated = None;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.graphs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graphs.is_empty()
+    }
+
     /// Host memory held by the cached graphs' metadata (a ggml context each).
     pub fn host_bytes(&self) -> usize {
         self.graphs.values().map(|g| g.host_bytes()).sum()

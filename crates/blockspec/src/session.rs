@@ -199,6 +199,11 @@ impl Session {
         &self.cached
     }
 
+    /// Between requests: free the graphs built for this request's prompt length.
+    pub fn drop_prompt_graphs(&mut self) {
+        self.engine.drop_prompt_graphs();
+    }
+
     /// Forget the cached prompt (the next generation evaluates everything).
     pub fn clear_cache(&mut self) {
         self.cached.clear();

@@ -190,3 +190,48 @@ fn llama32_rope_scaling_tied_embeddings_matches_transformers() {
     check_forward("llama32", "model-f32.gguf", None, 1e-4, 1e-4);
     check_greedy("llama32", "model-f32.gguf", None);
 }
+
+/// A server slot drops the graphs of a request's prompt length between requests: the memory
+/// they hold is freed, decode and verify graphs stay, and decoding goes on unchanged.
+#[test]
+fn dropping_prompt_graphs_keeps_decode_graphs_and_results() {
+    let run = |drop_between: bool| {
+        let mut e = engine_for("qwen3", "model-f32.gguf", false);
+        let mut out = Vec::new();
+        let mut next = argmax(
+            e.decode(&[1, 2, 3, 4, 5], Outputs::Last)
+                .expect("prompt")
+                .last(),
+        );
+        for _ in 0..4 {
+            out.push(next);
+            next = argmax(e.decode(&[next], Outputs::Last).expect("decode").last());
+        }
+        // A verify-shaped batch (every row an output), as speculation evaluates.
+        let v = e.decode(&[next, 7, 8], Outputs::All).expect("verify");
+        out.push(argmax(v.row(2)));
+        let (n_before, bytes_before) = e.cached_graphs();
+        if drop_between {
+            e.drop_prompt_graphs();
+            let (n, bytes) = e.cached_graphs();
+            // The 5-token prompt graph went; the 1-token and the 3-token verify graphs stay.
+            assert_eq!((n_before, n), (3, 2));
+            assert!(
+                bytes < bytes_before && bytes > 0,
+                "{bytes_before} -> {bytes}"
+            );
+        }
+        // The next request's prompt (a new length) and decoding after it.
+        let mut next = argmax(
+            e.decode(&[9, 10, 11, 12], Outputs::Last)
+                .expect("prompt 2")
+                .last(),
+        );
+        for _ in 0..4 {
+            out.push(next);
+            next = argmax(e.decode(&[next], Outputs::Last).expect("decode").last());
+        }
+        out
+    };
+    assert_eq!(run(true), run(false));
+}

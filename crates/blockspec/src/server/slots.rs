@@ -412,6 +412,7 @@ fn worker(slot: usize, model: Arc<LoadedModel>, mut session: Session, pool: Arc<
                 }
             }
         }
+        session.drop_prompt_graphs();
         pool.running.fetch_sub(1, Ordering::AcqRel);
         pool.in_flight.fetch_sub(1, Ordering::AcqRel);
         pool.update_metrics();
