@@ -10,7 +10,8 @@
 #   llama-simple   llama-server -md <the 0.5B> --spec-type draft-simple
 # The files are too large for one call, so the phases are separate calls issued back to back
 # (the machine keeps /tmp only while calls follow each other closely):
-#   setup     carry target/gpu-dist (built by LLAMA_PEER=1 scripts/gpu/build-binary.sh) and,
+#   setup     (LLAMA_PATCH_QWEN2=1: patch llama.cpp so draft-dflash runs on Qwen2 targets)
+#             carry target/gpu-dist (built by LLAMA_PEER=1 scripts/gpu/build-binary.sh) and,
 #             in the call before, target/gpu-cache (`cache` phase): unpacks our CUDA ggml and
 #             starts the llama.cpp CUDA build in the background (setsid: it outlives the call)
 #   cache [DIR]  carry target/gpu-cache (or DIR with some of its parts): keeps it in /tmp/cmp for `setup`
@@ -41,6 +42,12 @@ setup)
     set -o pipefail
     cd "$1" && rm -rf llama && mkdir llama && cd llama && tar xJf ../gpu-dist/llama-src.tar.xz &&
     mkdir -p llama.cpp/scripts && cp ../gpu-dist/ui-assets.cmake llama.cpp/scripts/ &&
+    if [[ -n "${LLAMA_PATCH_QWEN2:-}" ]]; then
+      # b11434 publishes no layer inputs for qwen2, so draft-dflash aborts on Qwen2 targets
+      # (GGML_ASSERT t_layer_inp). This adds the one line its llama graph has.
+      sed -i "s/^\(\s*\)ggml_tensor \* inpSA = inpL;/\1res->t_layer_inp[il] = inpL;\n\n\1ggml_tensor * inpSA = inpL;/" \
+        llama.cpp/src/models/qwen2.cpp && grep -q "t_layer_inp" llama.cpp/src/models/qwen2.cpp
+    fi &&
     cmake -S llama.cpp -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
       -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
