@@ -6,7 +6,13 @@ Runs `llama-speculative-simple` (draft-simple: a classic draft model) and `llama
 crates/blockspec/src/bench_prompts.json, greedy, N tokens, and prints decode tokens/s summed
 over the prompts (tokens / seconds), like `blockspec bench` does.
 
-Usage: python3 scripts/ref/llama-spec-peer.py TARGET.gguf DRAFT.gguf [N_TOKENS] [THREADS]
+Usage: python3 scripts/ref/llama-spec-peer.py TARGET.gguf DRAFT.gguf [N_TOKENS] [THREADS] [SPEC_TYPE]
+
+SPEC_TYPE: draft-simple (default) or draft-dflash (DRAFT: a `dflash` GGUF in llama.cpp's spelling,
+`blockspec convert-draft D.gguf -o L.gguf --type keep --target TARGET.gguf`; 15 drafts per step,
+the block of 16 that blockspec verifies with --block-size 16). b11434 aborts on Qwen2 targets
+unless src/models/qwen2.cpp publishes its layer inputs (see scripts/gpu/device-compare.sh,
+LLAMA_PATCH_QWEN2).
 """
 import json
 import os
@@ -32,15 +38,20 @@ def main():
     target, draft = sys.argv[1], sys.argv[2]
     n = sys.argv[3] if len(sys.argv) > 3 else "128"
     threads = sys.argv[4] if len(sys.argv) > 4 else "2"
+    spec_type = sys.argv[5] if len(sys.argv) > 5 else "draft-simple"
+    spec_args = ["--spec-type", spec_type]
+    if spec_type == "draft-dflash":
+        spec_args += ["--spec-draft-n-max", "15"]
     prompts = json.loads((ROOT / "crates/blockspec/src/bench_prompts.json").read_text())
     common = ["-n", n, "-t", threads, "--temp", "0", "--top-k", "1", "-fa", "on",
               "--ignore-eos", "-c", "2048"]
     spec_tok = spec_s = 0.0
     plain_tok = plain_s = 0.0
     drafted = accepted = 0
+    steps = 0
     for p in prompts:
         out = run([str(BIN / "llama-speculative-simple"), "-m", target, "-md", draft,
-                   "--spec-type", "draft-simple", "-p", p,
+                   *spec_args, "-p", p,
                    *common])
         m = re.search(r"decoded\s+(\d+)\s+tokens in\s+([\d.]+)\s+seconds", out)
         if not m:
@@ -51,6 +62,7 @@ def main():
         a = re.search(r"n_accept\s*=\s*(\d+)", out)
         drafted += int(d.group(1)) if d else 0
         accepted += int(a.group(1)) if a else 0
+        steps += int(d.group(1)) // 15 if d and spec_type == "draft-dflash" else 0
         out = run([str(BIN / "llama-completion"), "-m", target, "-p", p, "-no-cnv", *common])
         m = re.search(r"eval time =\s+([\d.]+) ms /\s+(\d+) runs", out)
         if not m:
@@ -60,10 +72,13 @@ def main():
     print(json.dumps({
         "prompts": len(prompts),
         "plain_tok_s": plain_tok / plain_s,
-        "draft_simple_tok_s": spec_tok / spec_s,
+        "spec_type": spec_type,
+        "spec_tok_s": spec_tok / spec_s,
         "ratio": (spec_tok / spec_s) / (plain_tok / plain_s),
         "drafted": drafted,
         "accepted": accepted,
+        # draft-dflash drafts 15 per step: tokens per verify step, as blockspec reports tau
+        "tau": (accepted + steps) / steps if steps else None,
     }))
 
 
