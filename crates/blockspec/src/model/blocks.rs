@@ -130,28 +130,22 @@ pub fn build(
         let st = c.set_rows(kv.v[il], v2, kv_rows);
         c.build_forward_expand(gf, st);
 
-        let row_k = kv.k[il].nb()[1];
-        let head_k = kv
-            .type_k
-            .row_bytes(hp.head_dim as u64)
-            .expect("checked at cache creation") as usize;
-        let kview = c.view(
-            kv.k[il],
-            &[hd, nhkv, shape.n_kv as i64, 1],
-            &[head_k, row_k, row_k * kv.n_ctx],
-            0,
-        );
-        let row_v = kv.v[il].nb()[1];
-        let head_v = kv
-            .type_v
-            .row_bytes(hp.head_dim as u64)
-            .expect("checked at cache creation") as usize;
-        let vview = c.view(
-            kv.v[il],
-            &[hd, nhkv, shape.n_kv as i64, 1],
-            &[head_v, row_v, row_v * kv.n_ctx],
-            0,
-        );
+        // The first n_kv cells of one layer's K or V cache, as [head_dim, n_kv, n_head_kv].
+        let cache_heads = |c: &mut Context, cache: Tensor, ty: Type| {
+            let row = cache.nb()[1];
+            let head = ty
+                .row_bytes(hp.head_dim as u64)
+                .expect("checked at cache creation") as usize;
+            let heads = c.view(
+                cache,
+                &[hd, nhkv, shape.n_kv as i64, 1],
+                &[head, row, row * kv.n_ctx],
+                0,
+            );
+            c.permute(heads, [0, 2, 1, 3])
+        };
+        let kp = cache_heads(&mut c, kv.k[il], kv.type_k);
+        let vp = cache_heads(&mut c, kv.v[il], kv.type_v);
         let q4 = c.view(
             q,
             &[hd, nh, nt, 1],
@@ -159,8 +153,6 @@ pub fn build(
             0,
         );
         let qp = c.permute(q4, [0, 2, 1, 3]);
-        let kp = c.permute(kview, [0, 2, 1, 3]);
-        let vp = c.permute(vview, [0, 2, 1, 3]);
         let att = c.flash_attn_ext(qp, kp, vp, mask, kq_scale);
         let ne = att.ne();
         let att = c.reshape(att, &[ne[0] * ne[1], ne[2] * ne[3]]);
