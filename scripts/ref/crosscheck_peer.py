@@ -29,15 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from llama_server import Server as _Server, http  # noqa: E402 (same folder)
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests/fixtures/llama"
@@ -49,63 +45,9 @@ MODELS = {
 }
 SERVER_ARGS = ["-t", "2", "-c", "4096", "--jinja"]
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
 
-
-def http(base: str, path: str, body: dict | None = None, timeout: float = 600.0):
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    req = urllib.request.Request(base + path, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with _OPENER.open(req, timeout=timeout) as r:
-            return json.loads(r.read().decode("utf-8"))
-    except urllib.error.HTTPError as e:
-        raise RuntimeError(f"{path}: HTTP {e.code}: {e.read().decode('utf-8', 'replace')[:500]}") from None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, binary: Path, model: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port)] + SERVER_ARGS
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-peer-server-", suffix=".log", delete=False)
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self):
-        print(f"  starting: {shlex.join(self.cmd)}  (log {self.log.name})", file=sys.stderr)
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if http(self.base, "/health", timeout=5).get("status") == "ok":
-                    return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError, json.JSONDecodeError):
-                pass
-            time.sleep(0.5)
-        self.__exit__(TimeoutError, None, None)
-        raise TimeoutError("server did not become healthy")
-
-    def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        if exc[0] is None:
-            os.unlink(self.log.name)
-        return False
-
+def Server(binary: Path, model: Path):
+    return _Server(binary, model, SERVER_ARGS, "llama-peer-server-")
 
 def first_diff(a: list, b: list):
     """(index, a_id, b_id) of the first difference, None when equal; a missing id is None."""
