@@ -22,9 +22,8 @@ use std::sync::Arc;
 /// Where a session's drafts come from.
 pub enum DraftSource {
     None,
-    /// A DFlash drafter file or directory (each session loads its own: it keeps per-sequence
-    /// state next to its weights).
-    /// A DFlash drafter, its weights shared by every session.
+    /// A DFlash drafter, its weights shared by every session (each makes its own draft cache
+    /// and graphs over them).
     DFlash {
         weights: Arc<DFlashWeights>,
         window: usize,

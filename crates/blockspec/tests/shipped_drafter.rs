@@ -11,25 +11,18 @@ use blockspec::generate::GenerateOptions;
 use blockspec::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::tokenizer::Tokenizer;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 const NAME: &str = "qwen2.5-coder-1.5b-instruct-dflash-q8_0";
 
-fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
-}
-
 fn record() -> serde_json::Value {
-    let p = repo(&format!("training/runs/{NAME}/summary.json"));
+    let p = common::repo_file(&format!("training/runs/{NAME}/summary.json"));
     serde_json::from_str(&std::fs::read_to_string(&p).expect("training record")).expect("json")
 }
 
 #[test]
 fn shipped_drafter_matches_its_training_record() {
-    let path = repo(&format!("training/drafters/{NAME}.gguf"));
+    let path = common::repo_file(&format!("training/drafters/{NAME}.gguf"));
     let bytes = std::fs::metadata(&path).expect("the shipped drafter").len();
     let rec = record();
     assert_eq!(
@@ -60,7 +53,7 @@ fn shipped_drafter_is_lossless_and_learned_the_target() {
     let backend = Arc::new(ggml::Backend::cpu(2));
     // Speculation runs the target with batch-invariant kernels (see Model::load_with).
     let model = Arc::new(Model::load_with(&g, &backend, false, false).expect("load"));
-    let dpath = repo(&format!("training/drafters/{NAME}.gguf"));
+    let dpath = common::repo_file(&format!("training/drafters/{NAME}.gguf"));
     let mut drafter = DFlashDrafter::load(
         &dpath,
         model.clone(),
@@ -81,7 +74,8 @@ fn shipped_drafter_is_lossless_and_learned_the_target() {
     let template = blockspec::chat::ChatTemplate::from_gguf(&g, None).expect("template");
     // Held-out prompts (training/eval_prompts.json: never seen in training), chat template.
     let eval: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo("training/eval_prompts.json")).expect("eval prompts"),
+        &std::fs::read_to_string(common::repo_file("training/eval_prompts.json"))
+            .expect("eval prompts"),
     )
     .expect("json");
     let code: Vec<&str> = eval["prompts"]

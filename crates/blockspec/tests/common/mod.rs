@@ -34,10 +34,15 @@ pub fn model(name: &str) -> Option<PathBuf> {
     }
 }
 
-pub fn fixture(rel: &str) -> PathBuf {
+/// A path relative to the repository root.
+pub fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
+        .join("../..")
         .join(rel)
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_file("tests/fixtures").join(rel)
 }
 
 pub fn read_json(rel: &str) -> serde_json::Value {
