@@ -15,7 +15,10 @@
 #             in the call before, target/gpu-cache (`cache` phase): unpacks our CUDA ggml and
 #             starts the llama.cpp CUDA build in the background (setsid: it outlives the call)
 #   cache [DIR]  carry target/gpu-cache (or DIR with some of its parts): keeps it in /tmp/cmp for `setup`
-#   drafter   carry .stage-drafter (the drafter in llama.cpp's spelling, which blockspec reads too)
+#   drafter   carry .stage-drafter (the drafter in llama.cpp's spelling, which blockspec reads too);
+#             a drafter too large to travel beside the repository is staged instead like the
+#             target (STAGE_DIR=.stage-dl training/device/split.sh FILE 32, then stage.sh with
+#             BLOCKSPEC_STAGE=/tmp/bsdraft) and `run` is told DRAFTER=/tmp/bsdraft/target.gguf
 #   (the target and the 0.5B: training/device/stage.sh with BLOCKSPEC_STAGE=/tmp/bs and /tmp/bs05)
 #   run       waits for the build, runs the six servers one after another, writes
 #             $OUT/compare.tar.gz (per-config JSON with every reply, timings, logs) and prints
@@ -67,7 +70,7 @@ run)
   trap 'tar -C "$logs" -czf "$OUT/compare.tar.gz" . 2>/dev/null || true' EXIT
   T=${TARGET:-/tmp/bs/target.gguf}
   D05=${DRAFT_MODEL:-/tmp/bs05/target.gguf}
-  DF="$CMP/drafter.gguf"
+  DF=${DRAFTER:-$CMP/drafter.gguf}
   for f in "$T" "$D05" "$DF"; do [[ -f "$f" ]] || { echo "missing $f (staged?)" >&2; exit 1; }; done
   t0=$(date +%s)
   until [[ -f "$CMP/llama.done" ]]; do

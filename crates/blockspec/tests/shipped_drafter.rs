@@ -117,11 +117,12 @@ fn shipped_drafter_is_lossless_and_learned_the_target() {
         steps += stats.steps;
     }
     // tau = tokens per verify step (accepted drafts + the target's own token). The training
-    // record measured 2.5 on the 20 held-out code prompts; a random drafter gives ~1.0.
+    // record measured 3.3 on the 20 held-out code prompts (this short run: 2.49); a random
+    // drafter gives ~1.0, the first, smaller drafter 2.04 here.
     let tau = 1.0 + accepted as f64 / steps as f64;
     eprintln!("shipped drafter: tau {tau:.2} over {steps} steps at block 16");
     assert!(
-        tau >= 1.6,
+        tau >= 2.0,
         "tau {tau:.2}: the shipped drafter predicts no better than chance"
     );
 }
