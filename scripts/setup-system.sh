@@ -4,8 +4,10 @@
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
-# bindgen needs libclang.so; Debian ships it in libclang-dev.
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# bindgen needs libclang.so (libclang-N.so); Debian ships it in libclang-dev. libclang-cpp.so,
+# which some images carry without it, is a different library.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 &&
+  ! ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
   need+=(libclang-dev)
 fi
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
