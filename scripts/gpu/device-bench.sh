@@ -47,6 +47,20 @@ echo "ggml CUDA build: $(( $(date +%s) - t0 )) s" | tee "$logs/times.txt"
 libdirs=$(find "$work/ggml-build" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
 find "$work/ggml-build" -name 'libggml*.so*' -type f -exec ls -la {} + >"$logs/libs.txt"
 export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
+# Our small-batch quantized kernels (scripts/gpu/mmsq), loaded by the hook in our ggml-cuda when
+# BLOCKSPEC_MMSQ_LIB names them: a carried target/mmsq/libbs-mmsq.so, else built here (seconds).
+# MMSQ=0 leaves every product to ggml's own kernels.
+if [[ "${MMSQ:-1}" != 0 ]]; then
+  mmsq_lib=$(cd "$dist/.." && pwd)/mmsq/libbs-mmsq.so
+  if [[ ! -f "$mmsq_lib" ]]; then
+    mmsq_lib=$work/libbs-mmsq.so
+    nvcc -O3 -std=c++17 -arch=sm_"${CUDA_ARCH:-90}" -shared -Xcompiler -fPIC -cudart shared \
+      "$dist/mmsq/bs-mmsq-lib.cu" -o "$mmsq_lib" >"$logs/mmsq-build.log" 2>&1 ||
+      { tail -20 "$logs/mmsq-build.log"; exit 1; }
+  fi
+  export BLOCKSPEC_MMSQ_LIB=$mmsq_lib
+  echo "mmsq kernels: $mmsq_lib" | tee -a "$logs/times.txt"
+fi
 ldd "$dist/blockspec" | grep -E "ggml|not found" >"$logs/ldd.txt" || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$logs/gpu.txt" 2>&1 || true
 # STEPS=none: only make the CUDA libraries ready (device-compare.sh's setup phase).
