@@ -81,6 +81,12 @@ run)
   echo "waited $(( $(date +%s) - t0 )) s for the llama.cpp build"
   cp "$CMP/llama-build.log" "$logs/"
   libdirs=$(find "$CMP/work/ggml-build" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
+  # Our small-batch kernels, built by device-bench.sh in the setup phase (MMSQ=0: ggml's only).
+  # llama.cpp's own ggml has no hook, so the variable changes nothing there.
+  if [[ "${MMSQ:-1}" != 0 && -f "$CMP/work/libbs-mmsq.so" ]]; then
+    export BLOCKSPEC_MMSQ_LIB="$CMP/work/libbs-mmsq.so"
+    echo "mmsq kernels: $BLOCKSPEC_MMSQ_LIB" | tee -a "$logs/times.txt"
+  fi
   bs="$CMP/gpu-dist/blockspec"
   ls="$CMP/llama/build/bin/llama-server"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$logs/gpu.txt" 2>&1 || true
