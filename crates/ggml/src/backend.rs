@@ -200,7 +200,18 @@ impl Backend {
 
     /// The CPU device's extra buffer types (weight repacking for faster matmuls), in ggml's
     /// order of preference; empty for other backends.
+    ///
+    /// Leaves out ggml's AMX buffer type (Intel Sapphire Rapids and later): its matmul crashes
+    /// in `ggml_backend_amx_mul_mat` on the first evaluation with Q4_K_M models (llama.cpp issue
+    /// 20824, closed unfixed; it crashed every model on the project's Xeon CI machine). The
+    /// weights then go to the next type, ggml's AVX-512 repack, which runs fine there.
     pub fn extra_buffer_types(&self) -> Vec<BufferType> {
+        let mut out = self.all_extra_buffer_types();
+        out.retain(|b| b.name() != "AMX");
+        out
+    }
+
+    fn all_extra_buffer_types(&self) -> Vec<BufferType> {
         if !self.is_cpu {
             return Vec::new();
         }
