@@ -7,6 +7,7 @@
 use anyhow::{Context as _, Result};
 use ggml::{Backend, Buffer, Context, PinnedHost, Tensor, Type};
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 struct CaptureStore {
@@ -21,6 +22,36 @@ pub struct CaptureBuffer {
     pub max_tokens: usize,
     pub tensor: Tensor,
     store: Arc<CaptureStore>,
+    /// Evaluations that have written the buffer so far (see [`CapturedRows`]).
+    epoch: Arc<AtomicU64>,
+}
+
+/// The first `rows` rows of a capture buffer, left where the target's graph wrote them (on its
+/// device) for a drafter to read inside its own graph: no copy to the host and back. Valid until
+/// the target evaluates again and overwrites the buffer; [`is_current`](Self::is_current) says
+/// whether it still holds them.
+#[derive(Clone)]
+pub struct CapturedRows {
+    /// The whole capture buffer (`[n_layers_captured * n_embd, max_tokens]`, F32).
+    pub tensor: Tensor,
+    /// Keeps the buffer alive for graphs that read it.
+    pub owner: Arc<dyn Any + Send + Sync>,
+    pub rows: usize,
+    epoch: u64,
+    current: Arc<AtomicU64>,
+}
+
+impl CapturedRows {
+    /// Whether the buffer still holds these rows (the target has not evaluated since).
+    pub fn is_current(&self) -> bool {
+        self.current.load(Ordering::Acquire) == self.epoch
+    }
+
+    /// Append the rows to `out` (token-major), reading them from the device.
+    pub fn read_into(&self, out: &mut Vec<f32>) {
+        let nf = self.tensor.ne()[0] as usize;
+        read_f32_staged(self.tensor, 0, self.rows * nf, None, out);
+    }
 }
 
 impl CaptureBuffer {
@@ -47,7 +78,25 @@ impl CaptureBuffer {
                 _ctx: ctx,
                 _buffer: buffer,
             }),
+            epoch: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// An evaluation is about to overwrite the buffer: every [`CapturedRows`] handed out so far
+    /// stops being current.
+    pub fn begin_write(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The first `rows` rows as the last evaluation left them.
+    pub fn rows_on_device(&self, rows: usize) -> CapturedRows {
+        CapturedRows {
+            tensor: self.tensor,
+            owner: self.owner(),
+            rows,
+            epoch: self.epoch.load(Ordering::Acquire),
+            current: self.epoch.clone(),
+        }
     }
 
     /// Where layer `il`'s output goes in the row, if it is captured.

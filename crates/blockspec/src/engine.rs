@@ -1,6 +1,6 @@
 //! The evaluation engine of one sequence: KV cache, graph reuse, batched evaluation.
 
-use crate::capture::{read_f32_staged, CaptureBuffer};
+use crate::capture::{read_f32_staged, CaptureBuffer, CapturedRows};
 use crate::graph_cache::{BuiltGraph, GraphCache};
 use crate::kv_cache::KvCache;
 use crate::model::{ForwardGraph, GraphShape, Model};
@@ -268,6 +268,19 @@ impl Engine {
         &self.captured[..rows * nf]
     }
 
+    /// The first `n` captured rows of the last `decode`, left on the device for a drafter's graph
+    /// to read (no read-back, no upload). `None` when they are not all there: no capture, fewer
+    /// rows, or the decode ran in several chunks (then use [`captured_rows`](Self::captured_rows)).
+    /// The engine reads none of the last chunk's rows back afterwards: the caller has them.
+    pub fn captured_on_device(&mut self, n: usize) -> Option<CapturedRows> {
+        let cap = self.capture.as_ref()?;
+        if !self.captured.is_empty() || self.chunk_read != 0 || n > self.chunk_rows {
+            return None;
+        }
+        self.chunk_read = self.chunk_rows;
+        Some(cap.rows_on_device(n))
+    }
+
     /// Evaluate `tokens` at positions `n_past..`, append them to the cache, and return logits for
     /// the rows `outputs` asks for.
     pub fn decode(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Logits> {
@@ -338,6 +351,9 @@ impl Engine {
         // This chunk overwrites the capture buffer: keep the rows of the one before.
         if self.chunk_read < self.chunk_rows {
             self.captured_rows(usize::MAX);
+        }
+        if let Some(cap) = &self.capture {
+            cap.begin_write();
         }
         let nt = chunk.len();
         let n_kv = (self.n_past + nt).div_ceil(KV_PAD) * KV_PAD;

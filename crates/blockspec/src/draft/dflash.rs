@@ -12,6 +12,8 @@
 //! One graph per step does both the context injection of the newly committed tokens and the
 //! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
 
+use super::{Drafter, Features};
+use crate::capture::CapturedRows;
 use crate::engine::KV_PAD;
 use crate::gguf::Gguf;
 use crate::graph_cache::{BuiltGraph, GraphCache};
@@ -798,12 +800,18 @@ struct Shape {
     n_kv: usize,
     /// Block slots whose drafts are read out (the lm_head runs on these rows only).
     n_out: usize,
+    /// The context features are gathered from the target's capture buffer on the device
+    /// (`Features::Device`) instead of uploaded from the host.
+    device_feats: bool,
 }
 
 struct StepGraph {
     ctx: Context,
     graph: Graph,
-    feats: Tensor,
+    /// Host mode: the context feature rows, uploaded.
+    feats: Option<Tensor>,
+    /// Device mode: which rows of the target's capture buffer are the context.
+    feat_rows: Option<Tensor>,
     ctx_pos: Tensor,
     ctx_rows: Tensor,
     blk_tokens: Option<Tensor>,
@@ -892,6 +900,12 @@ pub struct DFlashDrafter {
     n_done: usize,
     /// Features of positions n_done.. not yet injected, `n_feat` floats each.
     pending: Vec<f32>,
+    /// Features of the positions after `pending`, still in the target's capture buffer: the
+    /// last step's commit. The next draft reads them there in its own graph; anything else that
+    /// happens first copies them to `pending` (see `materialize`).
+    device: Option<CapturedRows>,
+    /// The capture buffer that device-mode graphs were built to read.
+    capture_src: Option<CapturedRows>,
 }
 
 impl DFlashDrafter {
@@ -979,6 +993,8 @@ impl DFlashDrafter {
             last_cold: false,
             n_done: 0,
             pending: Vec::new(),
+            device: None,
+            capture_src: None,
         };
         // Reserve compute memory for the largest graphs once, so it is never reallocated later.
         let b = d.cfg.block_size;
@@ -988,12 +1004,14 @@ impl DFlashDrafter {
                 block: false,
                 n_kv: 0,
                 n_out: 0,
+                device_feats: false,
             },
             Shape {
                 ctx_rows: b,
                 block: true,
                 n_kv: d.n_cells,
                 n_out: b - 1,
+                device_feats: false,
             },
         ] {
             let g = d.build(s);
@@ -1028,27 +1046,95 @@ impl DFlashDrafter {
     pub fn reset(&mut self) {
         self.n_done = 0;
         self.pending.clear();
+        self.device = None;
     }
 
     /// Positions the drafter knows the context of (injected + pending).
     pub fn n_known(&self) -> usize {
-        self.n_done + self.pending.len() / self.n_feat()
+        self.n_done
+            + self.pending.len() / self.n_feat()
+            + self.device.as_ref().map_or(0, |d| d.rows)
     }
 
-    /// Give the target features of the next committed positions (token-major rows).
-    pub fn push_features(&mut self, feats: &[f32]) {
+    /// Give the target features of the next committed positions (token-major rows, host).
+    pub fn push_features(&mut self, feats: &[f32]) -> Result<()> {
         debug_assert_eq!(feats.len() % self.n_feat(), 0);
+        self.materialize()?;
         self.pending.extend_from_slice(feats);
+        Ok(())
+    }
+
+    /// Give the target features of the next committed positions, left in the target's capture
+    /// buffer (rows 0..). They must be drafted from, or [`materialize`](Self::materialize)d,
+    /// before the target evaluates again.
+    pub fn push_device_features(&mut self, rows: CapturedRows) -> Result<()> {
+        self.materialize()?;
+        if rows.tensor.ne()[0] as usize != self.n_feat() {
+            bail!(
+                "drafter: captured feature rows of {} values, expected {}",
+                rows.tensor.ne()[0],
+                self.n_feat()
+            );
+        }
+        if rows.rows > 0 {
+            self.device = Some(rows);
+        }
+        Ok(())
+    }
+
+    /// Copy the features still in the target's capture buffer to the host queue. Errors if the
+    /// target has overwritten them (the caller broke the protocol: drafts would be wrong).
+    pub fn materialize(&mut self) -> Result<()> {
+        if let Some(d) = self.device.take() {
+            if !d.is_current() {
+                bail!(
+                    "drafter: the target evaluated again before the drafter read the features of its last {} committed positions",
+                    d.rows
+                );
+            }
+            let _p = profile::scope("draft.read_capture");
+            d.read_into(&mut self.pending);
+        }
+        Ok(())
     }
 
     /// Forget every position from `n` on (a new prompt sharing a prefix).
     pub fn truncate(&mut self, n: usize) {
+        let host = self.pending.len() / self.n_feat();
         if n < self.n_done {
             self.n_done = n;
             self.pending.clear();
-        } else {
+            self.device = None;
+        } else if n - self.n_done <= host {
             let keep = (n - self.n_done) * self.n_feat();
             self.pending.truncate(keep);
+            self.device = None;
+        } else if let Some(d) = &mut self.device {
+            d.rows = d.rows.min(n - self.n_done - host);
+        }
+    }
+
+    /// Make the pending context injectable by one block graph: at most a block's worth of rows,
+    /// all on the host or all in the target's capture buffer.
+    fn prepare_context(&mut self) -> Result<()> {
+        if let Some(d) = &self.device {
+            if self.pending.is_empty() && d.rows <= self.cfg.block_size {
+                if !d.is_current() {
+                    // Report it through the one message.
+                    return self.materialize();
+                }
+                return Ok(());
+            }
+            self.materialize()?;
+        }
+        self.catch_up()
+    }
+
+    /// Device-mode graphs read `rows.tensor`: forget those built for another capture buffer.
+    fn use_capture_source(&mut self, rows: &CapturedRows) {
+        if self.capture_src.as_ref().map(|c| c.tensor) != Some(rows.tensor) {
+            self.graphs.retain(|s| !s.device_feats);
+            self.capture_src = Some(rows.clone());
         }
     }
 
@@ -1083,7 +1169,18 @@ impl DFlashDrafter {
             beta_slow: 1.0,
         };
         let nc = s.ctx_rows as i64;
-        let feats = g.input(Type::F32, &[self.n_feat() as i64, nc], "draft_feats");
+        let (feats, host_feats, feat_rows) = if s.device_feats {
+            let src = self
+                .capture_src
+                .as_ref()
+                .expect("device-mode graphs are built after use_capture_source");
+            g.keep(src.owner.clone());
+            let ix = g.input(Type::I32, &[nc], "draft_feat_rows");
+            (g.get_rows(src.tensor, ix), None, Some(ix))
+        } else {
+            let f = g.input(Type::F32, &[self.n_feat() as i64, nc], "draft_feats");
+            (f, Some(f), None)
+        };
         let ctx_pos = g.input(Type::I32, &[nc], "draft_ctx_pos");
         let ctx_rows = g.input(Type::I64, &[nc], "draft_ctx_rows");
         // Context injection: fc -> hidden_norm -> per layer k_proj/k_norm/RoPE and v_proj.
@@ -1099,7 +1196,8 @@ impl DFlashDrafter {
         let mut sg = StepGraph {
             ctx: Context::new(1, 0),
             graph: gf,
-            feats,
+            feats: host_feats,
+            feat_rows,
             ctx_pos,
             ctx_rows,
             blk_tokens: None,
@@ -1199,6 +1297,7 @@ impl DFlashDrafter {
         Ok(())
     }
 
+    /// `rows` pending host rows were injected.
     fn consume(&mut self, rows: usize) {
         let nf = self.n_feat();
         self.pending.drain(..rows * nf);
@@ -1219,8 +1318,17 @@ impl DFlashDrafter {
         let b = self.cfg.block_size;
         let len = len.clamp(2, b);
         let nf = self.n_feat();
-        self.catch_up()?;
-        let rows = self.pending.len() / nf;
+        self.prepare_context()?;
+        // The context comes from the host queue or, after a verify step, straight from the
+        // target's capture buffer (prepare_context left one of the two).
+        let device = self.device.take();
+        if let Some(d) = &device {
+            self.use_capture_source(d);
+        }
+        let rows = match &device {
+            Some(d) => d.rows,
+            None => self.pending.len() / nf,
+        };
         let start = self.n_done + rows;
         if start + b > self.n_cells - 1 {
             bail!("drafter: context full ({start} positions)");
@@ -1235,6 +1343,7 @@ impl DFlashDrafter {
             block: true,
             n_kv,
             n_out: len - 1,
+            device_feats: device.is_some(),
         };
         let lo = if self.window > 0 {
             start.saturating_sub(self.window)
@@ -1277,7 +1386,11 @@ impl DFlashDrafter {
         for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
             *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
-        self.consume(rows);
+        if device.is_some() {
+            self.n_done += rows;
+        } else {
+            self.consume(rows);
+        }
         Ok(out.into_iter().map(|t| t as u32).collect())
     }
 
@@ -1292,6 +1405,7 @@ impl DFlashDrafter {
                 block: false,
                 n_kv: 0,
                 n_out: 0,
+                device_feats: false,
             };
             self.run_inject(s, rows, APPEND_ROWS)?;
             self.consume(rows);
@@ -1330,8 +1444,9 @@ fn normed_heads(
     g.rope_ext(t, pos, None, rope)
 }
 
-/// Write the context-injection inputs: `rows` pending feature rows for positions n_done.., padded
-/// to `cap` rows that write to the trash cell.
+/// Write the context-injection inputs: `rows` feature rows for positions n_done.. (the first of
+/// `pending`, or in device mode the first of the capture buffer), padded to `cap` rows that
+/// write to the trash cell.
 fn fill_ctx(
     g: &StepGraph,
     pending: &[f32],
@@ -1341,9 +1456,18 @@ fn fill_ctx(
     n_done: usize,
     n_cells: usize,
 ) {
-    let mut feats = vec![0f32; nf * cap];
-    feats[..rows * nf].copy_from_slice(&pending[..rows * nf]);
-    g.feats.write_f32(&feats);
+    if let Some(t) = g.feats {
+        let mut feats = vec![0f32; nf * cap];
+        feats[..rows * nf].copy_from_slice(&pending[..rows * nf]);
+        t.write_f32(&feats);
+    }
+    if let Some(t) = g.feat_rows {
+        // Padded rows gather row 0; they only ever reach the trash cell.
+        let ix: Vec<i32> = (0..cap)
+            .map(|i| if i < rows { i as i32 } else { 0 })
+            .collect();
+        t.write_i32(&ix);
+    }
     let pos: Vec<i32> = (0..cap)
         .map(|i| (n_done + i.min(rows.saturating_sub(1))) as i32)
         .collect();
@@ -1355,7 +1479,7 @@ fn fill_ctx(
     g.ctx_rows.write_i64(&r);
 }
 
-impl super::Drafter for DFlashDrafter {
+impl Drafter for DFlashDrafter {
     fn name(&self) -> &'static str {
         "dflash"
     }
@@ -1376,8 +1500,7 @@ impl super::Drafter for DFlashDrafter {
     }
     fn begin(&mut self, _prompt: &[u32], features: &[f32]) -> Result<()> {
         self.reset();
-        self.push_features(features);
-        Ok(())
+        self.push_features(features)
     }
     fn resumes_prefix(&self) -> bool {
         true
@@ -1395,11 +1518,10 @@ impl super::Drafter for DFlashDrafter {
             return self.begin(prompt, features);
         }
         self.truncate(reuse);
-        self.push_features(features);
-        Ok(())
+        self.push_features(features)
     }
     fn sync(&mut self) -> Result<()> {
-        self.catch_up()
+        self.prepare_context()
     }
     fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
         if len < 2 {
@@ -1407,9 +1529,17 @@ impl super::Drafter for DFlashDrafter {
         }
         self.draft_block(last, len)
     }
-    fn commit(&mut self, _tokens: &[u32], features: &[f32]) -> Result<()> {
-        self.push_features(features);
-        Ok(())
+    fn reads_device_features(&self) -> bool {
+        true
+    }
+    fn release_capture(&mut self) -> Result<()> {
+        self.materialize()
+    }
+    fn commit(&mut self, _tokens: &[u32], features: Features) -> Result<()> {
+        match features {
+            Features::Host(f) => self.push_features(f),
+            Features::Device(rows) => self.push_device_features(rows),
+        }
     }
 }
 

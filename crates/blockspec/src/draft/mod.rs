@@ -8,7 +8,18 @@ pub mod dflash;
 pub mod model;
 pub mod ngram;
 
+use crate::capture::CapturedRows;
 use anyhow::Result;
+
+/// Target features of committed positions: token-major rows of the captured layers' outputs.
+pub enum Features<'a> {
+    /// Rows in host memory.
+    Host(&'a [f32]),
+    /// The first rows of the target's capture buffer, where its graph wrote them (on its
+    /// device), valid until the target evaluates again. Only for drafters that
+    /// [`read_device_features`](Drafter::reads_device_features).
+    Device(CapturedRows),
+}
 
 /// How a drafter's time grows with the number of tokens it drafts (the verify-length policy
 /// weighs it against the verify cost).
@@ -71,11 +82,25 @@ pub trait Drafter {
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`commit`](Drafter::commit) takes [`Features::Device`]: the drafter reads the
+    /// target's features in its own graph, where the target left them, instead of from host
+    /// copies. It then keeps a reference until [`draft`](Drafter::draft) or
+    /// [`release_capture`](Drafter::release_capture), one of which the caller must call before
+    /// the target evaluates again.
+    fn reads_device_features(&self) -> bool {
+        false
+    }
+    /// The target is about to evaluate again (overwriting its capture buffer) with no draft
+    /// first (a plain step, or the generation ended): copy any committed features still held
+    /// there by reference.
+    fn release_capture(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Propose up to `len - 1` tokens to follow `last`: the newest committed token, which the
     /// target has not evaluated yet. May return fewer, or none.
     fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>>;
     /// The step committed `tokens`: the `last` token of the step followed by the accepted drafts
     /// (the target's own next token becomes the next step's `last`). `features` are the target
     /// features of these positions.
-    fn commit(&mut self, tokens: &[u32], features: &[f32]) -> Result<()>;
+    fn commit(&mut self, tokens: &[u32], features: Features) -> Result<()>;
 }

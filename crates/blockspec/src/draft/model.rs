@@ -6,7 +6,7 @@
 //! it is cut back to the accepted prefix, and committed tokens it has not seen yet are evaluated
 //! in one batch at the start of the next draft (no per-token catch-up calls).
 
-use super::{DraftCost, Drafter};
+use super::{DraftCost, Drafter, Features};
 use crate::engine::{Engine, Outputs};
 use crate::gguf::Gguf;
 use crate::sampling::argmax;
@@ -176,7 +176,7 @@ impl Drafter for DraftModel {
         Ok(out)
     }
 
-    fn commit(&mut self, tokens: &[u32], _features: &[f32]) -> Result<()> {
+    fn commit(&mut self, tokens: &[u32], _features: Features) -> Result<()> {
         match self.step_base.take() {
             // A plain step: nothing was drafted, the tokens wait for the next draft.
             None => self.pending.extend_from_slice(tokens),

@@ -2,7 +2,7 @@
 //! (prompt + output so far); if they occurred before, the tokens that followed that occurrence
 //! are proposed. It pays off where the output repeats its input: code edits, quoting, extraction.
 
-use super::{DraftCost, Drafter};
+use super::{DraftCost, Drafter, Features};
 use anyhow::{bail, Result};
 
 pub struct NgramDrafter {
@@ -85,7 +85,7 @@ impl Drafter for NgramDrafter {
     fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
         Ok(self.lookup(last, len.saturating_sub(1)))
     }
-    fn commit(&mut self, tokens: &[u32], _features: &[f32]) -> Result<()> {
+    fn commit(&mut self, tokens: &[u32], _features: Features) -> Result<()> {
         self.history.extend_from_slice(tokens);
         Ok(())
     }
@@ -116,7 +116,7 @@ mod tests {
         // (1, 2, 5) no, (2, 5) no... (x, 5): with n = 3 and min 2 still nothing.
         assert!(d.draft(9, 4).unwrap().is_empty());
         // Commit 5 6: history ... 1 2 5 6, then `last` 7: (5, 6, 7) occurred at the start.
-        d.commit(&[5, 6], &[]).unwrap();
+        d.commit(&[5, 6], Features::Host(&[])).unwrap();
         assert_eq!(d.draft(7, 3).unwrap(), vec![8, 1]);
     }
 

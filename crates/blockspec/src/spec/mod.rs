@@ -7,7 +7,7 @@
 
 pub mod policy;
 
-use crate::draft::Drafter;
+use crate::draft::{Drafter, Features};
 use crate::engine::{Engine, Logits, Outputs};
 use crate::generate::{
     prefill, GenerateOptions, Generation, Output, StopReason, Timings, TokenLogprob,
@@ -203,7 +203,10 @@ pub fn generate_speculative(
             }
             let mut block = vec![last];
             let mut step_ms = 0.0;
-            if n > 1 {
+            if n == 1 {
+                // The target overwrites its captured features now, before any draft reads them.
+                drafter.release_capture()?;
+            } else {
                 let tsync = Instant::now();
                 let _p = profile::scope("spec.sync");
                 drafter.sync()?;
@@ -297,11 +300,23 @@ pub fn generate_speculative(
             }
             // Keep the target's KV and the features of block[0..=committed] only.
             engine.truncate(start + committed + 1);
-            let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
             let _p = profile::scope("spec.commit");
-            let features = engine.captured_rows(committed + 1);
-            debug_assert_eq!(features.len(), (committed + 1) * nf);
-            drafter.commit(&block[..=committed], features)?;
+            // A drafter that reads features on the device gets them where the verify left them;
+            // otherwise (or when they are not all there) they are read back.
+            let on_device = if drafter.reads_device_features() {
+                engine.captured_on_device(committed + 1)
+            } else {
+                None
+            };
+            match on_device {
+                Some(rows) => drafter.commit(&block[..=committed], Features::Device(rows))?,
+                None => {
+                    let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
+                    let features = engine.captured_rows(committed + 1);
+                    debug_assert_eq!(features.len(), (committed + 1) * nf);
+                    drafter.commit(&block[..=committed], Features::Host(features))?;
+                }
+            }
             drop(_p);
             // Tokens this step commits (cut short by a stop or the token limit).
             let _p = profile::scope("spec.output");
@@ -321,6 +336,8 @@ pub fn generate_speculative(
         }
     };
     spec.policy = Some(policy);
+    // The next generation starts with a prompt evaluation: keep what the drafter still needs.
+    drafter.release_capture()?;
     let mut logprobs = std::mem::take(&mut out.logprobs);
     let (tokens, text) = out.finish(stop);
     logprobs.truncate(tokens.len());
