@@ -63,6 +63,14 @@ CMAKE_FLAGS=(
   -DLLAMA_OPENSSL=OFF
   -DLLAMA_BUILD_TESTS=OFF
 )
+# On CPUs with AMX (Intel Sapphire Rapids and later) GGML_NATIVE compiles ggml's AMX weight
+# buffer type in, and its matmul segfaults on the first evaluation (llama.cpp issue 20824).
+# blockspec leaves that buffer type out at run time (crates/ggml, extra_buffer_types), so the
+# reference is built without it: repacked weights then take the same AVX-512 path in both.
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+  CMAKE_FLAGS+=(-DCMAKE_C_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+fi
 # Without git metadata llama.cpp's build info says "commit unknown": name the crate instead.
 if ! git -C "$SRC" rev-parse --show-toplevel >/dev/null 2>&1 || [[ -z "${LLAMA_CPP_SRC:-}" ]]; then
   CMAKE_FLAGS+=(-DLLAMA_BUILD_COMMIT="llama-cpp-sys-2-$LLAMA_SYS_VERSION")

@@ -16,6 +16,13 @@ Outputs (in tests/fixtures/llama/):
                           with --no-repack: the same generations with the
                           server started with `--no-repack` (CPU weight
                           repacking off); generate fixtures only.
+  cpu/<vendor>/generate-*.json
+                          with --per-cpu: generate fixtures for this machine's
+                          CPU kind (/proc/cpuinfo vendor_id, lowercased). The
+                          CPU kernels round differently per instruction set,
+                          which flips near-ties: the top-level files were made
+                          on an AMD EPYC (AVX-512), and tests/generate_llama.rs
+                          uses cpu/<vendor>/ instead where it exists.
 
 The server binary is $LLAMA_SERVER if set, else the first of
   $BLOCKSPEC_LLAMA_REF/build-tools/bin/llama-server   (full llama.cpp tree)
@@ -23,7 +30,7 @@ The server binary is $LLAMA_SERVER if set, else the first of
 as built by scripts/ref/build-llama.sh. Models come from
 $BLOCKSPEC_MODELS (scripts/fetch-models.sh).
 
-Usage: scripts/ref/make_llama_fixtures.py [--models qwen05,qwen15] [--only tokenizer|generate] [--no-repack]
+Usage: scripts/ref/make_llama_fixtures.py [--models qwen05,qwen15] [--only tokenizer|generate] [--no-repack] [--per-cpu]
 """
 
 from __future__ import annotations
@@ -194,6 +201,17 @@ def common_meta(kind: str, key: str, model: Path, binary: Path, version: str, sr
     }
 
 
+def cpu_info() -> dict:
+    """vendor_id and model name of the first processor in /proc/cpuinfo."""
+    info = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        k, _, v = line.partition(":")
+        k = k.strip()
+        if k in ("vendor_id", "model name") and k not in info:
+            info[k] = v.strip()
+    return info
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 def tokenizer_fixture(srv: Server, meta: dict) -> tuple[dict, list[dict]]:
@@ -275,7 +293,17 @@ def main() -> int:
     ap.add_argument("--no-repack", action="store_true",
                     help="start the server with --no-repack (CPU weight repacking off) and write "
                          "generate-<model>-norepack.json (generate fixtures only)")
+    ap.add_argument("--per-cpu", action="store_true",
+                    help="write generate fixtures to cpu/<vendor_id>/ (this machine's CPU kind) and "
+                         "record the CPU in them (generate fixtures only)")
     args = ap.parse_args()
+    out_dir = FIXTURES
+    cpu = cpu_info()
+    if args.per_cpu:
+        if args.only == "tokenizer":
+            ap.error("--per-cpu only produces generate fixtures")
+        args.only = "generate"
+        out_dir = FIXTURES / "cpu" / cpu["vendor_id"].lower()
     if args.no_repack:
         if args.only == "tokenizer":
             ap.error("--no-repack only produces generate fixtures")
@@ -286,7 +314,7 @@ def main() -> int:
     binary = find_server()
     version = server_version(binary)
     print(f"server: {binary}\n{version}", file=sys.stderr)
-    FIXTURES.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     for key in args.models.split(","):
         fname, sha = MODELS[key]
@@ -303,8 +331,11 @@ def main() -> int:
                 meta, cases = tokenizer_fixture(srv, common_meta("tokenizer", key, model, binary, version, srv, props))
                 write_fixture(FIXTURES / f"tokenizer-{stem}.json", meta, cases)
             if args.only in (None, "generate"):
-                meta, cases = generate_fixture(srv, common_meta("generate", key, model, binary, version, srv, props))
-                write_fixture(FIXTURES / f"generate-{stem}{suffix}.json", meta, cases)
+                meta = common_meta("generate", key, model, binary, version, srv, props)
+                if args.per_cpu:
+                    meta["cpu"] = cpu
+                meta, cases = generate_fixture(srv, meta)
+                write_fixture(out_dir / f"generate-{stem}{suffix}.json", meta, cases)
     return 0
 
 
