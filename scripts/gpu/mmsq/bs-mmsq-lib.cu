@@ -58,8 +58,19 @@ bool supported(int type, int64_t K, int64_t nrows, int64_t ncols) {
            nrows % (16 * NW) == 0 && ncols >= s.lo && ncols <= s.hi;
 }
 
-int splits(int64_t K, int64_t nrows) {
-    return bs_mmsq2_splits(nrows, (int) (K / 256), NW, settings().nsm);
+bool use_v3(int type) {
+    return type == GGML_Q8_0 && settings().q8_v3;
+}
+
+// K splits of a product; the scratch size and the launch must agree on it.
+int splits(int type, int64_t K, int64_t nrows) {
+    int nsplit = bs_mmsq2_splits(nrows, (int) (K / 256), NW, settings().nsm);
+    if (use_v3(type)) {   // version 3 holds at most 4 super-blocks of activations (see below)
+        while ((K / 256 + nsplit - 1) / nsplit > 4) {
+            nsplit *= 2;
+        }
+    }
+    return nsplit;
 }
 
 }  // namespace
@@ -72,7 +83,7 @@ size_t bs_mmsq_scratch_bytes(int type, int64_t K, int64_t nrows, int64_t ncols) 
     if (!supported(type, K, nrows, ncols)) {
         return 0;
     }
-    return bs_mmsq2_scratch(K, nrows, splits(K, nrows));
+    return bs_mmsq2_scratch(K, nrows, splits(type, K, nrows));
 }
 
 // dst[c * ld_dst + r] = sum_k W[r, k] * x[c * ld_x + k] for r < nrows, c < ncols. W: nrows rows
@@ -84,22 +95,25 @@ bool bs_mmsq_mul_mat(int type, const void * W, int64_t nrows, int64_t K, int64_t
         return false;
     }
     const bs_mmsq_type t = type == GGML_Q4_K ? BS_MMSQ_Q4_K : type == GGML_Q6_K ? BS_MMSQ_Q6_K : BS_MMSQ_Q8_0;
+    // The kernels read Q4_K and Q8_0 blocks in 16-byte units (a view into a weight could be
+    // misaligned) and Q6_K blocks in 2-byte units; anything else stays with ggml.
+    const uintptr_t align = t == BS_MMSQ_Q6_K ? 2 : 16;
+    if ((uintptr_t) W % align != 0 || (uintptr_t) row_bytes % align != 0) {
+        return false;
+    }
     // test-mmsq on the H100: Q8_0 gains most from version 3's cp.async pipeline (1.5-1.8 TB/s vs
     // 1.0-1.1 at 16 columns); for Q4_K and Q6_K version 2 measured as fast or faster.
     // Version 3 is kept under 48 KB of shared memory (2 warps, 3 stages, at most 4 super-blocks of
     // activations per block): with more, a CUDA graph update in ggml failed when verify lengths
     // changed (H100, replay bench).
-    if (t == BS_MMSQ_Q8_0 && settings().q8_v3) {
-        int nsplit = splits(K, nrows);
-        while ((K / 256 + nsplit - 1) / nsplit > 4) {
-            nsplit *= 2;
-        }
+    const int nsplit = splits(type, K, nrows);
+    if (use_v3(type)) {
         static_assert(bs_mmsq3_smem<BS_MMSQ_Q8_0, 2, 3>(4) <= 48 * 1024, "v3 must fit the default shared memory");
         bs_mmsq3_launch<2, 3>(t, W, nrows, row_bytes, (int) (K / 256), x, ld_x, (int) ncols, dst, ld_dst, scratch,
                               nsplit, stream);
     } else {
         bs_mmsq2_launch<NW>(t, W, nrows, row_bytes, (int) (K / 256), x, ld_x, (int) ncols, dst, ld_dst, scratch,
-                            splits(K, nrows), stream);
+                            nsplit, stream);
     }
     return cudaPeekAtLastError() == cudaSuccess;
 }
