@@ -221,6 +221,11 @@ struct ModelArgs {
     /// Attend to at most this many past positions in the drafter (0: all; the target is unaffected).
     #[arg(long = "draft-ctx", default_value_t = 0)]
     draft_ctx: usize,
+    /// A DFlash drafter drafts from the first N token ids only: its head reads N rows of the
+    /// target's output matrix instead of all (BPE ids are in merge order, common tokens first).
+    /// The output does not change; rarer tokens are just never drafted. Default: all.
+    #[arg(long = "draft-vocab")]
+    draft_vocab: Option<usize>,
     /// How speculative verification evaluates the target. `fast` (default): the fastest kernels
     /// and full blocks; every token is the target's own choice, computed in a batch, so where
     /// two tokens tie within rounding it may take the other one than one-token decoding would
@@ -700,10 +705,14 @@ fn load_model(args: &ModelArgs, show_progress: bool) -> Result<LoadedModel> {
     if draft_type.is_some() && spec != SpecKind::DFlash {
         bail!("--draft-type applies to DFlash drafters only");
     }
+    if args.draft_vocab.is_some() && spec != SpecKind::DFlash {
+        bail!("--draft-vocab applies to DFlash drafters only");
+    }
     let draft = match (spec, &args.draft) {
         (SpecKind::DFlash, Some(p)) => DraftSource::DFlash {
             weights: DFlashWeights::load(p, &model, &backend, draft_type)?,
             window: args.draft_ctx,
+            vocab: args.draft_vocab,
         },
         (SpecKind::DraftModel, Some(p)) => {
             let dg = open_gguf(p).context("--draft")?;

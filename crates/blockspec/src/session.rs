@@ -27,6 +27,8 @@ pub enum DraftSource {
     DFlash {
         weights: Arc<DFlashWeights>,
         window: usize,
+        /// `--draft-vocab`: draft from the first this many token ids only.
+        vocab: Option<usize>,
     },
     /// A classic draft model, its weights shared by every session.
     DraftModel {
@@ -74,14 +76,24 @@ impl LoadedModel {
     pub fn new_session_on(&self, backend: Arc<ggml::Backend>) -> Result<Session> {
         let drafter: Option<Box<dyn Drafter>> = match &self.draft {
             DraftSource::None => None,
-            DraftSource::DFlash { weights, window } => Some(Box::new(DFlashDrafter::new(
-                weights.clone(),
-                self.model.clone(),
-                backend.clone(),
-                self.n_ctx,
-                *window,
-                ggml::Type::F16,
-            )?)),
+            DraftSource::DFlash {
+                weights,
+                window,
+                vocab,
+            } => {
+                let mut d = DFlashDrafter::new(
+                    weights.clone(),
+                    self.model.clone(),
+                    backend.clone(),
+                    self.n_ctx,
+                    *window,
+                    ggml::Type::F16,
+                )?;
+                if let Some(n) = vocab {
+                    d.set_draft_vocab(*n)?;
+                }
+                Some(Box::new(d))
+            }
             DraftSource::DraftModel { model, p_min } => {
                 let cfg = EngineConfig {
                     n_ctx: self.n_ctx,

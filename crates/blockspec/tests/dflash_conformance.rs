@@ -8,6 +8,7 @@ mod common;
 use common::ids;
 
 use blockspec::draft::dflash::DFlashDrafter;
+use blockspec::draft::{DraftCost, Drafter, Features};
 use blockspec::engine::{Engine, EngineConfig};
 use blockspec::generate::GenerateOptions;
 use blockspec::gguf::Gguf;
@@ -34,6 +35,16 @@ fn check(drafter_path: &Path) {
 /// reference always (the target decides); acceptance lengths too when the drafter's weights
 /// are as stored (`weight_type` None).
 fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> usize {
+    run_with(drafter_path, weight_type, window, None)
+}
+
+/// Like [`run`]; `vocab`: `--draft-vocab`, and then every draft must be below it.
+fn run_with(
+    drafter_path: &Path,
+    weight_type: Option<ggml::Type>,
+    window: usize,
+    vocab: Option<usize>,
+) -> usize {
     let fx = common::read_json("dflash/reference.json");
     let g = Gguf::open(&common::fixture("tiny/qwen3/model-f32.gguf")).expect("target");
     let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
@@ -71,6 +82,13 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> u
         );
     }
     assert_eq!(drafter.target_layers(), &taps[..]);
+    if let Some(n) = vocab {
+        drafter.set_draft_vocab(n).expect("draft vocab");
+    }
+    let mut drafter = BelowVocab {
+        inner: drafter,
+        below: vocab.unwrap_or(usize::MAX),
+    };
     let block = fx["block_size"].as_u64().expect("block") as usize;
     let max_new = fx["generation"]["max_new_tokens"]
         .as_u64()
@@ -105,7 +123,7 @@ fn run(drafter_path: &Path, weight_type: Option<ggml::Type>, window: usize) -> u
             ids(&c["generated"]),
             "{name}: tokens differ from dflash_generate"
         );
-        if weight_type.is_none() && window == 0 {
+        if weight_type.is_none() && window == 0 && vocab.is_none() {
             assert_eq!(
                 stats.accept_lengths,
                 lens(&c["accept_lengths"]),
@@ -157,4 +175,71 @@ fn draft_window_keeps_output_and_a_long_window_changes_nothing() {
         short <= full,
         "window 2 accepted {short}, full context {full}"
     );
+}
+
+/// Forwards to a DFlash drafter and checks that no draft is at or above `below`.
+struct BelowVocab {
+    inner: DFlashDrafter,
+    below: usize,
+}
+
+impl Drafter for BelowVocab {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn max_block(&self) -> usize {
+        self.inner.max_block()
+    }
+    fn target_layers(&self) -> &[usize] {
+        Drafter::target_layers(&self.inner)
+    }
+    fn cost(&self) -> DraftCost {
+        self.inner.cost()
+    }
+    fn begin(&mut self, prompt: &[u32], features: &[f32]) -> anyhow::Result<()> {
+        self.inner.begin(prompt, features)
+    }
+    fn sync(&mut self) -> anyhow::Result<()> {
+        self.inner.sync()
+    }
+    fn draft(&mut self, last: u32, len: usize) -> anyhow::Result<Vec<u32>> {
+        let d = Drafter::draft(&mut self.inner, last, len)?;
+        assert!(
+            d.iter().all(|&t| (t as usize) < self.below),
+            "draft {d:?} outside the draft vocabulary of {}",
+            self.below
+        );
+        Ok(d)
+    }
+    fn reads_device_features(&self) -> bool {
+        self.inner.reads_device_features()
+    }
+    fn release_capture(&mut self) -> anyhow::Result<()> {
+        self.inner.release_capture()
+    }
+    fn commit(&mut self, tokens: &[u32], features: Features) -> anyhow::Result<()> {
+        self.inner.commit(tokens, features)
+    }
+}
+
+/// `--draft-vocab N`: the drafter's head scores token ids below N only. Output stays the
+/// reference's (the target decides); the whole vocabulary changes nothing; a vocabulary that
+/// leaves out many of the generated tokens (ids up to 510 here) accepts fewer drafts.
+#[test]
+fn draft_vocab_keeps_output_and_narrows_drafts() {
+    let path = common::fixture("dflash/tiny-qwen3-drafter");
+    let full = run(&path, None, 0);
+    let n_vocab = Gguf::open(&common::fixture("tiny/qwen3/model-f32.gguf"))
+        .expect("target")
+        .str_array("tokenizer.ggml.tokens")
+        .expect("tokens")
+        .expect("a vocabulary")
+        .len();
+    assert_eq!(run_with(&path, None, 0, Some(n_vocab)), full);
+    let narrow = run_with(&path, None, 0, Some(256));
+    assert!(
+        narrow < full,
+        "vocabulary 256 accepted {narrow}, the full one {full}"
+    );
+    assert!(narrow > 0, "ids below 256 are still drafted and accepted");
 }

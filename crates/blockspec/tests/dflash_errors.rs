@@ -168,6 +168,34 @@ fn cli_spec_errors() {
             vec!["run", "-m", m, "-p", "hi", "-md", "/nonexistent/d.gguf"],
             "drafter not found",
         ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--draft",
+                d,
+                "--draft-vocab",
+                "100000",
+            ],
+            "--draft-vocab 100000: must be between 1 and the target's vocabulary size",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--spec",
+                "ngram",
+                "--draft-vocab",
+                "64",
+            ],
+            "--draft-vocab applies to DFlash drafters only",
+        ),
     ] {
         let (code, _out, err) = common::blockspec(&args);
         assert_eq!(code, 2, "{args:?}: {err}");

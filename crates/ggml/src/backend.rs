@@ -211,6 +211,12 @@ impl Backend {
         out
     }
 
+    /// Whether `buft` is one of the CPU's extra buffer types, whose weights are stored in a
+    /// repacked (row-interleaved) layout: a view of some rows of such a weight is not a matrix.
+    pub fn is_repacked_buffer_type(&self, buft: BufferType) -> bool {
+        self.all_extra_buffer_types().contains(&buft)
+    }
+
     fn all_extra_buffer_types(&self) -> Vec<BufferType> {
         if !self.is_cpu {
             return Vec::new();
@@ -297,7 +303,7 @@ impl Backend {
 
 /// A buffer type (where and how tensor memory is allocated).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct BufferType(sys::ggml_backend_buffer_type_t);
+pub struct BufferType(pub(crate) sys::ggml_backend_buffer_type_t);
 // SAFETY: buffer types are static descriptors owned by their backend registry.
 unsafe impl Send for BufferType {}
 // SAFETY: as above.

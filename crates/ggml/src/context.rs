@@ -103,6 +103,18 @@ impl Tensor {
         !t.data.is_null() || !t.buffer.is_null()
     }
 
+    /// The type of the buffer holding the tensor's data (None while it has none).
+    pub fn buffer_type(&self) -> Option<crate::BufferType> {
+        let b = self.get().buffer;
+        if b.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `buffer` of a live tensor is a live ggml_backend_buffer.
+        Some(crate::BufferType(unsafe {
+            sys::ggml_backend_buffer_get_type(b)
+        }))
+    }
+
     /// Copy `data` into the tensor's memory at byte `offset` (any backend).
     ///
     /// Panics if the tensor has no memory or the range is out of bounds: both are programming

@@ -906,6 +906,9 @@ pub struct DFlashDrafter {
     device: Option<CapturedRows>,
     /// The capture buffer that device-mode graphs were built to read.
     capture_src: Option<CapturedRows>,
+    /// The head scores token ids 0..head_rows only (see `set_draft_vocab`).
+    head_rows: usize,
+    backend: Arc<Backend>,
 }
 
 impl DFlashDrafter {
@@ -995,7 +998,10 @@ impl DFlashDrafter {
             pending: Vec::new(),
             device: None,
             capture_src: None,
+            head_rows: 0,
+            backend,
         };
+        d.head_rows = d.target.hp.n_vocab;
         // Reserve compute memory for the largest graphs once, so it is never reallocated later.
         let b = d.cfg.block_size;
         for s in [
@@ -1024,6 +1030,40 @@ impl DFlashDrafter {
 
     pub fn block_size(&self) -> usize {
         self.cfg.block_size
+    }
+
+    /// Draft from the first `n` token ids only (`--draft-vocab`): the head multiplies by rows
+    /// 0..n of the target's output matrix instead of all of them. BPE vocabularies number their
+    /// tokens in merge order, so the low ids are the common ones; a rarer token is then never
+    /// drafted (the target still decides every token: the output does not change), and the
+    /// head, the largest matrix the drafter reads, costs n / n_vocab of what it did.
+    pub fn set_draft_vocab(&mut self, n: usize) -> Result<()> {
+        let nv = self.target.hp.n_vocab;
+        if n == 0 || n > nv {
+            bail!("--draft-vocab {n}: must be between 1 and the target's vocabulary size {nv}");
+        }
+        let out = self.target.weights.output;
+        if n < nv
+            && out
+                .buffer_type()
+                .is_some_and(|b| self.backend.is_repacked_buffer_type(b))
+        {
+            bail!(
+                "--draft-vocab {n}: the target's output matrix is stored repacked for the CPU's \
+                 fast kernels, and its rows cannot be taken apart (use --verify exact, which \
+                 loads the target without repacking)"
+            );
+        }
+        if n != self.head_rows {
+            self.head_rows = n;
+            self.graphs.retain(|s| !s.block);
+        }
+        Ok(())
+    }
+
+    /// Token ids the head scores: drafts are below this.
+    pub fn draft_vocab(&self) -> usize {
+        self.head_rows
     }
 
     /// Element types of the drafter's matrices (fc, then each layer's projections), as loaded.
@@ -1268,7 +1308,19 @@ impl DFlashDrafter {
             let tail = g.view(h, &[c.n_embd as i64, n_out], &[h.nb()[1]], h.nb()[1]);
             let x = g.rms_norm(tail, c.rms_eps);
             let x = g.mul(x, self.w.t.output_norm);
-            let logits = g.mul_mat(self.target.weights.output, x);
+            let out = self.target.weights.output;
+            let head = if self.head_rows < hp.n_vocab {
+                // Rows 0..head_rows: a contiguous prefix of a plain (not repacked) matrix.
+                g.view(
+                    out,
+                    &[out.ne()[0], self.head_rows as i64],
+                    &[out.nb()[1]],
+                    0,
+                )
+            } else {
+                out
+            };
+            let logits = g.mul_mat(head, x);
             let am = g.argmax(logits);
             g.set_output(am);
             g.build_forward_expand(gf, am);
