@@ -4,6 +4,7 @@
 # built on), writes the synthetic Qwen3-8B-shaped Q4_K_M target and a matching random DFlash
 # drafter, and runs `blockspec bench` on the GPU. Results (JSON, logs) go to $OUT.
 #   CUDA_ARCH (default 90: H100)   STEPS (default "plain verify spec"; "none": libraries only)
+#   DRAFT_VOCAB (default 32768): --draft-vocab of the profile-vocab and replay-vocab steps
 set -euo pipefail
 dist=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$dist/out}
@@ -103,6 +104,14 @@ for step in ${STEPS:-plain verify spec}; do
             --draft drafter.gguf -p 0 -n 0 --spec-tokens 128 --block-size 16 --json ;;
     replay-f16) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 256 --replay-tau 6.55 --json ;;
+    # The drafter's head over the first DRAFT_VOCAB token ids only (--draft-vocab): its
+    # step cost, and the replayed speedup (replay keeps the acceptance fixed: timing only).
+    profile-vocab) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
+            --draft drafter.gguf -p 0 -n 0 --spec-tokens 128 --draft-type q8_0 --block-size 16 \
+            --draft-vocab "${DRAFT_VOCAB:-32768}" --json ;;
+    replay-vocab) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+            --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 \
+            --draft-vocab "${DRAFT_VOCAB:-32768}" --json ;;
     plot) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --replay-tau 6.55 --plot "$logs/plot.png" --json ;;
     serve) bash "$dist/device-serve.sh" "$bs" ;;
