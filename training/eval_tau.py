@@ -90,6 +90,8 @@ def run_blockspec(a, prompts) -> list[dict]:
                 cmd += ["--block-size", str(a.block_size)]
             if a.threads:
                 cmd += ["-t", str(a.threads)]
+            for extra in a.blockspec_arg:
+                cmd += extra.split()
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
@@ -115,6 +117,9 @@ def main() -> None:
                     help="blockspec: verify exactly this many tokens (use the drafter's block size, e.g. 16, to "
                          "compare with the reference); reference: override the drafter's block size")
     ap.add_argument("--blockspec", help="path of the blockspec binary: measure with blockspec instead")
+    ap.add_argument("--blockspec-arg", action="append", default=[],
+                    help="blockspec: more arguments for `run` (repeatable; split on spaces), "
+                         "e.g. '--draft-vocab 32768'")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device")
     ap.add_argument("--time-budget", type=float, default=0, help="reference: stop starting prompts after this")
