@@ -1061,11 +1061,6 @@ impl DFlashDrafter {
         Ok(())
     }
 
-    /// Token ids the head scores: drafts are below this.
-    pub fn draft_vocab(&self) -> usize {
-        self.head_rows
-    }
-
     /// Element types of the drafter's matrices (fc, then each layer's projections), as loaded.
     pub fn matrix_types(&self) -> Vec<Type> {
         let mut out = vec![self.w.t.fc.ty()];
@@ -1158,13 +1153,10 @@ impl DFlashDrafter {
     /// all on the host or all in the target's capture buffer.
     fn prepare_context(&mut self) -> Result<()> {
         if let Some(d) = &self.device {
-            if self.pending.is_empty() && d.rows <= self.cfg.block_size {
-                if !d.is_current() {
-                    // Report it through the one message.
-                    return self.materialize();
-                }
+            if self.pending.is_empty() && d.rows <= self.cfg.block_size && d.is_current() {
                 return Ok(());
             }
+            // Mixed with host rows, too many, or stale (materialize reports that).
             self.materialize()?;
         }
         self.catch_up()
