@@ -1,26 +1,28 @@
 //! blockspec: LLM inference on ggml with our own graphs, built for speculative decoding.
 //!
-//! Pipeline: [`gguf`] (read) -> [`model`] (target graphs) -> [`engine`] (sessions, KV cache,
-//! evaluation) -> [`sampling`] -> `cli`. [`tokenizer`] and [`chat`] turn text into tokens.
+//! The folders follow the pipeline, each layer calling only the ones above it in this list:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`format`] | GGUF reading and writing |
+//! | [`text`] | tokenizer, chat templates |
+//! | [`model`] | target weights and graphs, one file per architecture |
+//! | [`runtime`] | evaluation: the [`runtime::engine::Engine`], KV cache, feature capture, graph cache, profiling |
+//! | [`decode`] | sampling, plain generation, drafters, speculative decoding |
+//! | [`session`] | a loaded target + drafter + tokenizer, ready to generate |
+//! | [`server`] | the OpenAI / llama-server HTTP API |
+//! | [`cli`] | the `blockspec` command: arguments to configs |
+//! | [`dev`] | development tools: synthetic models, plots |
+//!
+//! docs/ARCHITECTURE.md has the picture, where state lives and where new features plug in.
 #![forbid(unsafe_code)]
 
-pub mod capture;
-pub mod chat;
 pub mod cli;
-pub mod draft;
-pub mod engine;
-pub mod generate;
-pub mod gguf;
-pub mod gguf_write;
-pub mod graph_cache;
-pub mod kv_cache;
+pub mod decode;
+pub mod dev;
+pub mod format;
 pub mod model;
-pub mod plot;
-pub mod profile;
-pub mod progress;
-pub mod sampling;
+pub mod runtime;
 pub mod server;
 pub mod session;
-pub mod spec;
-pub mod synth;
-pub mod tokenizer;
+pub mod text;

@@ -5,17 +5,17 @@
 //! plus the tokens its cache holds, so a follow-up prompt can reuse the common prefix. The CLI
 //! runs one session; the server runs one per slot.
 
-use crate::draft::dflash::{DFlashDrafter, DFlashWeights};
-use crate::draft::model::DraftModel;
-use crate::draft::ngram::NgramDrafter;
-use crate::draft::Drafter;
-use crate::engine::{Engine, EngineConfig};
-use crate::generate::{generate, GenerateOptions, Generation};
-use crate::gguf::Gguf;
+use crate::decode::draft::dflash::{DFlashDrafter, DFlashWeights};
+use crate::decode::draft::model::DraftModel;
+use crate::decode::draft::ngram::NgramDrafter;
+use crate::decode::draft::Drafter;
+use crate::decode::generate::{generate, GenerateOptions, Generation};
+use crate::decode::sampling::Sampler;
+use crate::decode::spec::{generate_speculative, SpecOptions, SpecStats};
+use crate::format::gguf::Gguf;
 use crate::model::Model;
-use crate::sampling::Sampler;
-use crate::spec::{generate_speculative, SpecOptions, SpecStats};
-use crate::tokenizer::Tokenizer;
+use crate::runtime::engine::{Engine, EngineConfig};
+use crate::text::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 use std::sync::Arc;
 

@@ -7,9 +7,9 @@
 
 mod common;
 
-use blockspec::chat::ChatTemplate;
-use blockspec::gguf::Gguf;
-use blockspec::tokenizer::ChatTokens;
+use blockspec::format::gguf::Gguf;
+use blockspec::text::chat::ChatTemplate;
+use blockspec::text::tokenizer::ChatTokens;
 use serde_json::{json, Value as Json};
 use std::path::PathBuf;
 

@@ -6,11 +6,11 @@ mod common;
 
 use common::ids;
 
-use blockspec::draft::dflash::DFlashDrafter;
-use blockspec::engine::{Engine, EngineConfig};
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, EngineConfig};
+use blockspec::text::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -7,13 +7,13 @@ mod common;
 
 use common::ids;
 
-use blockspec::draft::dflash::DFlashDrafter;
-use blockspec::draft::{DraftCost, Drafter, Features};
-use blockspec::engine::{Engine, EngineConfig};
-use blockspec::generate::GenerateOptions;
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::{DraftCost, Drafter, Features};
+use blockspec::decode::generate::GenerateOptions;
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, EngineConfig};
+use blockspec::text::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 

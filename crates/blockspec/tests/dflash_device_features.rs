@@ -7,12 +7,12 @@
 
 mod common;
 
-use blockspec::draft::dflash::{DFlashDrafter, DFlashWeights};
-use blockspec::draft::{Drafter, Features};
-use blockspec::engine::{Engine, EngineConfig, Outputs};
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DFlashWeights};
+use blockspec::decode::draft::{Drafter, Features};
+use blockspec::decode::sampling::argmax;
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::sampling::argmax;
+use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use std::sync::Arc;
 
 struct Rig {

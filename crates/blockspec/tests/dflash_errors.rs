@@ -2,10 +2,10 @@
 
 mod common;
 
-use blockspec::draft::dflash::DFlashDrafter;
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::dev::synth::{write_random_dflash, DraftSpec};
+use blockspec::format::gguf::Gguf;
 use blockspec::model::{hparams_for, Model};
-use blockspec::synth::{write_random_dflash, DraftSpec};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -6,12 +6,12 @@ mod common;
 
 use common::ids;
 
-use blockspec::draft::dflash::DFlashDrafter;
-use blockspec::engine::{Engine, EngineConfig};
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::dev::synth::{write_random_dflash, DraftSpec};
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::synth::{write_random_dflash, DraftSpec};
-use blockspec::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, EngineConfig};
+use blockspec::text::tokenizer::Tokenizer;
 use std::sync::Arc;
 
 fn check(file: &str, n_prompts: usize, n_tokens: usize) {

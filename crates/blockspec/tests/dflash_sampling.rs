@@ -7,14 +7,14 @@
 
 mod common;
 
-use blockspec::draft::dflash::DFlashDrafter;
-use blockspec::engine::{Engine, EngineConfig};
-use blockspec::generate::{generate, GenerateOptions};
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::generate::{generate, GenerateOptions};
+use blockspec::decode::sampling::{Sampler, SamplingParams};
+use blockspec::decode::spec::{generate_speculative, SpecOptions};
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::sampling::{Sampler, SamplingParams};
-use blockspec::spec::{generate_speculative, SpecOptions};
-use blockspec::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, EngineConfig};
+use blockspec::text::tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -7,12 +7,12 @@ mod common;
 
 use common::ids;
 
-use blockspec::draft::model::{check_vocab, DraftModel};
-use blockspec::draft::ngram::NgramDrafter;
-use blockspec::engine::{Engine, EngineConfig};
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::model::{check_vocab, DraftModel};
+use blockspec::decode::draft::ngram::NgramDrafter;
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, EngineConfig};
+use blockspec::text::tokenizer::Tokenizer;
 use std::sync::Arc;
 
 struct Target {

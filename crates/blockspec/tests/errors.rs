@@ -3,8 +3,8 @@
 
 mod common;
 
-use blockspec::gguf::{Gguf, Value};
-use blockspec::gguf_write::{read_all, write_gguf, TensorData};
+use blockspec::format::gguf::{Gguf, Value};
+use blockspec::format::gguf_write::{read_all, write_gguf, TensorData};
 use blockspec::model::Model;
 use common::blockspec;
 use std::path::{Path, PathBuf};

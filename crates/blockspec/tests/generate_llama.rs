@@ -12,10 +12,10 @@ mod common;
 
 use common::ids;
 
-use blockspec::engine::{Engine, EngineConfig, Outputs};
-use blockspec::gguf::Gguf;
+use blockspec::decode::sampling::argmax;
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::sampling::argmax;
+use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use std::sync::Arc;
 
 fn check_model(file: &str, repack: bool) {

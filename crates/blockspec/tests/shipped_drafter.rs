@@ -5,12 +5,12 @@
 
 mod common;
 
-use blockspec::draft::dflash::DFlashDrafter;
-use blockspec::engine::{Engine, EngineConfig};
-use blockspec::generate::GenerateOptions;
-use blockspec::gguf::Gguf;
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::generate::GenerateOptions;
+use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
-use blockspec::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, EngineConfig};
+use blockspec::text::tokenizer::Tokenizer;
 use std::sync::Arc;
 
 const NAME: &str = "qwen2.5-coder-1.5b-instruct-dflash-q8_0";
@@ -71,7 +71,7 @@ fn shipped_drafter_is_lossless_and_learned_the_target() {
         capture_layers: drafter.target_layers().to_vec(),
     };
     let mut engine = Engine::new(model, backend, cfg).expect("engine");
-    let template = blockspec::chat::ChatTemplate::from_gguf(&g, None).expect("template");
+    let template = blockspec::text::chat::ChatTemplate::from_gguf(&g, None).expect("template");
     // Held-out prompts (training/eval_prompts.json: never seen in training), chat template.
     let eval: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(common::repo_file("training/eval_prompts.json"))

@@ -3,11 +3,11 @@
 
 mod common;
 
-use blockspec::engine::{Engine, EngineConfig, Outputs};
-use blockspec::gguf::{Gguf, Value};
-use blockspec::gguf_write::{read_all, write_gguf};
+use blockspec::decode::sampling::argmax;
+use blockspec::format::gguf::{Gguf, Value};
+use blockspec::format::gguf_write::{read_all, write_gguf};
 use blockspec::model::Model;
-use blockspec::sampling::argmax;
+use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use std::path::Path;
 use std::sync::Arc;
 

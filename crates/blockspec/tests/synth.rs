@@ -3,8 +3,8 @@
 
 mod common;
 
-use blockspec::gguf::Gguf;
-use blockspec::synth::{write_synthetic_target, SynthType, TARGET_SHAPES};
+use blockspec::dev::synth::{write_synthetic_target, SynthType, TARGET_SHAPES};
+use blockspec::format::gguf::Gguf;
 use std::collections::BTreeMap;
 
 /// `blockspec run --json` on `path`, greedy, a small context; must succeed.

@@ -7,8 +7,8 @@
 //! every step of that shape.
 
 use super::{Hparams, Weights};
-use crate::capture::CaptureBuffer;
-use crate::kv_cache::KvCache;
+use crate::runtime::capture::CaptureBuffer;
+use crate::runtime::kv_cache::KvCache;
 use ggml::{Context, Graph, RopeParams, Tensor, Type};
 
 /// What a graph computes: `n_tokens` new tokens attending over `n_kv` cache cells, producing

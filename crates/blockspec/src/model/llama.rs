@@ -3,7 +3,7 @@
 //! scaling comes as `rope_freqs.weight` (per-frequency divisors), read by the shared loader.
 
 use super::{Arch, Hparams, Variant};
-use crate::gguf::{Gguf, GgufError};
+use crate::format::gguf::{Gguf, GgufError};
 
 pub const VARIANT: Variant = Variant {
     qkv_bias: false,

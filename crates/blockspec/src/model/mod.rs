@@ -3,6 +3,7 @@
 
 mod blocks;
 pub mod llama;
+pub mod progress;
 pub mod qwen2;
 pub mod qwen3;
 pub mod weights;
@@ -10,7 +11,7 @@ pub mod weights;
 pub use blocks::{ForwardGraph, GraphShape};
 pub use weights::{LayerWeights, Weights};
 
-use crate::gguf::{Gguf, GgufError};
+use crate::format::gguf::{Gguf, GgufError};
 use anyhow::{bail, Result};
 
 /// The architectures we build graphs for.
@@ -208,8 +209,8 @@ impl Model {
     /// Build the forward graph for `shape` (see [`GraphShape`]).
     pub fn build_graph(
         &self,
-        kv: &crate::kv_cache::KvCache,
-        capture: Option<&crate::capture::CaptureBuffer>,
+        kv: &crate::runtime::kv_cache::KvCache,
+        capture: Option<&crate::runtime::capture::CaptureBuffer>,
         shape: GraphShape,
     ) -> ForwardGraph {
         blocks::build(&self.hp, &self.weights, kv, capture, shape)

@@ -2,7 +2,7 @@
 //! whose Q, K and V projections carry biases, with NeoX RoPE.
 
 use super::{Arch, Hparams, Variant};
-use crate::gguf::{Gguf, GgufError};
+use crate::format::gguf::{Gguf, GgufError};
 
 pub const VARIANT: Variant = Variant {
     qkv_bias: true,

@@ -3,7 +3,7 @@
 //! (`qwen3.attention.key_length`), so n_head * head_dim may differ from n_embd.
 
 use super::{Arch, Hparams, Variant};
-use crate::gguf::{Gguf, GgufError};
+use crate::format::gguf::{Gguf, GgufError};
 
 pub const VARIANT: Variant = Variant {
     qkv_bias: false,

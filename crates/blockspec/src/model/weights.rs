@@ -5,7 +5,7 @@
 //! repacks (Q4_0, Q4_K, ...) go to the repacking buffer (copied once, converted), everything else
 //! is read in place from the memory-mapped file (no copy).
 
-use crate::gguf::{Gguf, MappedFile, TensorInfo};
+use crate::format::gguf::{Gguf, MappedFile, TensorInfo};
 use anyhow::{bail, Context as _, Result};
 use ggml::{Backend, Buffer, BufferType, Context, Tensor, WeightUse};
 use std::any::Any;
@@ -288,7 +288,7 @@ impl<'a> Loader<'a> {
         let mut buffers = Vec::new();
         let mut bytes_by_buffer = Vec::new();
         let total: u64 = self.planned.iter().map(|p| p.src.nbytes() as u64).sum();
-        let bar = crate::progress::bytes_bar(total, "loading weights", progress);
+        let bar = crate::model::progress::bytes_bar(total, "loading weights", progress);
 
         for (bi, &buft) in self.bufts.iter().enumerate() {
             let members: Vec<usize> = (0..n).filter(|&i| self.planned[i].buft == bi).collect();

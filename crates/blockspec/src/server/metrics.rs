@@ -1,7 +1,7 @@
 //! Prometheus metrics with llama-server's names (prefix `llamacpp:`), text format 0.0.4.
 
-use crate::generate::Generation;
-use crate::spec::SpecStats;
+use crate::decode::generate::Generation;
+use crate::decode::spec::SpecStats;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 

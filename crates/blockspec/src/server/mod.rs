@@ -10,10 +10,10 @@ pub mod metrics;
 pub mod openai;
 pub mod slots;
 
-use crate::chat::ChatTemplate;
-use crate::generate::{GenerateOptions, StopReason};
-use crate::sampling::SamplingParams;
+use crate::decode::generate::{GenerateOptions, StopReason};
+use crate::decode::sampling::SamplingParams;
 use crate::session::{DraftSource, LoadedModel};
+use crate::text::chat::ChatTemplate;
 use anyhow::{Context as _, Result};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -3,10 +3,10 @@
 //! Requests are read field by field from JSON (not derived), so that a field of the wrong type
 //! or out of range gets an error naming it; unknown fields are ignored, as clients send extras.
 
-use crate::generate::{Generation, StopReason, TokenLogprob};
-use crate::sampling::SamplingParams;
-use crate::spec::SpecStats;
-use crate::tokenizer::Tokenizer;
+use crate::decode::generate::{Generation, StopReason, TokenLogprob};
+use crate::decode::sampling::SamplingParams;
+use crate::decode::spec::SpecStats;
+use crate::text::tokenizer::Tokenizer;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};

@@ -7,10 +7,10 @@
 
 use super::metrics::Metrics;
 use super::openai::ApiError;
-use crate::generate::{GenerateOptions, Generation, LogprobSink, StopReason, TokenLogprob};
-use crate::sampling::{Sampler, SamplingParams};
+use crate::decode::generate::{GenerateOptions, Generation, LogprobSink, StopReason, TokenLogprob};
+use crate::decode::sampling::{Sampler, SamplingParams};
+use crate::decode::spec::SpecStats;
 use crate::session::{LoadedModel, Session};
-use crate::spec::SpecStats;
 use anyhow::Result;
 use axum::http::StatusCode;
 use std::collections::VecDeque;

@@ -74,8 +74,8 @@ pub fn blockspec(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Greedy generation options: `n` tokens, EOS ignored.
-pub fn greedy_opts(n: usize) -> blockspec::generate::GenerateOptions {
-    blockspec::generate::GenerateOptions {
+pub fn greedy_opts(n: usize) -> blockspec::decode::generate::GenerateOptions {
+    blockspec::decode::generate::GenerateOptions {
         max_tokens: Some(n),
         ignore_eos: true,
         stop: vec![],
@@ -87,22 +87,25 @@ pub fn greedy_opts(n: usize) -> blockspec::generate::GenerateOptions {
 /// Greedy speculative generation at a fixed verify length of `block` on the fastest kernels,
 /// as the z-lab reference fixtures were made (each call starts a fresh length policy).
 pub fn fixed_block_greedy(
-    engine: &mut blockspec::engine::Engine,
-    drafter: &mut dyn blockspec::draft::Drafter,
-    tok: &blockspec::tokenizer::Tokenizer,
+    engine: &mut blockspec::runtime::engine::Engine,
+    drafter: &mut dyn blockspec::decode::draft::Drafter,
+    tok: &blockspec::text::tokenizer::Tokenizer,
     prompt: &[u32],
-    opts: &blockspec::generate::GenerateOptions,
+    opts: &blockspec::decode::generate::GenerateOptions,
     block: usize,
-) -> (blockspec::generate::Generation, blockspec::spec::SpecStats) {
-    use blockspec::sampling::{Sampler, SamplingParams};
-    blockspec::spec::generate_speculative(
+) -> (
+    blockspec::decode::generate::Generation,
+    blockspec::decode::spec::SpecStats,
+) {
+    use blockspec::decode::sampling::{Sampler, SamplingParams};
+    blockspec::decode::spec::generate_speculative(
         engine,
         drafter,
         tok,
         &mut Sampler::new(SamplingParams::greedy()),
         prompt,
         opts,
-        &mut blockspec::spec::SpecOptions {
+        &mut blockspec::decode::spec::SpecOptions {
             fixed_len: Some(block),
             allow_inexact_batches: true,
             policy: None,
@@ -117,15 +120,15 @@ pub fn fixed_block_greedy(
 /// verify length of 4 and at the adaptive length) give the same tokens; returns the
 /// speculative stats, fixed length first.
 pub fn assert_lossless(
-    engine: &mut blockspec::engine::Engine,
-    tok: &blockspec::tokenizer::Tokenizer,
-    drafter: &mut dyn blockspec::draft::Drafter,
+    engine: &mut blockspec::runtime::engine::Engine,
+    tok: &blockspec::text::tokenizer::Tokenizer,
+    drafter: &mut dyn blockspec::decode::draft::Drafter,
     name: &str,
     prompt: &[u32],
     n: usize,
-) -> Vec<blockspec::spec::SpecStats> {
-    use blockspec::sampling::{Sampler, SamplingParams};
-    let plain = blockspec::generate::generate(
+) -> Vec<blockspec::decode::spec::SpecStats> {
+    use blockspec::decode::sampling::{Sampler, SamplingParams};
+    let plain = blockspec::decode::generate::generate(
         engine,
         tok,
         &mut Sampler::new(SamplingParams::greedy()),
@@ -136,14 +139,14 @@ pub fn assert_lossless(
     .expect("plain");
     let mut all = Vec::new();
     for fixed in [Some(4), None] {
-        let (g, stats) = blockspec::spec::generate_speculative(
+        let (g, stats) = blockspec::decode::spec::generate_speculative(
             engine,
             drafter,
             tok,
             &mut Sampler::new(SamplingParams::greedy()),
             prompt,
             &greedy_opts(n),
-            &mut blockspec::spec::SpecOptions {
+            &mut blockspec::decode::spec::SpecOptions {
                 fixed_len: fixed,
                 ..Default::default()
             },

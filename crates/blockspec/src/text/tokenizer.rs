@@ -29,7 +29,7 @@
 //! llama.cpp's order is unspecified (`std::sort`, `unordered_map`); we use the lowest id.
 //! SentencePiece (`"llama"`), WordPiece, Unigram and RWKV vocabularies are not supported.
 
-use crate::gguf::{Gguf, Value};
+use crate::format::gguf::{Gguf, Value};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use tokenizers::models::bpe::{Vocab, BPE};

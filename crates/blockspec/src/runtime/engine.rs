@@ -1,10 +1,10 @@
 //! The evaluation engine of one sequence: KV cache, graph reuse, batched evaluation.
 
-use crate::capture::{read_f32_staged, CaptureBuffer, CapturedRows};
-use crate::graph_cache::{BuiltGraph, GraphCache};
-use crate::kv_cache::KvCache;
 use crate::model::{ForwardGraph, GraphShape, Model};
-use crate::profile;
+use crate::runtime::capture::{read_f32_staged, CaptureBuffer, CapturedRows};
+use crate::runtime::graph_cache::{BuiltGraph, GraphCache};
+use crate::runtime::kv_cache::KvCache;
+use crate::runtime::profile;
 use anyhow::{bail, Result};
 use ggml::{Backend, Sched, Type};
 use std::sync::Arc;

@@ -13,15 +13,15 @@
 //! block, with fixed shapes (padded), so it is built once per KV bucket and reused.
 
 use super::{Drafter, Features};
-use crate::capture::CapturedRows;
-use crate::engine::KV_PAD;
-use crate::gguf::Gguf;
-use crate::graph_cache::{BuiltGraph, GraphCache};
+use crate::format::gguf::Gguf;
 use crate::model::weights::{
     Loader, Requantized, SourceTensor, TensorSource, WeightBytes, WeightStore,
 };
 use crate::model::Model;
-use crate::profile;
+use crate::runtime::capture::CapturedRows;
+use crate::runtime::engine::KV_PAD;
+use crate::runtime::graph_cache::{BuiltGraph, GraphCache};
+use crate::runtime::profile;
 use anyhow::{bail, Context as _, Result};
 use ggml::{Backend, Buffer, Context, Graph, RopeParams, Sched, Tensor, Type, WeightUse};
 use std::collections::HashMap;
@@ -527,7 +527,7 @@ pub struct ConvertOptions {
     /// a quantized type (q8_0, q4_0) quantizes them. Norms are always written as f32.
     pub ty: Option<Type>,
     /// Extra metadata, normally the target's `tokenizer.*` keys (llama.cpp needs them).
-    pub extra: Vec<(String, crate::gguf::Value)>,
+    pub extra: Vec<(String, crate::format::gguf::Value)>,
     /// `general.name`.
     pub name: String,
     /// Target layer count, for a z-lab config that lists neither its layers nor
@@ -596,7 +596,7 @@ fn expected_tensors(c: &DFlashConfig) -> Vec<(String, Vec<usize>)> {
 /// llama.cpp `dflash` GGUF: the tensor names, the `+1` target layer ids and the keys of
 /// llama.cpp's own converter (`blockspec convert-draft`).
 pub fn convert_draft(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
-    use crate::gguf_write::{write_gguf, TensorData};
+    use crate::format::gguf_write::{write_gguf, TensorData};
     if let Some(t) = opts.ty {
         let ok = [Type::F32, Type::F16, Type::BF16].contains(&t)
             || t.quantize(&[0.0; 32], 1, 32).is_some();
@@ -705,7 +705,7 @@ pub fn convert_draft(input: &Path, output: &Path, opts: &ConvertOptions) -> Resu
             data,
         });
     }
-    let mut kv = crate::synth::dflash_kv(&crate::synth::DflashMeta {
+    let mut kv = crate::dev::synth::dflash_kv(&crate::dev::synth::DflashMeta {
         name: &opts.name,
         description: None,
         n_layer: cfg.n_layer,

@@ -2,17 +2,17 @@
 //!
 //! Every failure prints one line `error: ...` naming the problem and exits with status 2.
 
-use crate::draft::dflash::DFlashWeights;
-use crate::draft::Drafter;
-use crate::engine::{Engine, Outputs};
-use crate::generate::{generate, GenerateOptions};
-use crate::gguf::Gguf;
+use crate::decode::draft::dflash::DFlashWeights;
+use crate::decode::draft::Drafter;
+use crate::decode::generate::{generate, GenerateOptions};
+use crate::decode::sampling::{Sampler, SamplingParams};
+use crate::decode::spec::{generate_speculative, SpecOptions};
+use crate::format::gguf::Gguf;
 use crate::model::Model;
-use crate::profile;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::runtime::engine::{Engine, Outputs};
+use crate::runtime::profile;
 use crate::session::{DraftSource, LoadedModel};
-use crate::spec::{generate_speculative, SpecOptions};
-use crate::tokenizer::Tokenizer;
+use crate::text::tokenizer::Tokenizer;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -263,7 +263,8 @@ impl ModelArgs {
     /// The mode from --spec, or from what --draft points at (a DFlash drafter or a model).
     fn spec_kind(&self) -> Result<SpecKind> {
         let is_dflash = |p: &Path| {
-            crate::draft::dflash::is_dflash(p).with_context(|| format!("--draft {}", p.display()))
+            crate::decode::draft::dflash::is_dflash(p)
+                .with_context(|| format!("--draft {}", p.display()))
         };
         let kind = match (self.spec.as_deref(), &self.draft) {
             (None, None) | (Some("none"), _) => SpecKind::None,
@@ -716,7 +717,7 @@ fn load_model(args: &ModelArgs, show_progress: bool) -> Result<LoadedModel> {
         },
         (SpecKind::DraftModel, Some(p)) => {
             let dg = open_gguf(p).context("--draft")?;
-            crate::draft::model::check_vocab(&gguf, &dg)?;
+            crate::decode::draft::model::check_vocab(&gguf, &dg)?;
             // The draft model's rounding does not matter (the target decides): fast kernels.
             let dm = Arc::new(Model::load_with(&dg, &backend, show_progress, true)?);
             DraftSource::DraftModel {
@@ -784,7 +785,8 @@ impl MemoryPlan {
     ) -> Result<MemoryPlan> {
         let kv_row = |t: ggml::Type, n: usize| t.row_bytes(n as u64).unwrap_or(0) as usize;
         // Caches hold whole KV_PAD spans of cells (see Engine::new).
-        let pad = |n: usize| n.div_ceil(crate::engine::KV_PAD) * crate::engine::KV_PAD;
+        let pad =
+            |n: usize| n.div_ceil(crate::runtime::engine::KV_PAD) * crate::runtime::engine::KV_PAD;
         let kv = hp.n_layer
             * pad(n_ctx)
             * (kv_row(type_k, hp.n_embd_kv()) + kv_row(type_v, hp.n_embd_kv()));
@@ -792,7 +794,7 @@ impl MemoryPlan {
         let (mut features, mut draft_weights, mut draft_kv) = (0, 0, 0);
         match (spec, &args.draft) {
             (SpecKind::DFlash, Some(p)) => {
-                let c = crate::draft::dflash::read_config(p, hp.n_layer)?;
+                let c = crate::decode::draft::dflash::read_config(p, hp.n_layer)?;
                 let rows = args.ubatch.min(n_ctx);
                 features = c.target_layer_ids.len() * hp.n_embd * rows * 4;
                 let cells = pad(n_ctx + c.block_size + 1);
@@ -882,7 +884,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let mut l = load(&a.model, !a.json)?;
     let prompt_text = match chat_messages {
         Some(msgs) => {
-            let tmpl = crate::chat::ChatTemplate::from_gguf(&l.gguf, template_override)?;
+            let tmpl = crate::text::chat::ChatTemplate::from_gguf(&l.gguf, template_override)?;
             tmpl.render(&msgs, true, None, None)?
         }
         None => raw_prompt.unwrap_or_default(),
@@ -1266,7 +1268,8 @@ fn bench_spec(
 ) -> Result<Vec<String>> {
     let replay = match replay_tau {
         Some(t) => Some(
-            crate::spec::ReplayAcceptance::for_tau(t, d.max_block(), 7).context("--replay-tau")?,
+            crate::decode::spec::ReplayAcceptance::for_tau(t, d.max_block(), 7)
+                .context("--replay-tau")?,
         ),
         None => None,
     };
@@ -1467,38 +1470,38 @@ fn bench_sweep(
         None => format!("{} acceptance", d.name()),
     };
     let charts = [
-        crate::plot::Chart {
+        crate::dev::plot::Chart {
             title: format!("tokens/s vs verify length ({acceptance})"),
             x_label: "verify length (tokens)".into(),
             y_label: "tokens/s".into(),
             series: vec![
-                crate::plot::Series {
+                crate::dev::plot::Series {
                     label: "speculative, fixed length".into(),
                     points: by_len.clone(),
                 },
-                crate::plot::Series {
+                crate::dev::plot::Series {
                     label: "plain decoding".into(),
                     points: vec![(2.0, plain_rate), (max as f64, plain_rate)],
                 },
             ],
         },
-        crate::plot::Chart {
+        crate::dev::plot::Chart {
             title: "speedup over plain vs replayed tau".into(),
             x_label: "tau (tokens per verify step)".into(),
             y_label: "speedup".into(),
             series: vec![
-                crate::plot::Series {
+                crate::dev::plot::Series {
                     label: "adaptive length".into(),
                     points: by_tau_adaptive.clone(),
                 },
-                crate::plot::Series {
+                crate::dev::plot::Series {
                     label: format!("fixed length {max}"),
                     points: by_tau_full.clone(),
                 },
             ],
         },
     ];
-    crate::plot::write_png(path, &charts, 1400, 560)?;
+    crate::dev::plot::write_png(path, &charts, 1400, 560)?;
     let pairs = |v: &[(f64, f64)], k: &str, y: &str| -> serde_json::Value {
         v.iter()
             .map(|&(x, r)| serde_json::json!({k: x, y: r}))
@@ -1519,11 +1522,17 @@ fn bench_sweep(
 
 fn cmd_synth(a: SynthArgs) -> Result<()> {
     if let Some(like) = &a.like {
-        let names: Vec<&str> = crate::synth::TARGET_SHAPES.iter().map(|s| s.name).collect();
-        let Some(shape) = crate::synth::TARGET_SHAPES.iter().find(|s| s.name == like) else {
+        let names: Vec<&str> = crate::dev::synth::TARGET_SHAPES
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        let Some(shape) = crate::dev::synth::TARGET_SHAPES
+            .iter()
+            .find(|s| s.name == like)
+        else {
             bail!("--like {like:?}: expected one of {}", names.join(", "));
         };
-        let Some(ty) = crate::synth::SynthType::parse(&a.ty) else {
+        let Some(ty) = crate::dev::synth::SynthType::parse(&a.ty) else {
             bail!("--type {:?}: expected q4_k_m, q8_0 or f16", a.ty);
         };
         if a.layers == Some(0) {
@@ -1533,8 +1542,15 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
             Some(p) => Some(open_gguf(p).context("--tokenizer-from")?),
             None => None,
         };
-        crate::synth::write_synthetic_target(&a.output, shape, ty, a.layers, tok.as_ref(), a.seed)
-            .with_context(|| format!("cannot write {}", a.output.display()))?;
+        crate::dev::synth::write_synthetic_target(
+            &a.output,
+            shape,
+            ty,
+            a.layers,
+            tok.as_ref(),
+            a.seed,
+        )
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
         eprintln!(
             "wrote synthetic {like} ({}) to {} (random weights, for timing only)",
             a.ty,
@@ -1551,7 +1567,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         bail!("--block-size must be at least 2");
     }
     let taps = if a.target_layers.is_empty() {
-        crate::draft::dflash::default_target_layers(hp.n_layer, 5.min(hp.n_layer))
+        crate::decode::draft::dflash::default_target_layers(hp.n_layer, 5.min(hp.n_layer))
     } else {
         a.target_layers.clone()
     };
@@ -1563,7 +1579,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
     }
     // A token id that exists in the target's vocabulary (its last), as the mask token.
     let mask = (hp.n_vocab - 1) as u32;
-    let spec = crate::synth::DraftSpec {
+    let spec = crate::dev::synth::DraftSpec {
         n_layer: a.draft_layers,
         block_size: a.block_size,
         target_layers: taps,
@@ -1577,7 +1593,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         .filter(|k| k.starts_with("tokenizer."))
         .map(|k| (k.clone(), g.get(k).expect("listed key").clone()))
         .collect();
-    crate::synth::write_random_dflash_with(&a.output, &hp, &spec, tokenizer_kv)
+    crate::dev::synth::write_random_dflash_with(&a.output, &hp, &spec, tokenizer_kv)
         .with_context(|| format!("cannot write {}", a.output.display()))?;
     eprintln!(
         "wrote random DFlash drafter {} (synthetic, for timing and tests only)",
@@ -1587,7 +1603,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
 }
 
 fn cmd_convert_draft(a: ConvertDraftArgs) -> Result<()> {
-    use crate::draft::dflash::{convert_draft, ConvertOptions};
+    use crate::decode::draft::dflash::{convert_draft, ConvertOptions};
     let llama = match a.spelling.as_str() {
         "llama" | "llama.cpp" => true,
         "blockspec" => false,
@@ -1617,7 +1633,7 @@ fn cmd_convert_draft(a: ConvertDraftArgs) -> Result<()> {
     if !a.input.exists() {
         bail!("drafter not found: {}", a.input.display());
     }
-    let tok_kv = |g: &Gguf| -> Vec<(String, crate::gguf::Value)> {
+    let tok_kv = |g: &Gguf| -> Vec<(String, crate::format::gguf::Value)> {
         g.keys()
             .iter()
             .filter(|k| k.starts_with("tokenizer."))
@@ -1684,8 +1700,8 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     for k in g.keys() {
         let v = g.get(k).expect("listed key");
         let shown = match v {
-            crate::gguf::Value::Array(items) => format!("[array of {}]", items.len()),
-            crate::gguf::Value::Str(s) if s.len() > 80 => {
+            crate::format::gguf::Value::Array(items) => format!("[array of {}]", items.len()),
+            crate::format::gguf::Value::Str(s) if s.len() > 80 => {
                 format!("{:?}...", &s[..s.floor_char_boundary(80)])
             }
             other => format!("{other:?}"),

@@ -35,8 +35,8 @@
 //! * templates llama.cpp's engine rejects may render here (e.g. `1e-7` literals, `//`, `**`,
 //!   `round`, `unique`, `{%+`, a backslash-newline inside a string).
 
-use crate::gguf::{Gguf, Value as GValue};
-use crate::tokenizer::ChatTokens;
+use crate::format::gguf::{Gguf, Value as GValue};
+use crate::text::tokenizer::ChatTokens;
 use anyhow::{anyhow, bail, Result};
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};

@@ -7,14 +7,14 @@
 
 pub mod policy;
 
-use crate::draft::{Drafter, Features};
-use crate::engine::{Engine, Logits, Outputs};
-use crate::generate::{
+use crate::decode::draft::{Drafter, Features};
+use crate::decode::generate::{
     prefill, GenerateOptions, Generation, Output, StopReason, Timings, TokenLogprob,
 };
-use crate::profile;
-use crate::sampling::Sampler;
-use crate::tokenizer::Tokenizer;
+use crate::decode::sampling::Sampler;
+use crate::runtime::engine::{Engine, Logits, Outputs};
+use crate::runtime::profile;
+use crate::text::tokenizer::Tokenizer;
 use anyhow::Result;
 use policy::LengthPolicy;
 use rand::{Rng, SeedableRng};

@@ -7,9 +7,9 @@
 //! in one batch at the start of the next draft (no per-token catch-up calls).
 
 use super::{DraftCost, Drafter, Features};
-use crate::engine::{Engine, Outputs};
-use crate::gguf::Gguf;
-use crate::sampling::argmax;
+use crate::decode::sampling::argmax;
+use crate::format::gguf::Gguf;
+use crate::runtime::engine::{Engine, Outputs};
 use anyhow::{bail, Result};
 
 /// Vocabularies may differ in size by padding, not more (llama.cpp's limit).

@@ -7,7 +7,7 @@
 //! rate 1 / c(1). When plain decoding wins, a speculative probe is still made now and then (with a
 //! growing interval while probes keep losing) so that the acceptance estimate can recover.
 
-use crate::draft::DraftCost;
+use crate::decode::draft::DraftCost;
 
 /// Exponential moving average.
 #[derive(Clone, Copy, Debug, Default)]

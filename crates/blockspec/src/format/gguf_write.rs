@@ -1,6 +1,6 @@
 //! Writing GGUF files (v3): metadata and tensors. Used to make synthetic models and test inputs.
 
-use crate::gguf::Value;
+use crate::format::gguf::Value;
 use ggml::Type;
 use std::io::{self, Write};
 
@@ -101,7 +101,7 @@ pub fn write_gguf(
 
 /// Read every metadata entry and tensor of an open GGUF back into writable form (for tests and
 /// tools that rewrite a model with changes).
-pub fn read_all(g: &crate::gguf::Gguf) -> (Vec<(String, Value)>, Vec<TensorData>) {
+pub fn read_all(g: &crate::format::gguf::Gguf) -> (Vec<(String, Value)>, Vec<TensorData>) {
     let kv = g
         .keys()
         .iter()

@@ -1,8 +1,8 @@
 //! Synthetic random-weight models, for tests and timing. Their metadata says so
 //! (`general.description`); they are never meant to produce useful text.
 
-use crate::gguf::Value;
-use crate::gguf_write::{write_gguf, TensorData};
+use crate::format::gguf::Value;
+use crate::format::gguf_write::{write_gguf, TensorData};
 use crate::model::Hparams;
 use ggml::Type;
 use std::io;
@@ -406,7 +406,7 @@ pub fn write_synthetic_target(
     shape: &TargetShape,
     ty: SynthType,
     n_layer: Option<usize>,
-    tokenizer: Option<&crate::gguf::Gguf>,
+    tokenizer: Option<&crate::format::gguf::Gguf>,
     seed: u64,
 ) -> anyhow::Result<()> {
     let s = shape;

@@ -8,7 +8,7 @@ pub mod dflash;
 pub mod model;
 pub mod ngram;
 
-use crate::capture::CapturedRows;
+use crate::runtime::capture::CapturedRows;
 use anyhow::Result;
 
 /// Target features of committed positions: token-major rows of the captured layers' outputs.

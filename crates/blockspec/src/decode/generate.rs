@@ -1,9 +1,9 @@
 //! Plain autoregressive generation: prefill the prompt, then sample and decode one token at a
 //! time until a stop condition. Shared by the CLI and (later) the server.
 
-use crate::engine::{Engine, Logits, Outputs};
-use crate::sampling::Sampler;
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::decode::sampling::Sampler;
+use crate::runtime::engine::{Engine, Logits, Outputs};
+use crate::text::tokenizer::{StreamDecoder, Tokenizer};
 use anyhow::{bail, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
