@@ -2,8 +2,10 @@
 //! (`tests/fixtures/llama/generate-<model>.json`: `messages` and llama.cpp's `rendered`
 //! from /apply-template) must render identically.
 //!
-//! Tests that need a real model print a message and pass when the model file is missing
-//! (model dir: `$BLOCKSPEC_MODELS` or `~/.cache/blockspec/models`).
+//! Tests that need a real model (model dir: `$BLOCKSPEC_MODELS` or
+//! `~/.cache/blockspec/models`) fail when it is missing and `BLOCKSPEC_REQUIRE_MODELS` is set, as
+//! scripts/test.sh and CI set it; without that variable they print a note and check only what
+//! needs no model.
 
 mod common;
 
@@ -11,27 +13,16 @@ use blockspec::format::gguf::Gguf;
 use blockspec::text::chat::ChatTemplate;
 use blockspec::text::tokenizer::ChatTokens;
 use serde_json::{json, Value as Json};
-use std::path::PathBuf;
 
 const MODELS: &[&str] = &[
     "qwen2.5-coder-0.5b-instruct-q4_k_m",
     "qwen2.5-coder-1.5b-instruct-q4_k_m",
 ];
 
-fn model_dir() -> PathBuf {
-    common::models_dir()
-}
-
-fn fixture_dir() -> PathBuf {
-    common::fixture("llama")
-}
-
+/// The model's chat template, or None when the model is missing and not required (see
+/// `common::model`).
 fn model_template(model: &str) -> Option<ChatTemplate> {
-    let gguf = model_dir().join(format!("{model}.gguf"));
-    if !gguf.exists() {
-        println!("SKIP {model}: model file {} not found", gguf.display());
-        return None;
-    }
+    let gguf = common::model(&format!("{model}.gguf"))?;
     let g = Gguf::open(&gguf).expect("open gguf");
     Some(ChatTemplate::from_gguf(&g, None).expect("chat template"))
 }
@@ -39,16 +30,10 @@ fn model_template(model: &str) -> Option<ChatTemplate> {
 #[test]
 fn chat_fixtures_render_like_llama_cpp() {
     for model in MODELS {
-        let fixture = fixture_dir().join(format!("generate-{model}.json"));
-        if !fixture.exists() {
-            println!("SKIP {model}: fixture {} not found", fixture.display());
-            continue;
-        }
         let Some(tmpl) = model_template(model) else {
             continue;
         };
-        let fx: Json =
-            serde_json::from_str(&std::fs::read_to_string(&fixture).expect("read")).expect("json");
+        let fx = common::read_json(&format!("llama/generate-{model}.json"));
         let (mut n, mut failures) = (0, Vec::new());
         for c in fx["cases"].as_array().expect("cases") {
             let (Some(messages), Some(want)) =
@@ -149,13 +134,9 @@ fn tokens_from(ctx: &Json) -> ChatTokens {
 fn reference_cases_render_like_llama_cpp() {
     let reference: Json = serde_json::from_str(REFERENCE).expect("reference json");
     let model = MODELS[0];
-    let gguf = model_dir().join(format!("{model}.gguf"));
-    let g = gguf.exists().then(|| Gguf::open(&gguf).expect("open gguf"));
+    let g = common::model(&format!("{model}.gguf")).map(|p| Gguf::open(&p).expect("open gguf"));
     if g.is_none() {
-        println!(
-            "model file {} not found: checking only the model-independent cases",
-            gguf.display()
-        );
+        println!("checking only the model-independent cases");
     }
     let dctx = &reference["dialect_context"];
     let (mut n, mut skipped, mut failures) = (0, 0, Vec::new());
