@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after stage.sh: generation only. The target answers the training prompts
 # (training/generate.py: chat template, batched, resumable), and the shards come back packed, so
-# the data can be kept here and staged again for a later training lease (train.sh resumes from
+# the data can be kept here and staged again for a later training job (train.sh resumes from
 # /tmp/bs/gen when that folder holds them).
 #
 #   bash training/device/generate.sh     # env: BUDGET (520 s), PROMPTS, GEN_ARGS; carry .whl
