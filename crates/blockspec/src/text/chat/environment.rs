@@ -38,6 +38,7 @@ pub(super) fn environment() -> Environment<'static> {
     env
 }
 
+/// Patch `source`, add it to `env` as `name`; its capabilities are probed afterwards.
 pub(super) fn add_template(
     env: &mut Environment<'static>,
     name: &'static str,
@@ -111,6 +112,7 @@ fn prepare_for_minijinja(src: &str) -> String {
     out
 }
 
+/// Render template `name` with the JSON object `ctx` as its variables.
 pub(super) fn render_with(
     env: &Environment<'static>,
     name: &str,

@@ -5,6 +5,7 @@ use super::Caps;
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Map, Value as Json};
 
+/// A JSON value's type, as error messages name it.
 pub(super) fn json_type(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
@@ -16,12 +17,14 @@ pub(super) fn json_type(v: &Json) -> &'static str {
     }
 }
 
+/// A typed content part (`text` or `media_marker`).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Part {
     pub(super) kind: String,
     pub(super) text: String,
 }
 
+/// A function call of an assistant message, its arguments as a JSON string.
 #[derive(Clone, Debug, Default)]
 struct ToolCall {
     name: String,
@@ -29,6 +32,7 @@ struct ToolCall {
     id: String,
 }
 
+/// One chat message, as llama.cpp's `common_chat_msg` holds it.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Msg {
     role: String,

@@ -325,6 +325,7 @@ fn template_error(e: Error) -> anyhow::Error {
 mod tests {
     use super::*;
 
+    /// A template from source, with `<s>`/`</s>` as BOS/EOS (shared by the submodules' tests).
     pub(super) fn tmpl(src: &str) -> ChatTemplate {
         ChatTemplate::new(
             src,

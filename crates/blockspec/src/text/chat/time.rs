@@ -1,5 +1,6 @@
 //! The current time and C `strftime`, in UTC, for `strftime_now`, `datetime` and `date_string`.
 
+/// Seconds since 1970-01-01 UTC, now.
 pub(super) fn unix_now() -> i64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),

@@ -304,6 +304,7 @@ fn repr_value(v: &Value) -> String {
     }
 }
 
+/// `string(value)`: Python-like `str()`.
 pub(super) fn string_filter(value: &Value) -> String {
     str_value(value)
 }

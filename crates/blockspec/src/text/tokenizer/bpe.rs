@@ -29,6 +29,7 @@ impl std::hash::Hasher for PairHasher {
     }
 }
 
+/// The `tokenizers` BPE model and pre-tokenizer for these tokens and merges.
 pub(super) fn build_bpe(
     raw_tokens: &[&str],
     merges: &[&str],

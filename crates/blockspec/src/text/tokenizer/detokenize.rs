@@ -102,6 +102,8 @@ impl Tokenizer {
         String::from_utf8_lossy(&text).into_owned()
     }
 
+    /// llama.cpp's `token_to_piece(id, special)`, from the precomputed pieces (empty for an id
+    /// out of range).
     pub(super) fn piece(&self, id: u32, special: bool) -> &[u8] {
         let i = id as usize;
         if i >= self.tokens.len() {

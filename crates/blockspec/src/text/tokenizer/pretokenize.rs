@@ -136,6 +136,7 @@ pub const PRE_TOKENIZERS: &[&str] = &[
     "minicpm5",
 ];
 
+/// The configuration of a `tokenizer.ggml.pre` value (None: not supported).
 pub(super) fn pre_config(pre_name: &str) -> Option<PreConfig> {
     Some(match pre_name {
         "" | "default" => pre(DEFAULT_REGEXES, true),

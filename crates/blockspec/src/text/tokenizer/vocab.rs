@@ -42,6 +42,7 @@ pub(super) struct VocabMeta {
 }
 
 impl VocabMeta {
+    /// Read and derive it all from the GGUF's metadata (llama.cpp's `llama_vocab::impl::load`).
     pub(super) fn from_gguf(g: &Gguf) -> Result<VocabMeta> {
         let (model, pre_name, cfg) = model_and_pre(g)?;
 
