@@ -1,6 +1,7 @@
 //! Synthetic random-weight models, for tests and timing. Their metadata says so
 //! (`general.description`); they are never meant to produce useful text.
 
+use crate::decode::draft::dflash::gguf::{dflash_kv, DFlashMeta};
 use crate::format::gguf::Value;
 use crate::format::gguf_write::{write_gguf, TensorData};
 use crate::model::Hparams;
@@ -65,70 +66,6 @@ fn ones(name: String, n: u64) -> TensorData {
     }
 }
 
-/// Hyperparameters of a DFlash drafter as llama.cpp's `dflash` GGUF stores them.
-pub struct DflashMeta<'a> {
-    pub name: &'a str,
-    pub description: Option<&'a str>,
-    pub n_layer: usize,
-    pub n_ctx: usize,
-    pub n_embd: usize,
-    pub n_ff: usize,
-    pub n_head: usize,
-    pub n_head_kv: usize,
-    pub head_dim: usize,
-    pub rms_eps: f32,
-    pub rope_theta: f32,
-    pub block_size: usize,
-    /// 0-based target layers (written +1, as llama.cpp's `dflash` arch stores them).
-    pub target_layers: &'a [usize],
-    pub mask_token_id: u32,
-}
-
-/// The metadata of a llama.cpp `dflash` GGUF (the keys its converter writes, tokenizer aside).
-pub fn dflash_kv(m: &DflashMeta) -> Vec<(String, Value)> {
-    let a = "dflash";
-    let u = |x: usize| Value::U32(x as u32);
-    let mut kv: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::Str(a.into())),
-        ("general.type".into(), Value::Str("model".into())),
-        ("general.name".into(), Value::Str(m.name.into())),
-    ];
-    if let Some(d) = m.description {
-        kv.push(("general.description".into(), Value::Str(d.into())));
-    }
-    kv.extend([
-        (format!("{a}.block_count"), u(m.n_layer)),
-        (format!("{a}.context_length"), u(m.n_ctx)),
-        (format!("{a}.embedding_length"), u(m.n_embd)),
-        (format!("{a}.feed_forward_length"), u(m.n_ff)),
-        (format!("{a}.attention.head_count"), u(m.n_head)),
-        (format!("{a}.attention.head_count_kv"), u(m.n_head_kv)),
-        (format!("{a}.rope.freq_base"), Value::F32(m.rope_theta)),
-        (
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(m.rms_eps),
-        ),
-        (format!("{a}.attention.key_length"), u(m.head_dim)),
-        (format!("{a}.attention.value_length"), u(m.head_dim)),
-        (format!("{a}.block_size"), u(m.block_size)),
-        (
-            format!("{a}.target_layers"),
-            Value::Array(
-                m.target_layers
-                    .iter()
-                    .map(|&l| Value::I32(l as i32 + 1))
-                    .collect(),
-            ),
-        ),
-        ("general.quantization_version".into(), Value::U32(2)),
-        (
-            "tokenizer.ggml.mask_token_id".into(),
-            Value::U32(m.mask_token_id),
-        ),
-    ]);
-    kv
-}
-
 /// Write a random DFlash drafter for a target with hyperparameters `hp` (llama.cpp `dflash` GGUF).
 /// The drafter uses the target's head layout and feed-forward size.
 pub fn write_random_dflash(path: &Path, hp: &Hparams, spec: &DraftSpec) -> io::Result<()> {
@@ -151,7 +88,7 @@ pub fn write_random_dflash_with(
         hp.n_head_kv as u64,
         hp.n_ff as u64,
     );
-    let kv = dflash_kv(&DflashMeta {
+    let kv = dflash_kv(&DFlashMeta {
         name: "random DFlash drafter",
         description: Some("SYNTHETIC random weights made by blockspec, for tests and timing only"),
         n_layer: spec.n_layer,

@@ -1,12 +1,14 @@
 //! The dense decoder forward graph shared by qwen2, qwen3 and llama (they differ in Q/K/V bias,
 //! Q/K norm and RoPE style: see [`super::Variant`]). Node for node it follows llama.cpp's graph,
-//! so that on the same backend both compute the same numbers.
+//! so that on the same backend both compute the same numbers. Its layer, [`decoder_layer`], is
+//! also the DFlash drafter's (attention over a KV cache + SwiGLU MLP, with that drafter's Q/K
+//! norms and non-causal mask).
 //!
 //! Everything that changes from one step to the next is an INPUT tensor (token ids, positions,
 //! KV write rows, the attention mask, output row ids), so a graph built for a shape is reused for
 //! every step of that shape.
 
-use super::{Hparams, Weights};
+use super::{Hparams, LayerWeights, Weights};
 use crate::runtime::capture::CaptureBuffer;
 use crate::runtime::kv_cache::KvCache;
 use ggml::{Context, Graph, RopeParams, Tensor, Type};
@@ -64,8 +66,6 @@ pub fn build(
     }
     let gf = c.new_graph(nodes);
     let nt = shape.n_tokens as i64;
-    let (hd, nh, nhkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
-    let n_embd_kv = hp.n_embd_kv() as i64;
 
     let tokens = c.input(Type::I32, &[nt], "inp_tokens");
     let pos = c.input(Type::I32, &[nt], "inp_pos");
@@ -85,92 +85,35 @@ pub fn build(
         beta_fast: hp.rope.beta_fast,
         beta_slow: hp.rope.beta_slow,
     };
-    let kq_scale = 1.0 / (hp.head_dim as f32).sqrt();
+    let attn = AttnSpec {
+        head_dim: hp.head_dim,
+        n_head: hp.n_head,
+        n_head_kv: hp.n_head_kv,
+        rms_eps: hp.rms_eps,
+        rope,
+        rope_freqs: w.rope_freqs,
+    };
+    let step = StepInputs {
+        pos,
+        kv_rows,
+        mask,
+        n_kv: shape.n_kv,
+        out_rows: None,
+    };
 
     let mut inp_l = c.get_rows(w.tok_embd, tokens);
     for (il, l) in w.layers.iter().enumerate() {
-        let mut inp_sa = inp_l;
-        let cur = c.rms_norm(inp_l, hp.rms_eps);
-        let cur = c.mul(cur, l.attn_norm);
-
-        let mut q = c.mul_mat(l.wq, cur);
-        if let Some(b) = l.bq {
-            q = c.add(q, b);
-        }
-        let mut k = c.mul_mat(l.wk, cur);
-        if let Some(b) = l.bk {
-            k = c.add(k, b);
-        }
-        let mut v = c.mul_mat(l.wv, cur);
-        if let Some(b) = l.bv {
-            v = c.add(v, b);
-        }
-        let mut q = c.reshape(q, &[hd, nh, nt]);
-        let mut k = c.reshape(k, &[hd, nhkv, nt]);
-        let v = c.reshape(v, &[hd, nhkv, nt]);
-        if let Some(n) = l.q_norm {
-            q = c.rms_norm(q, hp.rms_eps);
-            q = c.mul(q, n);
-        }
-        q = c.rope_ext(q, pos, w.rope_freqs, &rope);
-        if let Some(n) = l.k_norm {
-            k = c.rms_norm(k, hp.rms_eps);
-            k = c.mul(k, n);
-        }
-        k = c.rope_ext(k, pos, w.rope_freqs, &rope);
-
-        // Same node order as llama.cpp: q, v, k, then the cache writes.
-        c.build_forward_expand(gf, q);
-        c.build_forward_expand(gf, v);
-        c.build_forward_expand(gf, k);
-        let k2 = c.view(k, &[n_embd_kv, nt], &[k.nb()[2]], 0);
-        let st = c.set_rows(kv.k[il], k2, kv_rows);
-        c.build_forward_expand(gf, st);
-        let v2 = c.view(v, &[n_embd_kv, nt], &[v.nb()[2]], 0);
-        let st = c.set_rows(kv.v[il], v2, kv_rows);
-        c.build_forward_expand(gf, st);
-
-        // The first n_kv cells of one layer's K or V cache, as [head_dim, n_kv, n_head_kv].
-        let cache_heads = |c: &mut Context, cache: Tensor, ty: Type| {
-            let row = cache.nb()[1];
-            let head = ty
-                .row_bytes(hp.head_dim as u64)
-                .expect("checked at cache creation") as usize;
-            let heads = c.view(
-                cache,
-                &[hd, nhkv, shape.n_kv as i64, 1],
-                &[head, row, row * kv.n_ctx],
-                0,
-            );
-            c.permute(heads, [0, 2, 1, 3])
+        let cache = LayerCache {
+            k: kv.k[il],
+            v: kv.v[il],
+            n_cells: kv.n_ctx,
         };
-        let kp = cache_heads(&mut c, kv.k[il], kv.type_k);
-        let vp = cache_heads(&mut c, kv.v[il], kv.type_v);
-        let q4 = c.view(
-            q,
-            &[hd, nh, nt, 1],
-            &[q.nb()[1], q.nb()[2], q.nb()[2] * nt as usize],
-            0,
-        );
-        let qp = c.permute(q4, [0, 2, 1, 3]);
-        let att = c.flash_attn_ext(qp, kp, vp, mask, kq_scale);
-        let ne = att.ne();
-        let att = c.reshape(att, &[ne[0] * ne[1], ne[2] * ne[3]]);
-        let mut cur = c.mul_mat(l.wo, att);
-
-        let last = il + 1 == hp.n_layer;
-        if let (true, Some(ids)) = (last, out_ids) {
-            cur = c.get_rows(cur, ids);
-            inp_sa = c.get_rows(inp_sa, ids);
-        }
-        let ffn_inp = c.add(cur, inp_sa);
-        let cur = c.rms_norm(ffn_inp, hp.rms_eps);
-        let cur = c.mul(cur, l.ffn_norm);
-        let up = c.mul_mat(l.ffn_up, cur);
-        let gate = c.mul_mat(l.ffn_gate, cur);
-        let act = c.swiglu_split(gate, up);
-        let down = c.mul_mat(l.ffn_down, act);
-        let out = c.add(down, ffn_inp);
+        // Only the output rows go on past the last layer's attention.
+        let step = StepInputs {
+            out_rows: out_ids.filter(|_| il + 1 == hp.n_layer),
+            ..step
+        };
+        let out = decoder_layer(&mut c, gf, &attn, l, cache, &step, inp_l);
 
         if let (Some(cap), true) = (capture, shape.capture) {
             if let Some(slot) = cap.slot_of(il) {
@@ -211,4 +154,174 @@ pub fn build(
         logits,
         argmax,
     }
+}
+
+/// The attention geometry and constants shared by every layer of one decoder stack.
+pub struct AttnSpec {
+    pub head_dim: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Epsilon of every RMS norm in the layer (input, Q/K and feed-forward norms).
+    pub rms_eps: f32,
+    pub rope: RopeParams,
+    /// Per-dimension RoPE frequency factors (llama 3's `rope_freqs`), if the model has them.
+    pub rope_freqs: Option<Tensor>,
+}
+
+/// One layer's K and V cache tensors (`[n_embd_kv, n_cells]` each).
+#[derive(Clone, Copy)]
+pub struct LayerCache {
+    pub k: Tensor,
+    pub v: Tensor,
+    pub n_cells: usize,
+}
+
+/// The per-step inputs every layer of a graph reads.
+#[derive(Clone, Copy)]
+pub struct StepInputs {
+    /// I32 `[n]`: each row's position (RoPE).
+    pub pos: Tensor,
+    /// I64 `[n]`: the cache cell each row's K/V are written to.
+    pub kv_rows: Tensor,
+    /// F16 `[n_kv, n]`: 0 where a row may attend to a cell, -inf where not (causal for a
+    /// target, the DFlash block's non-causal pattern for the drafter: only the mask differs).
+    pub mask: Tensor,
+    /// Cache cells attended over (the first `n_kv`).
+    pub n_kv: usize,
+    /// I32 `[n_out]`: the rows that go on past this layer's attention (a target's last layer
+    /// when only some rows produce logits); `None`: all.
+    pub out_rows: Option<Tensor>,
+}
+
+/// `rms_norm(x) * w`.
+fn norm(c: &mut Context, x: Tensor, w: Tensor, eps: f32) -> Tensor {
+    let x = c.rms_norm(x, eps);
+    c.mul(x, w)
+}
+
+/// Project `x` (`[n_embd, n]`) with `w` (+ `bias`) to `[head_dim, n_heads, n]`, RMS-normalize
+/// each head with `head_norm` if the model has one, and RoPE it at `pos`: the Q and the K path.
+fn rope_heads(
+    c: &mut Context,
+    a: &AttnSpec,
+    w: Tensor,
+    bias: Option<Tensor>,
+    head_norm: Option<Tensor>,
+    x: Tensor,
+    pos: Tensor,
+) -> Tensor {
+    let mut t = c.mul_mat(w, x);
+    if let Some(b) = bias {
+        t = c.add(t, b);
+    }
+    let hd = a.head_dim as i64;
+    let ne = t.ne();
+    let mut t = c.reshape(t, &[hd, ne[0] / hd, ne[1]]);
+    if let Some(hn) = head_norm {
+        t = norm(c, t, hn, a.rms_eps);
+    }
+    c.rope_ext(t, pos, a.rope_freqs, &a.rope)
+}
+
+/// A layer's K (normed, RoPEd) and V heads for the rows of `x` (the normed layer input), each
+/// `[head_dim, n_head_kv, n]`. The DFlash drafter also runs this alone on its context features,
+/// so the cached context K/V and a block's own K/V are computed alike.
+pub fn kv_heads(
+    c: &mut Context,
+    a: &AttnSpec,
+    l: &LayerWeights,
+    x: Tensor,
+    pos: Tensor,
+) -> (Tensor, Tensor) {
+    let k = rope_heads(c, a, l.wk, l.bk, l.k_norm, x, pos);
+    let mut v = c.mul_mat(l.wv, x);
+    if let Some(b) = l.bv {
+        v = c.add(v, b);
+    }
+    let v = c.reshape(v, &[a.head_dim as i64, a.n_head_kv as i64, x.ne()[1]]);
+    (k, v)
+}
+
+/// Write K and V heads (`[head_dim, n_head_kv, n]`) into `cache` at cells `rows`.
+pub fn write_kv(c: &mut Context, gf: Graph, cache: LayerCache, k: Tensor, v: Tensor, rows: Tensor) {
+    for (dst, src) in [(cache.k, k), (cache.v, v)] {
+        let ne = src.ne();
+        let flat = c.view(src, &[ne[0] * ne[1], ne[2]], &[src.nb()[2]], 0);
+        let st = c.set_rows(dst, flat, rows);
+        c.build_forward_expand(gf, st);
+    }
+}
+
+/// The first `n_kv` cells of one layer's K or V cache, as `[head_dim, n_kv, n_head_kv]`.
+fn cache_heads(
+    c: &mut Context,
+    a: &AttnSpec,
+    cache: Tensor,
+    n_cells: usize,
+    n_kv: usize,
+) -> Tensor {
+    let row = cache.nb()[1];
+    let head = cache
+        .ty()
+        .row_bytes(a.head_dim as u64)
+        .expect("checked at cache creation") as usize;
+    let heads = c.view(
+        cache,
+        &[a.head_dim as i64, a.n_head_kv as i64, n_kv as i64, 1],
+        &[head, row, row * n_cells],
+        0,
+    );
+    c.permute(heads, [0, 2, 1, 3])
+}
+
+/// One pre-norm decoder layer on `h` (`[n_embd, n]`): attention of the rows' Q over the first
+/// `step.n_kv` cells of `cache` (the rows' own K/V written there first) under `step.mask`, then
+/// the SwiGLU feed-forward, each with its residual. The target models and the DFlash drafter's
+/// block both run it; they differ only in weights (biases, Q/K norms), RoPE and mask.
+pub fn decoder_layer(
+    c: &mut Context,
+    gf: Graph,
+    a: &AttnSpec,
+    l: &LayerWeights,
+    cache: LayerCache,
+    step: &StepInputs,
+    h: Tensor,
+) -> Tensor {
+    let n = h.ne()[1];
+    let (hd, nh) = (a.head_dim as i64, a.n_head as i64);
+    let x = norm(c, h, l.attn_norm, a.rms_eps);
+    let q = rope_heads(c, a, l.wq, l.bq, l.q_norm, x, step.pos);
+    let (k, v) = kv_heads(c, a, l, x, step.pos);
+    // Same node order as llama.cpp: q, v, k, then the cache writes.
+    c.build_forward_expand(gf, q);
+    c.build_forward_expand(gf, v);
+    c.build_forward_expand(gf, k);
+    write_kv(c, gf, cache, k, v, step.kv_rows);
+
+    let kp = cache_heads(c, a, cache.k, cache.n_cells, step.n_kv);
+    let vp = cache_heads(c, a, cache.v, cache.n_cells, step.n_kv);
+    let q4 = c.view(
+        q,
+        &[hd, nh, n, 1],
+        &[q.nb()[1], q.nb()[2], q.nb()[2] * n as usize],
+        0,
+    );
+    let qp = c.permute(q4, [0, 2, 1, 3]);
+    let kq_scale = 1.0 / (a.head_dim as f32).sqrt();
+    let att = c.flash_attn_ext(qp, kp, vp, step.mask, kq_scale);
+    let ne = att.ne();
+    let att = c.reshape(att, &[ne[0] * ne[1], ne[2] * ne[3]]);
+    let mut cur = c.mul_mat(l.wo, att);
+    let mut residual = h;
+    if let Some(ids) = step.out_rows {
+        cur = c.get_rows(cur, ids);
+        residual = c.get_rows(residual, ids);
+    }
+    let ffn_inp = c.add(cur, residual);
+    let x = norm(c, ffn_inp, l.ffn_norm, a.rms_eps);
+    let up = c.mul_mat(l.ffn_up, x);
+    let gate = c.mul_mat(l.ffn_gate, x);
+    let act = c.swiglu_split(gate, up);
+    let down = c.mul_mat(l.ffn_down, act);
+    c.add(down, ffn_inp)
 }

@@ -1,7 +1,7 @@
 //! Target models: hyperparameters and weights read from GGUF, and the forward graph per
 //! architecture (one file each; the shared decoder blocks are in `blocks`).
 
-mod blocks;
+pub(crate) mod blocks;
 pub mod llama;
 pub mod progress;
 pub mod qwen2;
