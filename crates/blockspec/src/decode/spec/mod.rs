@@ -25,6 +25,8 @@ use stats::{ms_since, StepRecorder};
 use std::time::Instant;
 use verify::{Accepted, ChainVerifier, Verdict, Verifier};
 
+/// How a speculative generation chooses its verify lengths, and what it carries between
+/// generations.
 #[derive(Clone, Debug, Default)]
 pub struct SpecOptions {
     /// Verify this many tokens per step (1..=the drafter's longest verify) instead of adapting.
@@ -45,9 +47,13 @@ pub struct SpecOptions {
 /// the tokenizer and the sampler. The engine must capture the drafter's target layers
 /// (EngineConfig::capture_layers == drafter.target_layers()).
 pub struct SpecParts<'a> {
+    /// The target: its tokens are the output.
     pub engine: &'a mut Engine,
+    /// Proposes the tokens each step verifies.
     pub drafter: &'a mut dyn Drafter,
+    /// Turns the output into text (and knows the end-of-generation tokens).
     pub tok: &'a Tokenizer,
+    /// Draws the target's tokens.
     pub sampler: &'a mut Sampler,
 }
 

@@ -11,7 +11,9 @@ use anyhow::Result;
 /// The target's answer for a verified batch: logits to sample each row from, or (greedy on a
 /// GPU) each row's argmax, computed on the device.
 pub enum Verdict {
+    /// Every row's logits.
     Logits(Logits),
+    /// Every row's most likely token.
     Ids(Vec<u32>),
 }
 
