@@ -11,7 +11,7 @@ use crate::decode::draft::ngram::NgramDrafter;
 use crate::decode::draft::Drafter;
 use crate::decode::generate::{generate, GenerateOptions, Generation};
 use crate::decode::sampling::Sampler;
-use crate::decode::spec::{generate_speculative, SpecOptions, SpecStats};
+use crate::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
 use crate::format::gguf::Gguf;
 use crate::model::Model;
 use crate::runtime::engine::{Engine, EngineConfig};
@@ -177,10 +177,12 @@ impl Session {
         self.cached.clear();
         let result = match self.drafter.as_mut() {
             Some(d) => generate_speculative(
-                &mut self.engine,
-                d.as_mut(),
-                tok,
-                sampler,
+                SpecParts {
+                    engine: &mut self.engine,
+                    drafter: d.as_mut(),
+                    tok,
+                    sampler,
+                },
                 prompt,
                 &opts,
                 &mut self.spec,

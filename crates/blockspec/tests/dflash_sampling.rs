@@ -10,7 +10,7 @@ mod common;
 use blockspec::decode::draft::dflash::DFlashDrafter;
 use blockspec::decode::generate::{generate, GenerateOptions};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
-use blockspec::decode::spec::{generate_speculative, SpecOptions};
+use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts};
 use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::runtime::engine::{Engine, EngineConfig};
@@ -79,10 +79,12 @@ fn speculative_sampling_reproduces_plain_sampling() {
             )
             .expect("plain");
             let (spec, stats) = generate_speculative(
-                &mut engine,
-                &mut drafter,
-                &tok,
-                &mut Sampler::new(p),
+                SpecParts {
+                    engine: &mut engine,
+                    drafter: &mut drafter,
+                    tok: &tok,
+                    sampler: &mut Sampler::new(p),
+                },
                 &prompt,
                 &opts,
                 // The tiny f32 model's matmuls change kernel from 2 rows on (no exact batch > 1), so full

@@ -6,7 +6,7 @@ use crate::decode::draft::dflash::DFlashWeights;
 use crate::decode::draft::Drafter;
 use crate::decode::generate::{generate, GenerateOptions};
 use crate::decode::sampling::{Sampler, SamplingParams};
-use crate::decode::spec::{generate_speculative, SpecOptions};
+use crate::decode::spec::{generate_speculative, SpecOptions, SpecParts};
 use crate::format::gguf::Gguf;
 use crate::model::Model;
 use crate::runtime::engine::{Engine, Outputs};
@@ -915,10 +915,12 @@ fn cmd_run(a: RunArgs) -> Result<()> {
                 replay: None,
             };
             let (g, s) = generate_speculative(
-                &mut l.engine,
-                d.as_mut(),
-                &l.tokenizer,
-                &mut sampler,
+                SpecParts {
+                    engine: &mut l.engine,
+                    drafter: d.as_mut(),
+                    tok: &l.tokenizer,
+                    sampler: &mut sampler,
+                },
                 &prompt,
                 &opts,
                 &mut so,
@@ -1313,10 +1315,12 @@ fn bench_spec(
         };
         profile::reset();
         let (gs, st) = generate_speculative(
-            &mut l.engine,
-            d,
-            &l.tokenizer,
-            &mut Sampler::new(SamplingParams::greedy()),
+            SpecParts {
+                engine: &mut l.engine,
+                drafter: d,
+                tok: &l.tokenizer,
+                sampler: &mut Sampler::new(SamplingParams::greedy()),
+            },
             &prompt,
             &opts,
             &mut so,

@@ -183,6 +183,15 @@ impl Engine {
         self.n_past = self.n_past.min(n);
     }
 
+    /// A verify batch evaluated at position `start` is accepted up to its first `rows` tokens:
+    /// keep the target's state after them only (here: forget the KV cells of the rejected rows).
+    /// Speculative decoding commits target state through this alone, so a target whose state is
+    /// not a truncatable cache (recurrent layers keep a state per token and commit the one
+    /// after the last accepted token) changes only this.
+    pub fn commit_accepted(&mut self, start: usize, rows: usize) {
+        self.truncate(start + rows);
+    }
+
     pub fn reset(&mut self) {
         self.n_past = 0;
     }
@@ -200,32 +209,32 @@ impl Engine {
         (self.graphs.len(), self.graphs.host_bytes())
     }
 
-    /// The largest batch size n <= `max` for which a batch computes every row bit for bit as
-    /// one-token decoding does, measured once on this model, machine and ggml build. ggml picks
-    /// different kernels by batch size (e.g. the CPU's quantized matmuls change path at 8 rows
-    /// here), and speculative verification is only exactly lossless within this bound. The cache
-    /// is reset afterwards.
-    pub fn largest_exact_batch(&mut self, max: usize) -> Result<usize> {
+    /// The largest batch size n <= `max_verify_len` (the longest verify wanted) for which a batch
+    /// computes every row bit for bit as one-token decoding does, measured once on this model,
+    /// machine and ggml build. ggml picks different kernels by batch size (e.g. the CPU's
+    /// quantized matmuls change path at 8 rows here), and speculative verification is only
+    /// exactly lossless within this bound. The cache is reset afterwards.
+    pub fn largest_exact_batch(&mut self, max_verify_len: usize) -> Result<usize> {
         if let Some((n, bound)) = self.exact_batch {
-            if bound >= max {
-                return Ok(n.min(max));
+            if bound >= max_verify_len {
+                return Ok(n.min(max_verify_len));
             }
         }
         let n_vocab = self.model.hp.n_vocab as u64;
         // Deterministic token ids spread over the vocabulary.
-        let toks: Vec<u32> = (0..4 + max as u64)
+        let toks: Vec<u32> = (0..4 + max_verify_len as u64)
             .map(|i| ((i * 2654435761 + 12345) % n_vocab) as u32)
             .collect();
         let (prefix, probe) = toks.split_at(4);
         let saved = self.n_past;
         self.reset();
         self.decode(prefix, Outputs::Last)?;
-        let mut single = Vec::with_capacity(max);
+        let mut single = Vec::with_capacity(max_verify_len);
         for &t in probe {
             single.push(self.decode(&[t], Outputs::All)?.data);
         }
         let mut exact = 1;
-        for n in 2..=max {
+        for n in 2..=max_verify_len {
             self.reset();
             self.decode(prefix, Outputs::Last)?;
             let b = self.decode(&probe[..n], Outputs::All)?;
@@ -236,7 +245,7 @@ impl Engine {
         }
         self.n_past = saved.min(self.n_past);
         self.reset();
-        self.exact_batch = Some((exact, max));
+        self.exact_batch = Some((exact, max_verify_len));
         Ok(exact)
     }
 

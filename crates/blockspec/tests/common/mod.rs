@@ -99,10 +99,12 @@ pub fn fixed_block_greedy(
 ) {
     use blockspec::decode::sampling::{Sampler, SamplingParams};
     blockspec::decode::spec::generate_speculative(
-        engine,
-        drafter,
-        tok,
-        &mut Sampler::new(SamplingParams::greedy()),
+        blockspec::decode::spec::SpecParts {
+            engine,
+            drafter,
+            tok,
+            sampler: &mut Sampler::new(SamplingParams::greedy()),
+        },
         prompt,
         opts,
         &mut blockspec::decode::spec::SpecOptions {
@@ -140,10 +142,12 @@ pub fn assert_lossless(
     let mut all = Vec::new();
     for fixed in [Some(4), None] {
         let (g, stats) = blockspec::decode::spec::generate_speculative(
-            engine,
-            drafter,
-            tok,
-            &mut Sampler::new(SamplingParams::greedy()),
+            blockspec::decode::spec::SpecParts {
+                engine,
+                drafter,
+                tok,
+                sampler: &mut Sampler::new(SamplingParams::greedy()),
+            },
             prompt,
             &greedy_opts(n),
             &mut blockspec::decode::spec::SpecOptions {

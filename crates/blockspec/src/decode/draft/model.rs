@@ -54,7 +54,8 @@ pub fn check_vocab(target: &Gguf, draft: &Gguf) -> Result<()> {
 
 pub struct DraftModel {
     engine: Engine,
-    max_block: usize,
+    /// The longest verify it fills: drafts + 1.
+    max_verify_len: usize,
     /// Stop drafting when the draft model's top probability falls below this (0: never).
     p_min: f32,
     /// Committed tokens the draft model has not evaluated yet.
@@ -67,10 +68,10 @@ pub struct DraftModel {
 }
 
 impl DraftModel {
-    /// `engine`: the draft model's engine (context at least the target's). Check the vocabulary
-    /// with [`check_vocab`] first.
-    pub fn new(engine: Engine, max_block: usize, p_min: f32) -> Result<DraftModel> {
-        if max_block < 2 {
+    /// `engine`: the draft model's engine (context at least the target's); `max_verify_len`: the
+    /// longest verify (drafts + 1). Check the vocabulary with [`check_vocab`] first.
+    pub fn new(engine: Engine, max_verify_len: usize, p_min: f32) -> Result<DraftModel> {
+        if max_verify_len < 2 {
             bail!("a draft model needs a block of at least 2 (one draft + the target's token)");
         }
         if !(0.0..=1.0).contains(&p_min) {
@@ -78,7 +79,7 @@ impl DraftModel {
         }
         Ok(DraftModel {
             engine,
-            max_block,
+            max_verify_len,
             p_min,
             pending: Vec::new(),
             step_base: None,
@@ -98,8 +99,8 @@ impl Drafter for DraftModel {
     fn name(&self) -> &'static str {
         "draft"
     }
-    fn max_block(&self) -> usize {
-        self.max_block
+    fn max_verify_len(&self) -> usize {
+        self.max_verify_len
     }
     fn cost(&self) -> DraftCost {
         DraftCost::PerToken

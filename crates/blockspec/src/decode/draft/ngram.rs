@@ -9,25 +9,26 @@ pub struct NgramDrafter {
     /// Longest n-gram looked up; shorter ones (down to `min_n`) are tried when it is not found.
     max_n: usize,
     min_n: usize,
-    max_block: usize,
+    /// The longest verify it fills: drafts + 1.
+    max_verify_len: usize,
     /// Every committed token of the sequence, prompt included.
     history: Vec<u32>,
 }
 
 impl NgramDrafter {
     /// `max_n`: the n-gram size to look up (falling back to shorter ones, down to 2 or `max_n`
-    /// if smaller); `max_block`: verify block length (drafts + 1).
-    pub fn new(max_n: usize, max_block: usize) -> Result<NgramDrafter> {
+    /// if smaller); `max_verify_len`: the longest verify (drafts + 1).
+    pub fn new(max_n: usize, max_verify_len: usize) -> Result<NgramDrafter> {
         if max_n == 0 {
             bail!("--spec-ngram-size-n must be at least 1");
         }
-        if max_block < 2 {
+        if max_verify_len < 2 {
             bail!("n-gram lookup needs a block of at least 2 (one draft + the target's token)");
         }
         Ok(NgramDrafter {
             max_n,
             min_n: max_n.min(2),
-            max_block,
+            max_verify_len,
             history: Vec::new(),
         })
     }
@@ -71,8 +72,8 @@ impl Drafter for NgramDrafter {
     fn name(&self) -> &'static str {
         "ngram"
     }
-    fn max_block(&self) -> usize {
-        self.max_block
+    fn max_verify_len(&self) -> usize {
+        self.max_verify_len
     }
     fn cost(&self) -> DraftCost {
         DraftCost::PerStep

@@ -1,54 +1,35 @@
-//! Speculative decoding with chain verification: draft a block, verify it in one target batch,
-//! accept the longest prefix the target agrees with, commit, repeat.
+//! Speculative decoding: each step drafts tokens after the newest committed one, verifies them
+//! in one target batch, accepts the longest prefix the target agrees with and commits it.
 //!
 //! Lossless at any temperature: at every verified position the TARGET's token is drawn from the
 //! target distribution (greedy: its argmax) given everything before it, and a draft token is kept
 //! only if it equals that draw. Each committed token costs exactly one draw, as in plain decoding.
 
 pub mod policy;
+pub mod replay;
+pub mod stats;
+pub mod verify;
+
+pub use replay::ReplayAcceptance;
+pub use stats::SpecStats;
 
 use crate::decode::draft::{Drafter, Features};
-use crate::decode::generate::{
-    prefill, GenerateOptions, Generation, Output, StopReason, Timings, TokenLogprob,
-};
+use crate::decode::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
 use crate::decode::sampling::Sampler;
-use crate::runtime::engine::{Engine, Logits, Outputs};
+use crate::runtime::engine::{Engine, Logits};
 use crate::runtime::profile;
 use crate::text::tokenizer::Tokenizer;
 use anyhow::Result;
 use policy::LengthPolicy;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use stats::{ms_since, StepRecorder};
 use std::time::Instant;
+use verify::{Accepted, ChainVerifier, Verdict, Verifier};
 
-/// Statistics of a speculative generation (llama.cpp and z-lab names where they exist).
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct SpecStats {
-    /// Mean tokens committed per target verify step, bonus included.
-    pub tau: f64,
-    /// Target steps (speculative verifies + plain steps).
-    pub steps: usize,
-    /// Speculative steps (a drafter ran and its drafts were verified).
-    pub spec_steps: usize,
-    /// Draft tokens verified.
-    pub drafted: usize,
-    /// Draft tokens accepted.
-    pub accepted: usize,
-    /// Acceptance rate per draft position 1..: accepted / offered there.
-    pub accept_per_pos: Vec<f64>,
-    pub draft_ms: f64,
-    pub verify_ms: f64,
-    pub sample_ms: f64,
-    pub other_ms: f64,
-    /// Verify lengths chosen, as (length, count).
-    pub lengths: Vec<(usize, usize)>,
-    /// Tokens committed by each target step (accepted drafts + the target's own token).
-    pub accept_lengths: Vec<usize>,
-}
-
+/// How a speculative generation chooses its verify lengths, and what it carries between
+/// generations.
 #[derive(Clone, Debug, Default)]
 pub struct SpecOptions {
-    /// Verify this many tokens per step (1..=block size) instead of adapting.
+    /// Verify this many tokens per step (1..=the drafter's longest verify) instead of adapting.
     pub fixed_len: Option<usize>,
     /// Allow verify batches larger than the backend computes exactly like one-token steps
     /// (reproduces the reference algorithm, e.g. z-lab's full blocks, but the output may then
@@ -62,95 +43,35 @@ pub struct SpecOptions {
     pub policy: Option<LengthPolicy>,
 }
 
-/// Acceptance replay, for timing at a given acceptance on any weights (random ones included):
-/// every step still runs the drafter and verifies its block for real, but the number of drafts
-/// kept is drawn from a profile (each position accepted with chance `rate`, the first miss ends
-/// the run) instead of compared with the target's choices. With this, `generate_speculative`
-/// produces tokens/s at that acceptance, not the target's text.
-#[derive(Clone, Debug)]
-pub struct ReplayAcceptance {
-    /// Chance that a draft position is accepted, given all before it were.
-    pub rate: f64,
-    rng: ChaCha8Rng,
+/// What a speculative generation drives: the target engine, the drafter proposing its tokens,
+/// the tokenizer and the sampler. The engine must capture the drafter's target layers
+/// (EngineConfig::capture_layers == drafter.target_layers()).
+pub struct SpecParts<'a> {
+    /// The target: its tokens are the output.
+    pub engine: &'a mut Engine,
+    /// Proposes the tokens each step verifies.
+    pub drafter: &'a mut dyn Drafter,
+    /// Turns the output into text (and knows the end-of-generation tokens).
+    pub tok: &'a Tokenizer,
+    /// Draws the target's tokens.
+    pub sampler: &'a mut Sampler,
 }
 
-impl ReplayAcceptance {
-    /// The profile with mean tokens per full block `tau` (accepted drafts + the target's token)
-    /// for blocks of `block` tokens: solves 1 + a + a^2 + ... + a^(block-1) = tau for a.
-    pub fn for_tau(tau: f64, block: usize, seed: u64) -> Result<ReplayAcceptance> {
-        if !(1.0..=block as f64).contains(&tau) {
-            anyhow::bail!("replay tau {tau}: must be between 1 and the block size {block}");
-        }
-        let e = |a: f64| (0..block).map(|i| a.powi(i as i32)).sum::<f64>();
-        let (mut lo, mut hi) = (0.0f64, 1.0f64);
-        for _ in 0..60 {
-            let mid = (lo + hi) / 2.0;
-            if e(mid) < tau {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(ReplayAcceptance {
-            rate: (lo + hi) / 2.0,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        })
-    }
-
-    /// Drafts accepted out of `offered`.
-    pub fn draw(&mut self, offered: usize) -> usize {
-        let mut k = 0;
-        while k < offered && self.rng.random::<f64>() < self.rate {
-            k += 1;
-        }
-        k
-    }
-}
-
-/// The target's answer for a verified block: logits to sample each row from, or (greedy on a
-/// GPU) each row's argmax, computed on the device.
-enum Verdict {
-    Logits(Logits),
-    Ids(Vec<u32>),
-}
-
-impl Verdict {
-    /// The target's token after row `k`.
-    fn pick(&self, k: usize, sampler: &mut Sampler) -> u32 {
-        match self {
-            Verdict::Logits(l) => sampler.sample(l.row(k)),
-            Verdict::Ids(ids) => ids[k],
-        }
-    }
-}
-
-/// Generate from `prompt` with speculative decoding. `engine` must capture the drafter's target
-/// layers (EngineConfig::capture_layers == drafter.target_layers()).
-#[allow(clippy::too_many_arguments)]
+/// Generate from `prompt` with speculative decoding.
 pub fn generate_speculative(
-    engine: &mut Engine,
-    drafter: &mut dyn Drafter,
-    tok: &Tokenizer,
-    sampler: &mut Sampler,
+    parts: SpecParts,
     prompt: &[u32],
     opts: &GenerateOptions,
     spec: &mut SpecOptions,
     on_text: impl FnMut(&str),
 ) -> Result<(Generation, SpecStats)> {
-    // Verify no more tokens at once than the backend computes exactly like one-token steps.
-    let exact = if spec.allow_inexact_batches {
-        drafter.max_block()
-    } else {
-        engine.largest_exact_batch(drafter.max_block())?
-    };
-    if let Some(f) = spec.fixed_len {
-        if f > exact {
-            tracing::warn!(
-                "verify length {f} capped at {exact}: larger batches do not reproduce one-token decoding exactly on this backend"
-            );
-        }
-    }
-    let b = exact;
+    let SpecParts {
+        engine,
+        drafter,
+        tok,
+        sampler,
+    } = parts;
+    let max_len = max_verify_len(engine, drafter, spec)?;
     let mut timings = Timings::default();
     let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
@@ -160,181 +81,37 @@ pub fn generate_speculative(
     // The drafter's own prompt processing counts as prompt time.
     let tb = Instant::now();
     drafter.begin_from(prompt, cached_prompt_n, engine.captured())?;
-    timings.prompt_ms += tb.elapsed().as_secs_f64() * 1000.0;
-    let n_vocab = engine.n_vocab();
-    let mut warned_bad_draft = false;
+    timings.prompt_ms += ms_since(tb);
 
     let t1 = Instant::now();
-    let mut stats = SpecStats::default();
-    let mut offered_at = vec![0usize; b];
-    let mut accepted_at = vec![0usize; b];
-    let mut length_counts = vec![0usize; b + 1];
-    let fixed = spec.fixed_len.map(|f| f.min(b));
-    let mut policy = match spec.policy.take() {
-        Some(p) if p.max_len() == b && p.fixed() == fixed => p,
-        _ => LengthPolicy::new(b, fixed, drafter.cost()),
+    let fixed = spec.fixed_len.map(|f| f.min(max_len));
+    let policy = match spec.policy.take() {
+        Some(p) if p.max_len() == max_len && p.fixed() == fixed => p,
+        _ => LengthPolicy::new(max_len, fixed, drafter.cost()),
     };
-    let mut out = Output::new(tok, opts, on_text);
-    let mut draft_ms_total = 0.0;
-    let mut verify_ms_total = 0.0;
-    let mut sample_ms_total = 0.0;
-
-    // The first token comes from the prompt's logits.
-    let ts = Instant::now();
-    let mut last = sampler.sample(logits.last());
-    sampler.accept(last);
-    out.note_logprobs(logits.last(), last);
-    sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
-    let stop = 'gen: {
-        if let Some(s) = out.push(last) {
-            break 'gen s;
-        }
-        loop {
-            // `last` is committed but not yet seen by the target; it sits at position n_past.
-            let start = engine.n_past();
-            let room = engine.n_ctx() - start;
-            if room == 0 {
-                break 'gen StopReason::Context;
-            }
-            let mut n = policy.choose().min(room);
-            if let Some(m) = opts.max_tokens {
-                // No point verifying past the token limit.
-                n = n.min(m.saturating_sub(out.tokens.len()) + 1).max(1);
-            }
-            let mut block = vec![last];
-            let mut step_ms = 0.0;
-            if n == 1 {
-                // The target overwrites its captured features now, before any draft reads them.
-                drafter.release_capture()?;
-            } else {
-                let tsync = Instant::now();
-                let _p = profile::scope("spec.sync");
-                drafter.sync()?;
-                drop(_p);
-                step_ms += tsync.elapsed().as_secs_f64() * 1000.0;
-                let td = Instant::now();
-                let mut drafts = drafter.draft(last, n)?;
-                let ms = td.elapsed().as_secs_f64() * 1000.0;
-                policy.record_draft(ms, drafts.len(), drafter.last_draft_was_cold());
-                draft_ms_total += ms;
-                step_ms += ms;
-                // A drafter may propose fewer (or ids the target does not have: a draft
-                // model's padded vocabulary); verify what is usable.
-                drafts.truncate(n - 1);
-                if let Some(i) = drafts.iter().position(|&t| t as usize >= n_vocab) {
-                    if !warned_bad_draft {
-                        warned_bad_draft = true;
-                        tracing::warn!(
-                            "{} drafter proposed token id {} outside the target's vocabulary of {n_vocab} (non-finite drafter logits?); such drafts are dropped",
-                            drafter.name(),
-                            drafts[i] as i32
-                        );
-                    }
-                    drafts.truncate(i);
-                }
-                block.extend_from_slice(&drafts);
-                n = block.len();
-            }
-            let tv = Instant::now();
-            let verdict = if device_argmax {
-                Verdict::Ids(engine.decode_argmax(&block, Outputs::All)?)
-            } else {
-                Verdict::Logits(engine.decode(&block, Outputs::All)?)
-            };
-            let ms = tv.elapsed().as_secs_f64() * 1000.0;
-            // Timings of freshly built graphs (first uses, CUDA graph capture) would make a
-            // length look slower than it is; the policy learns from steady steps only.
-            policy.record_verify(n, ms, engine.last_decode_was_cold());
-            verify_ms_total += ms;
-            step_ms += ms;
-            length_counts[n] += 1;
-            stats.steps += 1;
-
-            // Walk the block: the target's draw at row k is the token at position start+k+1.
-            let ts = Instant::now();
-            let _p = profile::scope("spec.walk");
-            let mut committed = 0; // drafts accepted
-                                   // Log-probabilities of the tokens this step commits (row k gives token k+1).
-            let mut step_logprobs = Vec::new();
-            let bonus = if let Some(r) = spec.replay.as_mut() {
-                // Replay: keep a drawn number of drafts whatever the target says, then take
-                // the target's token after them (same verify and commit work as a real step).
-                committed = r.draw(n - 1);
-                let t = verdict.pick(committed, sampler);
-                sampler.accept(t);
-                t
-            } else {
-                loop {
-                    let t = verdict.pick(committed, sampler);
-                    sampler.accept(t);
-                    if let (Some(n_top), Verdict::Logits(l)) = (opts.logprobs, &verdict) {
-                        step_logprobs.push(TokenLogprob::new(l.row(committed), t, n_top));
-                    }
-                    if committed + 1 < n && block[committed + 1] == t {
-                        committed += 1;
-                        continue;
-                    }
-                    break t;
-                }
-            };
-            drop(_p);
-            sample_ms_total += ts.elapsed().as_secs_f64() * 1000.0;
-            if n > 1 {
-                stats.spec_steps += 1;
-                stats.drafted += n - 1;
-                stats.accepted += committed;
-                policy.record_accept(n - 1, committed);
-                // A probe's cost includes building its graphs: that is what probing costs.
-                if let Some(plain) = policy.plain_ms() {
-                    policy.record_overhead(step_ms - (committed + 1) as f64 * plain);
-                }
-                tracing::debug!(
-                    "step: {n} tokens verified in {ms:.1} ms ({step_ms:.1} ms with drafting), {committed} accepted"
-                );
-                for k in 0..(n - 1).min(committed + 1) {
-                    offered_at[k] += 1;
-                    if k < committed {
-                        accepted_at[k] += 1;
-                    }
-                }
-            }
-            // Keep the target's KV and the features of block[0..=committed] only.
-            engine.truncate(start + committed + 1);
-            let _p = profile::scope("spec.commit");
-            // A drafter that reads features on the device gets them where the verify left them;
-            // otherwise (or when they are not all there) they are read back.
-            let on_device = if drafter.reads_device_features() {
-                engine.captured_on_device(committed + 1)
-            } else {
-                None
-            };
-            match on_device {
-                Some(rows) => drafter.commit(&block[..=committed], Features::Device(rows))?,
-                None => {
-                    let nf = drafter.target_layers().len() * engine.model.hp.n_embd;
-                    let features = engine.captured_rows(committed + 1);
-                    debug_assert_eq!(features.len(), (committed + 1) * nf);
-                    drafter.commit(&block[..=committed], Features::Host(features))?;
-                }
-            }
-            drop(_p);
-            // Tokens this step commits (cut short by a stop or the token limit).
-            let _p = profile::scope("spec.output");
-            let before = out.tokens.len();
-            let mut step_logprobs = step_logprobs.into_iter();
-            for &t in block[1..=committed].iter().chain(std::iter::once(&bonus)) {
-                if let Some(lp) = step_logprobs.next() {
-                    out.push_logprob(lp);
-                }
-                if let Some(s) = out.push(t) {
-                    stats.accept_lengths.push(out.tokens.len() - before);
-                    break 'gen s;
-                }
-            }
-            stats.accept_lengths.push(committed + 1);
-            last = bonus;
-        }
+    let mut run = SpecRun {
+        engine,
+        drafter,
+        sampler,
+        verifier: Box::new(ChainVerifier {
+            device_argmax,
+            logprobs: opts.logprobs,
+        }),
+        policy,
+        replay: spec.replay.as_mut(),
+        out: Output::new(tok, opts, on_text),
+        rec: StepRecorder::new(max_len),
+        max_tokens: opts.max_tokens,
+        warned_foreign_id: false,
     };
+    let stop = run.run(&logits)?;
+    let SpecRun {
+        drafter,
+        policy,
+        mut out,
+        rec,
+        ..
+    } = run;
     spec.policy = Some(policy);
     // The next generation starts with a prompt evaluation: keep what the drafter still needs.
     drafter.release_capture()?;
@@ -342,30 +119,9 @@ pub fn generate_speculative(
     let (tokens, text) = out.finish(stop);
     logprobs.truncate(tokens.len());
     timings.predicted_n = tokens.len();
-    timings.predicted_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    timings.predicted_ms = ms_since(t1);
     timings.finish();
-    stats.tau = if stats.steps > 0 {
-        tokens.len() as f64 / stats.steps as f64
-    } else {
-        0.0
-    };
-    stats.accept_per_pos = offered_at
-        .iter()
-        .zip(&accepted_at)
-        .take_while(|(o, _)| **o > 0)
-        .map(|(&o, &a)| a as f64 / o as f64)
-        .collect();
-    stats.draft_ms = draft_ms_total;
-    stats.verify_ms = verify_ms_total;
-    stats.sample_ms = sample_ms_total;
-    stats.other_ms =
-        (timings.predicted_ms - draft_ms_total - verify_ms_total - sample_ms_total).max(0.0);
-    stats.lengths = length_counts
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c > 0)
-        .map(|(n, &c)| (n, c))
-        .collect();
+    let stats = rec.finish(tokens.len(), timings.predicted_ms);
     Ok((
         Generation {
             tokens,
@@ -379,26 +135,218 @@ pub fn generate_speculative(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ReplayAcceptance;
+/// The longest verify a step may make: the drafter's longest, capped (unless inexact batches
+/// are allowed) at the largest batch the backend computes exactly like one-token steps.
+fn max_verify_len(engine: &mut Engine, drafter: &dyn Drafter, spec: &SpecOptions) -> Result<usize> {
+    let len = if spec.allow_inexact_batches {
+        drafter.max_verify_len()
+    } else {
+        engine.largest_exact_batch(drafter.max_verify_len())?
+    };
+    if let Some(f) = spec.fixed_len {
+        if f > len {
+            tracing::warn!(
+                "verify length {f} capped at {len}: larger batches do not reproduce one-token decoding exactly on this backend"
+            );
+        }
+    }
+    Ok(len)
+}
 
-    #[test]
-    fn replay_profile_reproduces_its_tau() {
-        let mut r = ReplayAcceptance::for_tau(6.55, 16, 3).unwrap();
-        let n = 20000;
-        let total: usize = (0..n).map(|_| r.draw(15) + 1).sum();
-        let tau = total as f64 / n as f64;
-        assert!((tau - 6.55).abs() < 0.1, "replayed tau {tau}");
-        // Shorter blocks cap the run.
-        assert!((0..1000).all(|_| r.draw(3) <= 3));
+/// One speculative generation in progress, after the prompt: the parts it drives and what it
+/// has committed, learned and measured so far.
+struct SpecRun<'a, F: FnMut(&str)> {
+    engine: &'a mut Engine,
+    drafter: &'a mut dyn Drafter,
+    sampler: &'a mut Sampler,
+    verifier: Box<dyn Verifier>,
+    policy: LengthPolicy,
+    replay: Option<&'a mut ReplayAcceptance>,
+    out: Output<'a, F>,
+    rec: StepRecorder,
+    max_tokens: Option<usize>,
+    /// Whether a draft outside the target's vocabulary was reported already.
+    warned_foreign_id: bool,
+}
+
+impl<F: FnMut(&str)> SpecRun<'_, F> {
+    /// The first token from the prompt's logits, then steps of draft -> verify -> accept ->
+    /// commit until a stop.
+    fn run(&mut self, prompt_logits: &Logits) -> Result<StopReason> {
+        let mut last = self.first_token(prompt_logits);
+        if let Some(stop) = self.out.push(last) {
+            return Ok(stop);
+        }
+        loop {
+            // `last` is committed but not yet seen by the target; it sits at position n_past.
+            let start = self.engine.n_past();
+            let Some(n) = self.choose_len() else {
+                return Ok(StopReason::Context);
+            };
+            self.rec.begin_step();
+            let batch = self.draft(last, n)?;
+            let verdict = self.verify(&batch)?;
+            let accepted = self.accept(&verdict, &batch);
+            self.commit(start, &accepted)?;
+            last = accepted.bonus;
+            if let Some(stop) = self.emit(accepted) {
+                return Ok(stop);
+            }
+        }
     }
 
-    #[test]
-    fn replay_tau_out_of_range_is_an_error() {
-        assert!(ReplayAcceptance::for_tau(0.5, 16, 1).is_err());
-        assert!(ReplayAcceptance::for_tau(17.0, 16, 1).is_err());
-        let all = ReplayAcceptance::for_tau(16.0, 16, 1).unwrap();
-        assert!(all.rate > 0.999);
+    /// Draw the first token from the prompt's logits.
+    fn first_token(&mut self, logits: &Logits) -> u32 {
+        let ts = Instant::now();
+        let t = self.sampler.sample(logits.last());
+        self.sampler.accept(t);
+        self.out.note_logprobs(logits.last(), t);
+        self.rec.sampled(ms_since(ts));
+        t
+    }
+
+    /// How many tokens to verify this step (1: a plain step); `None` when the context is full.
+    fn choose_len(&mut self) -> Option<usize> {
+        let room = self.engine.n_ctx() - self.engine.n_past();
+        if room == 0 {
+            return None;
+        }
+        let mut n = self.policy.choose().min(room);
+        if let Some(m) = self.max_tokens {
+            // No point verifying past the token limit.
+            n = n.min(m.saturating_sub(self.out.tokens.len()) + 1).max(1);
+        }
+        Some(n)
+    }
+
+    /// The batch to verify: `last`, then up to `n - 1` usable drafts (none when `n` is 1).
+    fn draft(&mut self, last: u32, n: usize) -> Result<Vec<u32>> {
+        let mut batch = vec![last];
+        if n == 1 {
+            // The target overwrites its captured features now, before any draft reads them.
+            self.drafter.release_capture()?;
+            return Ok(batch);
+        }
+        let tsync = Instant::now();
+        let _p = profile::scope("spec.sync");
+        self.drafter.sync()?;
+        drop(_p);
+        self.rec.synced(ms_since(tsync));
+        let td = Instant::now();
+        let mut drafts = self.drafter.draft(last, n)?;
+        let ms = ms_since(td);
+        let cold = self.drafter.last_draft_was_cold();
+        self.policy.record_draft(ms, drafts.len(), cold);
+        self.rec.drafted(ms);
+        // A drafter may propose fewer (or ids the target does not have: a draft model's padded
+        // vocabulary); verify what is usable.
+        drafts.truncate(n - 1);
+        self.cut_at_foreign_id(&mut drafts);
+        batch.extend_from_slice(&drafts);
+        Ok(batch)
+    }
+
+    /// Cut `drafts` at the first id outside the target's vocabulary (reported once).
+    fn cut_at_foreign_id(&mut self, drafts: &mut Vec<u32>) {
+        let n_vocab = self.engine.n_vocab();
+        if let Some(i) = drafts.iter().position(|&t| t as usize >= n_vocab) {
+            if !self.warned_foreign_id {
+                self.warned_foreign_id = true;
+                tracing::warn!(
+                    "{} drafter proposed token id {} outside the target's vocabulary of {n_vocab} (non-finite drafter logits?); such drafts are dropped",
+                    self.drafter.name(),
+                    drafts[i] as i32
+                );
+            }
+            drafts.truncate(i);
+        }
+    }
+
+    /// Evaluate the batch on the target; its cost goes to the statistics and the length policy.
+    fn verify(&mut self, batch: &[u32]) -> Result<Verdict> {
+        let tv = Instant::now();
+        let verdict = self.verifier.evaluate(self.engine, batch)?;
+        let ms = ms_since(tv);
+        // Timings of freshly built graphs (first uses, CUDA graph capture) would make a length
+        // look slower than it is; the policy learns from steady steps only.
+        let cold = self.engine.last_decode_was_cold();
+        self.policy.record_verify(batch.len(), ms, cold);
+        self.rec.verified(batch.len(), ms);
+        Ok(verdict)
+    }
+
+    /// Walk the verdict into the accepted path and the target's next token; a speculative
+    /// step's acceptance and cost go to the statistics and the length policy.
+    fn accept(&mut self, verdict: &Verdict, batch: &[u32]) -> Accepted {
+        let ts = Instant::now();
+        let _p = profile::scope("spec.walk");
+        let replay = self.replay.as_deref_mut();
+        let accepted = self.verifier.walk(verdict, batch, self.sampler, replay);
+        drop(_p);
+        self.rec.sampled(ms_since(ts));
+        let (n, k) = (batch.len(), accepted.n_drafts());
+        if n > 1 {
+            self.rec.accepted(n - 1, k);
+            self.policy.record_accept(n - 1, k);
+            // A probe's cost includes building its graphs: that is what probing costs.
+            let step_ms = self.rec.step_ms();
+            if let Some(plain) = self.policy.plain_ms() {
+                self.policy
+                    .record_overhead(step_ms - (k + 1) as f64 * plain);
+            }
+            tracing::debug!(
+                "step: {n} tokens verified in {:.1} ms ({step_ms:.1} ms with drafting), {k} accepted",
+                self.rec.step_verify_ms()
+            );
+        }
+        accepted
+    }
+
+    /// Keep the target's state after the accepted path only (the batch was evaluated at
+    /// `start`), and give the drafter the path's tokens and their target features.
+    fn commit(&mut self, start: usize, accepted: &Accepted) -> Result<()> {
+        let rows = accepted.path.len();
+        self.engine.commit_accepted(start, rows);
+        let _p = profile::scope("spec.commit");
+        // A drafter that reads features on the device gets them where the verify left them;
+        // otherwise (or when they are not all there) they are read back.
+        let on_device = if self.drafter.reads_device_features() {
+            self.engine.captured_on_device(rows)
+        } else {
+            None
+        };
+        match on_device {
+            Some(rows) => self.drafter.commit(&accepted.path, Features::Device(rows)),
+            None => {
+                let nf = self.drafter.target_layers().len() * self.engine.model.hp.n_embd;
+                let features = self.engine.captured_rows(rows);
+                debug_assert_eq!(features.len(), rows * nf);
+                self.drafter
+                    .commit(&accepted.path, Features::Host(features))
+            }
+        }
+    }
+
+    /// Output the step's tokens (accepted drafts, then the target's) with their
+    /// log-probabilities; `Some` when generation stops (possibly before the last of them).
+    fn emit(&mut self, accepted: Accepted) -> Option<StopReason> {
+        let _p = profile::scope("spec.output");
+        let before = self.out.tokens.len();
+        let mut logprobs = accepted.logprobs.into_iter();
+        let tokens = accepted.path[1..]
+            .iter()
+            .chain(std::iter::once(&accepted.bonus));
+        let mut stop = None;
+        for &t in tokens {
+            if let Some(lp) = logprobs.next() {
+                self.out.push_logprob(lp);
+            }
+            stop = self.out.push(t);
+            if stop.is_some() {
+                break;
+            }
+        }
+        self.rec.committed(self.out.tokens.len() - before);
+        stop
     }
 }

@@ -80,7 +80,7 @@ const MIN_PROBE: usize = 16;
 const PROBE_BUDGET: f64 = 0.02;
 
 impl LengthPolicy {
-    /// `max_len`: the drafter's block size (verify lengths 1..=max_len). `fixed`: always use this.
+    /// `max_len`: the longest verify (lengths 1..=max_len). `fixed`: always use this.
     /// `cost`: how the drafter's time grows with the draft length.
     pub fn new(max_len: usize, fixed: Option<usize>, cost: DraftCost) -> LengthPolicy {
         LengthPolicy {
@@ -111,7 +111,7 @@ impl LengthPolicy {
     /// Acceptance chance of draft position k (1-based): the counts seen there, with a prior
     /// (worth two trials) centred on position k-1's estimate, and on 1/2 for the first. A
     /// position never offered yet is expected to do as well as the one before it: acceptance
-    /// changes slowly along a block, and the uniform prior made every unexplored position look
+    /// changes slowly along the drafts, and the uniform prior made every unexplored position look
     /// like a coin flip, so a drafter accepted 86% of the time was never tried past length 4.
     pub fn accept_prob(&self, k: usize) -> f64 {
         let mut p = 0.5;
@@ -301,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn high_acceptance_on_flat_costs_uses_long_blocks() {
+    fn high_acceptance_on_flat_costs_uses_long_verifies() {
         // GPU-like: verify cost almost flat in n.
         let mut p = trained(0.9, |n| 5.0 + 0.05 * n as f64, 1.0);
         let n = p.choose();
@@ -309,12 +309,12 @@ mod tests {
     }
 
     #[test]
-    fn good_short_blocks_lead_to_trying_the_longest() {
-        // Only plain steps and 4-token blocks measured so far, 86% of drafts accepted (the
+    fn good_short_verifies_lead_to_trying_the_longest() {
+        // Only plain steps and 4-token verifies measured so far, 86% of drafts accepted (the
         // replayed tau = 6.55 profile), and a GPU whose 16-token verify is cheaper than an
         // 8-token one: positions never offered borrow the acceptance seen before them, and an
         // unmeasured longer length is assumed as cheap as the longest measured, so the policy
-        // goes to the full block and measures it instead of staying short.
+        // goes to the full length and measures it instead of staying short.
         let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
         p.record_verify(1, 4.3, false);
         p.record_verify(4, 5.9, false);
@@ -372,9 +372,9 @@ mod tests {
     }
 
     #[test]
-    fn per_token_drafting_cost_shortens_the_block() {
+    fn per_token_drafting_cost_shortens_the_verify() {
         // An autoregressive draft model at 0.4 of a target step per token, 80% acceptance, on
-        // a CPU-like verify curve: long blocks cost more drafting than they return.
+        // a CPU-like verify curve: long verifies cost more drafting than they return.
         let cost = |n: usize| 40.0 * (1.0 + 0.3 * (n as f64 - 1.0));
         let mut p = LengthPolicy::new(16, None, DraftCost::PerToken);
         for n in 1..=16 {
@@ -431,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn starts_short_and_grows_to_long_blocks_when_they_pay() {
+    fn starts_short_and_grows_to_long_verifies_when_they_pay() {
         let picks = simulate(|n| 5.0 + 0.05 * n as f64, 1.0, 0.9, 200);
         assert_eq!(picks[..2], [1, FIRST_PROBE_LEN]);
         let late = &picks[150..];
