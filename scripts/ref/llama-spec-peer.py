@@ -3,7 +3,7 @@
 
 Runs `llama-speculative-simple` (draft-simple: a classic draft model) and `llama-completion`
 (plain) from the peer build (scripts/ref/build-llama-peer.sh) on each prompt of
-crates/blockspec/src/cli/bench_prompts.json, greedy, N tokens, and prints decode tokens/s summed
+crates/blockspec/src/cli/bench/bench_prompts.json, greedy, N tokens, and prints decode tokens/s summed
 over the prompts (tokens / seconds), like `blockspec bench` does.
 
 Usage: python3 scripts/ref/llama-spec-peer.py TARGET.gguf DRAFT.gguf [N_TOKENS] [THREADS] [SPEC_TYPE]
@@ -42,7 +42,7 @@ def main():
     spec_args = ["--spec-type", spec_type]
     if spec_type == "draft-dflash":
         spec_args += ["--spec-draft-n-max", "15"]
-    prompts = json.loads((ROOT / "crates/blockspec/src/cli/bench_prompts.json").read_text())
+    prompts = json.loads((ROOT / "crates/blockspec/src/cli/bench/bench_prompts.json").read_text())
     common = ["-n", n, "-t", threads, "--temp", "0", "--top-k", "1", "-fa", "on",
               "--ignore-eos", "-c", "2048"]
     spec_tok = spec_s = 0.0

@@ -16,13 +16,16 @@ Outputs (in tests/fixtures/llama/):
                           with --no-repack: the same generations with the
                           server started with `--no-repack` (CPU weight
                           repacking off); generate fixtures only.
-  cpu/<vendor>/generate-*.json
+  cpu/<vendor>-<isa>/generate-*.json
                           with --per-cpu: generate fixtures for this machine's
-                          CPU kind (/proc/cpuinfo vendor_id, lowercased). The
+                          CPU kind (/proc/cpuinfo vendor_id, lowercased, and
+                          the widest SIMD level: avx512, avx2, avx or sse). The
                           CPU kernels round differently per instruction set,
                           which flips near-ties: the top-level files were made
                           on an AMD EPYC (AVX-512), and tests/generate_llama.rs
-                          uses cpu/<vendor>/ instead where it exists.
+                          uses cpu/<vendor>-<isa>/, else cpu/<vendor>/ (older
+                          fixtures: cpu/genuineintel/ is an AVX-512 Xeon),
+                          where one exists.
 
 The server binary is $LLAMA_SERVER if set, else the first of
   $BLOCKSPEC_LLAMA_REF/build-tools/bin/llama-server   (full llama.cpp tree)
@@ -202,13 +205,18 @@ def common_meta(kind: str, key: str, model: Path, binary: Path, version: str, sr
 
 
 def cpu_info() -> dict:
-    """vendor_id and model name of the first processor in /proc/cpuinfo."""
+    """vendor_id, model name and SIMD level (isa) of the first processor in /proc/cpuinfo."""
     info = {}
+    flags = []
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         k, _, v = line.partition(":")
         k = k.strip()
         if k in ("vendor_id", "model name") and k not in info:
             info[k] = v.strip()
+        if k == "flags" and not flags:
+            flags = v.split()
+    info["isa"] = next((isa for flag, isa in (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"))
+                        if flag in flags), "sse")
     return info
 
 
@@ -294,7 +302,7 @@ def main() -> int:
                     help="start the server with --no-repack (CPU weight repacking off) and write "
                          "generate-<model>-norepack.json (generate fixtures only)")
     ap.add_argument("--per-cpu", action="store_true",
-                    help="write generate fixtures to cpu/<vendor_id>/ (this machine's CPU kind) and "
+                    help="write generate fixtures to cpu/<vendor_id>-<isa>/ (this machine's CPU kind) and "
                          "record the CPU in them (generate fixtures only)")
     args = ap.parse_args()
     out_dir = FIXTURES
@@ -303,7 +311,7 @@ def main() -> int:
         if args.only == "tokenizer":
             ap.error("--per-cpu only produces generate fixtures")
         args.only = "generate"
-        out_dir = FIXTURES / "cpu" / cpu["vendor_id"].lower()
+        out_dir = FIXTURES / "cpu" / f'{cpu["vendor_id"].lower()}-{cpu["isa"]}'
     if args.no_repack:
         if args.only == "tokenizer":
             ap.error("--no-repack only produces generate fixtures")

@@ -187,8 +187,8 @@ impl Drafter for BelowVocab {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    fn max_block(&self) -> usize {
-        self.inner.max_block()
+    fn max_verify_len(&self) -> usize {
+        self.inner.max_verify_len()
     }
     fn target_layers(&self) -> &[usize] {
         Drafter::target_layers(&self.inner)

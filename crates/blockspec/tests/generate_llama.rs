@@ -5,8 +5,9 @@
 //!
 //! ggml's CPU kernels round differently per instruction set, so at near-ties the greedy tokens
 //! depend on the CPU kind as much as on the engine: the top-level fixtures were made on an AMD
-//! EPYC, and `llama/cpu/<vendor_id>/` holds those made on other kinds (`--per-cpu`), which the
-//! test uses on a CPU of that vendor.
+//! EPYC with AVX-512, and `llama/cpu/<kind>/` holds those made on other kinds (`--per-cpu`):
+//! the test uses `<vendor_id>-<isa>/` (e.g. `authenticamd-avx` for an AMD CPU without AVX2),
+//! else `<vendor_id>/`, else the top-level files.
 
 mod common;
 
@@ -25,12 +26,11 @@ fn check_model(file: &str, repack: bool) {
     // Without repacking, compare with llama.cpp run the same way (--no-repack).
     let suffix = if repack { "" } else { "-norepack" };
     let name = format!("generate-{}{suffix}.json", file.trim_end_matches(".gguf"));
-    let rel = match cpu_vendor() {
-        Some(v) if common::fixture(&format!("llama/cpu/{v}/{name}")).exists() => {
-            format!("llama/cpu/{v}/{name}")
-        }
-        _ => format!("llama/{name}"),
-    };
+    let rel = cpu_kinds()
+        .into_iter()
+        .map(|kind| format!("llama/cpu/{kind}/{name}"))
+        .find(|rel| common::fixture(rel).exists())
+        .unwrap_or_else(|| format!("llama/{name}"));
     let fx = common::read_json(&rel);
     let g = Gguf::open(&path).expect("open gguf");
     let backend = Arc::new(ggml::Backend::cpu(2));
@@ -76,23 +76,42 @@ fn check_model(file: &str, repack: bool) {
     }
     assert!(
         failures.is_empty(),
-        "{file}: {} of {} cases differ from {rel} (CPU vendor {:?}; a CPU kind without its own \
-         fixtures is compared with those of an AMD EPYC: see scripts/ref/README.md):\n{}",
+        "{file}: {} of {} cases differ from {rel} (CPU kinds {:?}; a CPU kind without its own \
+         fixtures is compared with those of an AMD EPYC with AVX-512: see scripts/ref/README.md):\n{}",
         failures.len(),
         cases.len(),
-        cpu_vendor(),
+        cpu_kinds(),
         failures.join("\n")
     );
 }
 
-/// This machine's CPU vendor (`/proc/cpuinfo` vendor_id, lowercased), as the fixture script
-/// names its per-CPU folders.
-fn cpu_vendor() -> Option<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines()
-        .find(|l| l.starts_with("vendor_id"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|v| v.trim().to_lowercase())
+/// This CPU's fixture folders, most specific first: `<vendor_id>-<isa>` and `<vendor_id>`, where
+/// isa is the widest SIMD level ggml's CPU kernels use here (avx512, avx2, avx or sse).
+fn cpu_kinds() -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return Vec::new();
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_lowercase())
+    };
+    let Some(vendor) = field("vendor_id") else {
+        return Vec::new();
+    };
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let isa = if has("avx512f") {
+        "avx512"
+    } else if has("avx2") {
+        "avx2"
+    } else if has("avx") {
+        "avx"
+    } else {
+        "sse"
+    };
+    vec![format!("{vendor}-{isa}"), vendor]
 }
 
 #[test]

@@ -317,7 +317,7 @@ fn new_session(model: &LoadedModel, n_slots: usize) -> Result<Session> {
     if n_slots == 1 {
         return model.new_session();
     }
-    let backend = Arc::new((model.open_backend)()?);
+    let backend = Arc::new(model.open_backend()?);
     model.new_session_on(backend)
 }
 

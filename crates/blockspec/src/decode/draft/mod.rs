@@ -40,17 +40,8 @@ pub trait Drafter {
     /// Short name for logs and statistics (`dflash`, `draft`, `ngram`).
     fn name(&self) -> &'static str;
     /// The longest verify this drafter fills: its drafts + 1 (the step's newest committed
-    /// token, which the target evaluates with them). Implement this one, or (for now)
-    /// [`max_block`](Drafter::max_block): each defaults to the other.
-    fn max_verify_len(&self) -> usize {
-        self.max_block()
-    }
-    /// Old name of [`max_verify_len`](Drafter::max_verify_len), kept until the DFlash drafter,
-    /// the command line and the test drafters move over; new code calls and implements
-    /// `max_verify_len`.
-    fn max_block(&self) -> usize {
-        self.max_verify_len()
-    }
+    /// token, which the target evaluates with them). For DFlash that is its trained block size.
+    fn max_verify_len(&self) -> usize;
     /// Target layers whose hidden states the drafter reads; the target engine captures them in
     /// its own graphs and they arrive through `begin` and `commit`.
     fn target_layers(&self) -> &[usize] {

@@ -486,7 +486,7 @@ impl Drafter for DFlashDrafter {
     fn name(&self) -> &'static str {
         "dflash"
     }
-    fn max_block(&self) -> usize {
+    fn max_verify_len(&self) -> usize {
         self.cfg.block_size
     }
     fn target_layers(&self) -> &[usize] {

@@ -3,7 +3,11 @@
 //! [`LoadedModel`] is what stays shared (weights, tokenizer, how drafters are made);
 //! a [`Session`] is one sequence's state: its own KV cache, drafter and speculation policy,
 //! plus the tokens its cache holds, so a follow-up prompt can reuse the common prefix. The CLI
-//! runs one session; the server runs one per slot.
+//! runs one session; the server runs one per slot. [`load`] makes the [`LoadedModel`] from a
+//! [`load::LoadConfig`]; [`memory`] plans its device memory first.
+
+pub mod load;
+pub mod memory;
 
 use crate::decode::draft::dflash::{DFlashDrafter, DFlashWeights};
 use crate::decode::draft::model::DraftModel;
@@ -17,10 +21,12 @@ use crate::model::Model;
 use crate::runtime::engine::{Engine, EngineConfig};
 use crate::text::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
+use load::BackendChoice;
 use std::sync::Arc;
 
 /// Where a session's drafts come from.
 pub enum DraftSource {
+    /// Plain decoding.
     None,
     /// A DFlash drafter, its weights shared by every session (each makes its own draft cache
     /// and graphs over them).
@@ -31,13 +37,9 @@ pub enum DraftSource {
         vocab: Option<usize>,
     },
     /// A classic draft model, its weights shared by every session.
-    DraftModel {
-        model: Arc<Model>,
-        p_min: f32,
-    },
-    Ngram {
-        n: usize,
-    },
+    DraftModel { model: Arc<Model>, p_min: f32 },
+    /// N-gram lookup in the token history (`n`: the n-gram size looked up).
+    Ngram { n: usize },
 }
 
 /// A model loaded once, from which sessions are made.
@@ -57,9 +59,8 @@ pub struct LoadedModel {
     pub fast_verify: bool,
     /// `--block-size`: a fixed verify length.
     pub block_size: Option<usize>,
-    /// Opens another backend like `backend`: concurrent sessions each compute on their own
-    /// (a ggml CPU backend's work buffer is not shared safely between threads).
-    pub open_backend: Arc<dyn Fn() -> Result<ggml::Backend> + Send + Sync>,
+    /// The device and threads `backend` was opened with (see [`LoadedModel::open_backend`]).
+    pub backend_choice: BackendChoice,
     /// The memory plan computed before loading (weights, caches, features, drafter).
     pub planned_bytes: usize,
     /// Free device memory before loading (GPU backends only).
@@ -67,6 +68,34 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Opens another backend like `backend`: concurrent sessions each compute on their own
+    /// (a ggml CPU backend's work buffer is not shared safely between threads).
+    pub fn open_backend(&self) -> Result<ggml::Backend> {
+        self.backend_choice.open()
+    }
+
+    /// The first session, for a command that runs one: the memory plan plus the compute
+    /// buffers it reserved are logged, and returned as the planned total.
+    pub fn first_session(&self) -> Result<(Session, usize)> {
+        let session = self.new_session()?;
+        let compute = session.compute_bytes();
+        let mib = |b: usize| b as f64 / 1048576.0;
+        tracing::info!(
+            "memory: planned {:.1} MiB before loading, + compute buffers {:.1} MiB = {:.1} MiB",
+            mib(self.planned_bytes),
+            mib(compute),
+            mib(self.planned_bytes + compute)
+        );
+        Ok((session, self.planned_bytes + compute))
+    }
+
+    /// Device memory taken since before loading, as the device reports it through `engine`
+    /// (GPU backends only).
+    pub fn device_used_bytes(&self, engine: &Engine) -> Option<usize> {
+        let free0 = self.device_free_at_start?;
+        Some(free0.saturating_sub(engine.device_memory().0))
+    }
+
     /// A fresh session on the model's backend: its own KV cache, drafter and length policy.
     pub fn new_session(&self) -> Result<Session> {
         self.new_session_on(self.backend.clone())
@@ -108,10 +137,10 @@ impl LoadedModel {
             DraftSource::Ngram { n } => Some(Box::new(NgramDrafter::new(*n, self.draft_block)?)),
         };
         if let (Some(d), Some(b)) = (&drafter, self.block_size) {
-            if b > d.max_block() {
+            if b > d.max_verify_len() {
                 bail!(
                     "--block-size {b}: the drafter fills blocks of at most {}",
-                    d.max_block()
+                    d.max_verify_len()
                 );
             }
         }
@@ -152,6 +181,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Compute buffers reserved by the engine and the drafter.
+    pub fn compute_bytes(&self) -> usize {
+        self.engine.compute_bytes() + self.drafter.as_ref().map_or(0, |d| d.compute_bytes())
+    }
+
     /// Generate from `prompt`, speculatively when the session has a drafter. With
     /// `reuse_prompt`, the KV of the longest common prefix with the previous generation's
     /// tokens is kept (a prompt cache); otherwise everything is evaluated afresh.

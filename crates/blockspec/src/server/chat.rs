@@ -1,0 +1,262 @@
+//! `/v1/chat/completions`: messages through the chat template, replies parsed into reasoning,
+//! content and tool calls.
+
+use super::chat_parse::{parse_reply, ChatDelta, ChatParser};
+use super::openai::{
+    chat_logprobs_json, finish_reason, gen_params, short, timings_json, usage_json, ApiError,
+    ApiResult, Endpoint, Fields,
+};
+use super::relay::{collect, event_frames, sse_data, sse_response, stream_error, submit, Envelope};
+use super::slots::Event;
+use super::{json_body, Ready, Shared};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// What a chat request adds to the generation parameters.
+struct ChatRequest {
+    prompt_text: String,
+    parse_tools: bool,
+    tool_names: Vec<String>,
+    parse_reasoning: bool,
+}
+
+fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
+    let messages = match f.get("messages") {
+        Some(m @ Value::Array(a)) if !a.is_empty() => m,
+        Some(Value::Array(_)) => return Err(ApiError::bad_request("'messages' is empty")),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "'messages' must be an array of messages, got {}",
+                short(v)
+            )))
+        }
+        None => return Err(ApiError::bad_request("'messages' is required")),
+    };
+    let tools = match f.get("tools") {
+        None => None,
+        Some(t @ Value::Array(_)) => Some(t.clone()),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "'tools' must be an array, got {}",
+                short(v)
+            )))
+        }
+    };
+    let tools = match (f.get("tool_choice"), tools) {
+        (_, None) => None,
+        (None, t) => t,
+        (Some(Value::String(s)), t) => match s.as_str() {
+            "auto" | "required" => t,
+            "none" => None,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "'tool_choice' must be \"none\", \"auto\", \"required\" or a function, got \"{other}\""
+                )))
+            }
+        },
+        (Some(Value::Object(o)), Some(Value::Array(all))) => {
+            // A named function: offer only that one.
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "'tool_choice' as an object must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    )
+                })?;
+            let chosen: Vec<Value> = all
+                .iter()
+                .filter(|t| {
+                    t.get("function")
+                        .and_then(|f| f.get("name"))
+                        .and_then(Value::as_str)
+                        == Some(name)
+                })
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "'tool_choice' names the function \"{name}\", which is not in 'tools'"
+                )));
+            }
+            Some(Value::Array(chosen))
+        }
+        (Some(v), _) => {
+            return Err(ApiError::bad_request(format!(
+                "'tool_choice' must be a string or an object, got {}",
+                short(v)
+            )))
+        }
+    };
+    let tools = tools.filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    let kwargs = f
+        .object("chat_template_kwargs")?
+        .map(|o| Value::Object(o.clone()));
+    if let Some(rf) = f.object("response_format")? {
+        match rf.get("type").and_then(Value::as_str) {
+            None | Some("text") => {}
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!("'response_format' type \"{other}\" is not supported (constrained output is not implemented); use \"text\""),
+                ))
+            }
+        }
+    }
+    let reasoning_format = f.str("reasoning_format")?.unwrap_or("auto");
+    let prompt_text = r
+        .template
+        .render(messages, true, tools.as_ref(), kwargs.as_ref())
+        .map_err(|e| ApiError::bad_request(format!("cannot apply the chat template: {e:#}")))?;
+    let tool_names = tools
+        .iter()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|t| t.get("function")?.get("name")?.as_str())
+        .map(str::to_string)
+        .collect();
+    Ok(ChatRequest {
+        prompt_text,
+        parse_tools: tools.is_some(),
+        tool_names,
+        parse_reasoning: reasoning_format != "none",
+    })
+}
+
+fn delta_json(d: &ChatDelta) -> Value {
+    match d {
+        ChatDelta::Reasoning(s) => json!({"reasoning_content": s}),
+        ChatDelta::Content(s) => json!({"content": s}),
+        ChatDelta::ToolCall(c) => json!({"tool_calls": [{
+            "index": c.index,
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }]}),
+    }
+}
+
+pub(super) async fn chat_completions(
+    State(state): State<Shared>,
+    body: Body,
+) -> ApiResult<Response> {
+    let r = state.ready()?;
+    let body = json_body(body, state.cfg.body_limit).await?;
+    let f = Fields::parse(&body)?;
+    let p = gen_params(&f, Endpoint::Chat, &state.cfg.defaults, r.model.n_ctx)?;
+    let chat = chat_request(r, &f)?;
+    let prompt = r
+        .model
+        .tokenizer
+        .encode(&chat.prompt_text, true, true)
+        .map_err(|e| ApiError::bad_request(format!("cannot tokenize the prompt: {e:#}")))?;
+    let opens_reasoning = chat.prompt_text.trim_end().ends_with("<think>");
+    let env = Envelope::new("chatcmpl", &state.cfg.model_alias);
+    let mut parser = ChatParser::new(
+        chat.parse_reasoning,
+        chat.parse_tools,
+        opens_reasoning,
+        format!("call_{}_", env.id.trim_start_matches("chatcmpl-")),
+        chat.tool_names,
+    );
+    let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
+    let model = r.model.clone();
+
+    if !p.stream {
+        let done = collect(rx).await?;
+        drop(guard);
+        let g = &done.generation;
+        let (reasoning, content, calls) = parse_reply(&mut parser, &g.text);
+        let mut message = json!({"role": "assistant", "content": content});
+        if let Some(rc) = reasoning {
+            message["reasoning_content"] = rc.into();
+        }
+        let finish = if calls.is_empty() {
+            finish_reason(g.stop)
+        } else {
+            "tool_calls"
+        };
+        if !calls.is_empty() {
+            message["tool_calls"] = calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function",
+                           "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+        }
+        let logprobs = match p.logprobs {
+            Some(_) => chat_logprobs_json(&model.tokenizer, &g.logprobs),
+            None => Value::Null,
+        };
+        let choice =
+            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish});
+        return Ok(Json(env.finished("chat.completion", choice, n_prompt, &done)).into_response());
+    }
+
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        env.object(
+            "chat.completion.chunk",
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+        )
+    };
+    let first = sse_data(&chunk(json!({"role": "assistant", "content": null}), None));
+    let model_for_final = model.clone();
+    let include_usage = p.include_usage;
+    // Log-probabilities of tokens whose text has not gone out yet ride on the next chunk.
+    let mut pending_lp = Vec::new();
+    let with_lp = move |mut c: Value, pending: &mut Vec<_>| {
+        if !pending.is_empty() {
+            c["choices"][0]["logprobs"] = chat_logprobs_json(&model.tokenizer, pending);
+            pending.clear();
+        }
+        sse_data(&c)
+    };
+    let frames = event_frames(rx, guard, move |ev| match ev {
+        Event::Logprob(lp) => {
+            pending_lp.push(lp);
+            String::new()
+        }
+        Event::Text(t) => parser
+            .push(&t)
+            .iter()
+            .map(|d| with_lp(chunk(delta_json(d), None), &mut pending_lp))
+            .collect(),
+        Event::Done(done) => {
+            let g = &done.generation;
+            let mut s: String = parser
+                .finish()
+                .iter()
+                .map(|d| with_lp(chunk(delta_json(d), None), &mut pending_lp))
+                .collect();
+            let finish = if parser.n_tool_calls() > 0 {
+                "tool_calls"
+            } else {
+                finish_reason(g.stop)
+            };
+            let mut last = chunk(json!({}), Some(finish));
+            if !pending_lp.is_empty() {
+                last["choices"][0]["logprobs"] =
+                    chat_logprobs_json(&model_for_final.tokenizer, &pending_lp);
+            }
+            last["timings"] = timings_json(g, done.spec.as_ref());
+            s.push_str(&sse_data(&last));
+            if include_usage {
+                let mut u = chunk(json!({}), None);
+                u["choices"] = json!([]);
+                u["usage"] = usage_json(n_prompt, g);
+                s.push_str(&sse_data(&u));
+            }
+            s.push_str("data: [DONE]\n\n");
+            s
+        }
+        Event::Failed(msg) => stream_error(&msg),
+    });
+    let first = tokio_stream::once(first);
+    Ok(sse_response(tokio_stream::StreamExt::chain(first, frames)))
+}
