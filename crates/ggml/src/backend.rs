@@ -180,7 +180,9 @@ impl Backend {
         if raw.is_null() {
             return None;
         }
-        let buffer = Buffer { raw, _host: None };
+        let buffer = Buffer {
+            core: Arc::new(BufferCore { raw, _host: None }),
+        };
         // SAFETY: live buffer; a host buffer type's base is a CPU pointer.
         let base = unsafe { sys::ggml_backend_buffer_get_base(raw) } as *mut f32;
         if base.is_null() || buffer.size() < bytes || !base.is_aligned() {
@@ -264,16 +266,16 @@ impl Backend {
         let op = match usage {
             WeightUse::MulMat => {
                 let b = ctx.new_tensor(Type::F32, &[ne[0], 512, ne[2], ne[3]]);
-                ctx.mul_mat(shadow, b)
+                ctx.mul_mat(&shadow, &b)
             }
             WeightUse::GetRows => {
                 let b = ctx.new_tensor(Type::I32, &[512]);
-                ctx.get_rows(shadow, b)
+                ctx.get_rows(&shadow, &b)
             }
             // Norm weights, biases: elementwise use.
             WeightUse::Other => {
                 let a = ctx.new_tensor(Type::F32, &ne);
-                ctx.mul(a, shadow)
+                ctx.mul(&a, &shadow)
             }
         };
         // SAFETY: shadow is a fresh tensor of a live context with no buffer; we attach a dummy
@@ -346,20 +348,27 @@ impl PinnedHost {
     }
 }
 
-/// Backend memory holding tensors. Frees its memory on drop.
+/// Backend memory holding tensors. The memory is freed when the `Buffer` and every context
+/// with tensors in it are gone (those contexts keep it alive).
 pub struct Buffer {
+    core: Arc<BufferCore>,
+}
+
+/// The ggml buffer itself, shared by its [`Buffer`] and the contexts whose tensors it holds.
+struct BufferCore {
     raw: sys::ggml_backend_buffer_t,
     /// For buffers over host memory we do not own (a memory-mapped file): keeps it alive.
     _host: Option<Arc<dyn Any + Send + Sync>>,
 }
 // SAFETY: backend buffers are not tied to a thread; ggml-backend synchronizes transfers.
-unsafe impl Send for Buffer {}
+unsafe impl Send for BufferCore {}
 // SAFETY: as above.
-unsafe impl Sync for Buffer {}
+unsafe impl Sync for BufferCore {}
 
-impl Drop for Buffer {
+impl Drop for BufferCore {
     fn drop(&mut self) {
-        // SAFETY: raw was allocated by ggml and is freed once, here.
+        // SAFETY: raw was allocated by ggml and is freed once, here, when neither the Buffer
+        // nor any context with tensors in it is left.
         unsafe { sys::ggml_backend_buffer_free(self.raw) }
     }
 }
@@ -370,7 +379,19 @@ impl Buffer {
     pub fn alloc_ctx_tensors(ctx: &Context, buft: BufferType) -> Option<Buffer> {
         // SAFETY: live context; ggml assigns each unallocated tensor a slice of the new buffer.
         let raw = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(ctx.as_ptr(), buft.0) };
-        (!raw.is_null()).then_some(Buffer { raw, _host: None })
+        if raw.is_null() {
+            return None;
+        }
+        let buffer = Buffer {
+            core: Arc::new(BufferCore { raw, _host: None }),
+        };
+        // The context's tensors now point into this memory.
+        ctx.keep_shared(buffer.core.clone());
+        Some(buffer)
+    }
+
+    fn raw(&self) -> sys::ggml_backend_buffer_t {
+        self.core.raw
     }
 
     /// A CPU buffer over host memory owned by `owner` (e.g. a memory-mapped file): tensors placed
@@ -383,14 +404,16 @@ impl Buffer {
             unsafe { sys::ggml_backend_cpu_buffer_from_ptr(bytes.as_ptr() as *mut _, bytes.len()) };
         assert!(!raw.is_null(), "ggml_backend_cpu_buffer_from_ptr failed");
         Buffer {
-            raw,
-            _host: Some(owner),
+            core: Arc::new(BufferCore {
+                raw,
+                _host: Some(owner),
+            }),
         }
     }
 
     /// Place tensor `t` (no memory yet) at byte `offset` of this buffer.
     /// Panics if the tensor does not fit: the caller checked file bounds before.
-    pub fn place(&self, t: Tensor, offset: usize) {
+    pub fn place(&self, t: &Tensor, offset: usize) {
         assert!(!t.is_allocated(), "tensor {} already has memory", t.name());
         assert!(
             offset + t.nbytes() <= self.size(),
@@ -399,53 +422,65 @@ impl Buffer {
         );
         // SAFETY: live buffer and tensor; the range is inside the buffer (checked above).
         unsafe {
-            let base = sys::ggml_backend_buffer_get_base(self.raw) as *mut u8;
+            let base = sys::ggml_backend_buffer_get_base(self.raw()) as *mut u8;
             let status =
-                sys::ggml_backend_tensor_alloc(self.raw, t.as_ptr(), base.add(offset).cast());
+                sys::ggml_backend_tensor_alloc(self.raw(), t.as_ptr(), base.add(offset).cast());
             assert_eq!(
                 status,
                 sys::GGML_STATUS_SUCCESS,
                 "ggml_backend_tensor_alloc failed"
             );
         }
+        // The tensor now points into this memory.
+        t.keep(self.core.clone());
     }
 
     pub fn size(&self) -> usize {
         // SAFETY: live buffer.
-        unsafe { sys::ggml_backend_buffer_get_size(self.raw) }
+        unsafe { sys::ggml_backend_buffer_get_size(self.raw()) }
     }
 
     /// Mark as holding weights (lets the scheduler prefer running ops where weights live).
     pub fn set_usage_weights(&self) {
         // SAFETY: live buffer.
         unsafe {
-            sys::ggml_backend_buffer_set_usage(self.raw, sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+            sys::ggml_backend_buffer_set_usage(self.raw(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
         }
     }
 
     pub fn clear(&self, value: u8) {
         // SAFETY: live buffer.
-        unsafe { sys::ggml_backend_buffer_clear(self.raw, value) }
+        unsafe { sys::ggml_backend_buffer_clear(self.raw(), value) }
     }
 
     pub fn buffer_type(&self) -> BufferType {
         // SAFETY: live buffer.
-        BufferType(unsafe { sys::ggml_backend_buffer_get_type(self.raw) })
+        BufferType(unsafe { sys::ggml_backend_buffer_get_type(self.raw()) })
     }
 }
 
 /// The backend scheduler: assigns graph nodes to backends and allocates intermediate tensors.
+/// Its compute memory lives until the `Sched` and every graph it allocated are gone.
 pub struct Sched {
+    core: Arc<SchedCore>,
+    /// The backends, in ggml's priority order.
+    backends: Vec<Arc<Backend>>,
+}
+
+/// The ggml scheduler itself, shared by its [`Sched`] and the contexts of the graphs it
+/// allocated (their intermediate tensors point into its compute buffers).
+struct SchedCore {
     raw: sys::ggml_backend_sched_t,
-    /// The backends, kept alive (and in ggml's priority order) for the scheduler's lifetime.
+    /// The backends, kept alive for the scheduler's lifetime.
     _backends: Vec<Arc<Backend>>,
 }
-// SAFETY: the scheduler is used by one owner at a time (`&mut self` for every operation).
-unsafe impl Send for Sched {}
-// SAFETY: no `&self` method touches the scheduler state.
-unsafe impl Sync for Sched {}
+// SAFETY: the scheduler is used through one `Sched` at a time (`&mut self` for every
+// operation); the graphs' contexts only hold it to keep its memory alive.
+unsafe impl Send for SchedCore {}
+// SAFETY: as above.
+unsafe impl Sync for SchedCore {}
 
-impl Drop for Sched {
+impl Drop for SchedCore {
     fn drop(&mut self) {
         // SAFETY: raw from ggml_backend_sched_new, freed once, before the backends (field order).
         unsafe { sys::ggml_backend_sched_free(self.raw) }
@@ -470,38 +505,47 @@ impl Sched {
         };
         assert!(!raw.is_null(), "ggml_backend_sched_new failed");
         Sched {
-            raw,
-            _backends: backends,
+            core: Arc::new(SchedCore {
+                raw,
+                _backends: backends.clone(),
+            }),
+            backends,
         }
     }
 
+    fn raw(&self) -> sys::ggml_backend_sched_t {
+        self.core.raw
+    }
+
     /// Reserve compute memory for a graph of the largest shape to be used.
-    pub fn reserve(&mut self, g: Graph) -> bool {
+    pub fn reserve(&mut self, g: &Graph) -> bool {
         // SAFETY: live scheduler and graph (its context outlives this call).
-        unsafe { sys::ggml_backend_sched_reserve(self.raw, g.as_ptr()) }
+        unsafe { sys::ggml_backend_sched_reserve(self.raw(), g.as_ptr()) }
     }
 
     /// Forget the last allocation (before allocating another graph).
     pub fn reset(&mut self) {
         // SAFETY: live scheduler.
-        unsafe { sys::ggml_backend_sched_reset(self.raw) }
+        unsafe { sys::ggml_backend_sched_reset(self.raw()) }
     }
 
     /// Assign backends and memory to every node of `g`; inputs can be written after this.
-    pub fn alloc_graph(&mut self, g: Graph) -> bool {
+    pub fn alloc_graph(&mut self, g: &Graph) -> bool {
         if std::env::var_os("BLOCKSPEC_DEBUG_SCHED").is_some() {
             self.report_fallbacks(g);
         }
+        // The graph's intermediate tensors will point into this scheduler's memory.
+        g.keep(self.core.clone());
         // SAFETY: live scheduler and graph.
-        unsafe { sys::ggml_backend_sched_alloc_graph(self.raw, g.as_ptr()) }
+        unsafe { sys::ggml_backend_sched_alloc_graph(self.raw(), g.as_ptr()) }
     }
 
     /// Assign every node of `g` the first backend supports, and the graph inputs they read, to
     /// that backend (call after `reset`, before `alloc_graph`). With a GPU first, the whole step
     /// then stays on the device: inputs are written straight to device memory and nothing is
     /// split off to the CPU unless the GPU lacks the op.
-    pub fn pin_to_first_backend(&mut self, g: Graph) {
-        let Some(first) = self._backends.first().map(|b| b.raw()) else {
+    pub fn pin_to_first_backend(&mut self, g: &Graph) {
+        let Some(first) = self.backends.first().map(|b| b.raw()) else {
             return;
         };
         // SAFETY: live scheduler, backend and graph; node and source pointers are valid for the
@@ -513,14 +557,14 @@ impl Sched {
                 if !(*node).buffer.is_null() || !sys::ggml_backend_supports_op(first, node) {
                     continue;
                 }
-                sys::ggml_backend_sched_set_tensor_backend(self.raw, node, first);
+                sys::ggml_backend_sched_set_tensor_backend(self.raw(), node, first);
                 for &src in (*node).src.iter() {
                     if !src.is_null()
                         && (*src).buffer.is_null()
                         && (*src).view_src.is_null()
                         && (*src).op == sys::GGML_OP_NONE
                     {
-                        sys::ggml_backend_sched_set_tensor_backend(self.raw, src, first);
+                        sys::ggml_backend_sched_set_tensor_backend(self.raw(), src, first);
                     }
                 }
             }
@@ -529,8 +573,8 @@ impl Sched {
 
     /// Debugging aid (BLOCKSPEC_DEBUG_SCHED=1): print the nodes of `g` the first backend cannot
     /// run, with their sources, before the scheduler splits the graph.
-    fn report_fallbacks(&self, g: Graph) {
-        let Some(first) = self._backends.first() else {
+    fn report_fallbacks(&self, g: &Graph) {
+        let Some(first) = self.backends.first() else {
             return;
         };
         let name = |t: *mut sys::ggml_tensor| -> String {
@@ -564,9 +608,9 @@ impl Sched {
     }
 
     /// Run `g` (allocated by the last `alloc_graph`) to completion.
-    pub fn compute(&mut self, g: Graph) -> Result<(), String> {
+    pub fn compute(&mut self, g: &Graph) -> Result<(), String> {
         // SAFETY: live scheduler and a graph allocated by it.
-        let st = unsafe { sys::ggml_backend_sched_graph_compute(self.raw, g.as_ptr()) };
+        let st = unsafe { sys::ggml_backend_sched_graph_compute(self.raw(), g.as_ptr()) };
         if st == sys::GGML_STATUS_SUCCESS {
             Ok(())
         } else {
@@ -579,12 +623,12 @@ impl Sched {
     /// (ggml's allocator does not re-place tensors that already have data), so such graphs must
     /// not be evaluated again.
     pub fn total_buffer_size(&self) -> usize {
-        self._backends.iter().map(|b| self.buffer_size(b)).sum()
+        self.backends.iter().map(|b| self.buffer_size(b)).sum()
     }
 
     /// Bytes of compute memory held for `backend`.
     pub fn buffer_size(&self, backend: &Backend) -> usize {
         // SAFETY: live scheduler; backend is one of its own.
-        unsafe { sys::ggml_backend_sched_get_buffer_size(self.raw, backend.raw()) }
+        unsafe { sys::ggml_backend_sched_get_buffer_size(self.raw(), backend.raw()) }
     }
 }

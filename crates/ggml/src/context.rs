@@ -5,38 +5,72 @@ use crate::types::Type;
 use std::any::Any;
 use std::ffi::CString;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Owns a `ggml_context`. Contexts made here never allocate tensor data (`no_alloc`): data lives
-/// in backend buffers ([`crate::Buffer`]) or, for graph intermediates, in the scheduler's.
-pub struct Context {
+/// The `ggml_context` itself, shared by its [`Context`] and every [`Tensor`] and [`Graph`] made
+/// in it: freed when the last of them is dropped, so no handle can outlive its metadata.
+struct Core {
     raw: NonNull<sys::ggml_context>,
-    /// Things whose lifetime must cover this context's tensors: the contexts and buffers of
-    /// tensors that nodes of this context read (weights, KV cache).
-    keep: Vec<Arc<dyn Any + Send + Sync>>,
+    /// Whatever the memory of this context's tensors depends on: the contexts of tensors that
+    /// nodes of this context read (weights, KV cache; recorded by every operation), the buffers
+    /// holding its tensors' data, the scheduler that allocated its graph's intermediates.
+    keep: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
-// SAFETY: a ggml_context has no thread affinity; all mutation goes through `&mut Context`.
-unsafe impl Send for Context {}
-// SAFETY: `&Context` only reads tensor metadata.
-unsafe impl Sync for Context {}
+// SAFETY: a ggml_context has no thread affinity. Its arena is written only through
+// `&mut Context` (one owner); handles read metadata that no one writes after creation, except
+// `set_name`/`set_output`/`set_input`, which take `&mut Context` of the tensor's own context.
+unsafe impl Send for Core {}
+// SAFETY: as above.
+unsafe impl Sync for Core {}
 
-impl Drop for Context {
+impl Drop for Core {
     fn drop(&mut self) {
-        // SAFETY: raw came from ggml_init and is freed exactly once, here.
+        // SAFETY: raw came from ggml_init and is freed exactly once, here, when no handle is left.
         unsafe { sys::ggml_free(self.raw.as_ptr()) }
     }
 }
 
-/// A handle to a tensor of a live [`Context`].
-///
-/// Invariant relied on by every method: the context that created the tensor is still alive. The
-/// types holding handles (model weights, caches, built graphs) own or `keep` that context.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Tensor(NonNull<sys::ggml_tensor>);
+impl Core {
+    fn keep(&self, owner: Arc<dyn Any + Send + Sync>) {
+        let mut keep = self.keep.lock().unwrap_or_else(|e| e.into_inner());
+        let p = Arc::as_ptr(&owner) as *const ();
+        if !keep.iter().any(|k| Arc::as_ptr(k) as *const () == p) {
+            keep.push(owner);
+        }
+    }
+}
 
-// SAFETY: a tensor handle is a pointer into a context that is Send + Sync (see above); reading
-// metadata is thread-safe, and data transfers go through ggml-backend which synchronizes.
+/// The builder of a `ggml_context`: makes tensors, graph nodes and graphs in it. Contexts made
+/// here never allocate tensor data (`no_alloc`): data lives in backend buffers
+/// ([`crate::Buffer`]) or, for graph intermediates, in the scheduler's.
+pub struct Context {
+    core: Arc<Core>,
+}
+
+/// A handle to a tensor. It shares ownership of its context (cheap to clone: one reference
+/// count), so the tensor's metadata, and through the context's `keep` list the memory it
+/// points into, stay alive as long as the handle: safe code cannot reach freed memory.
+#[derive(Clone)]
+pub struct Tensor {
+    ptr: NonNull<sys::ggml_tensor>,
+    core: Arc<Core>,
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.ptr == other.ptr
+    }
+}
+impl Eq for Tensor {}
+impl std::hash::Hash for Tensor {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.ptr.hash(h)
+    }
+}
+
+// SAFETY: a tensor handle is a pointer into a context it keeps alive, which is Send + Sync (see
+// Core); reading metadata is thread-safe, and data transfers go through ggml-backend.
 unsafe impl Send for Tensor {}
 // SAFETY: as above.
 unsafe impl Sync for Tensor {}
@@ -63,14 +97,19 @@ pub struct RopeParams {
 }
 
 impl Tensor {
-    fn raw(self) -> *mut sys::ggml_tensor {
-        self.0.as_ptr()
+    fn raw(&self) -> *mut sys::ggml_tensor {
+        self.ptr.as_ptr()
     }
 
     fn get(&self) -> &sys::ggml_tensor {
-        // SAFETY: the tensor's context is alive (type invariant) and nothing writes the metadata
+        // SAFETY: `core` keeps the tensor's context alive, and nothing writes the metadata
         // concurrently (metadata is written only through `&mut Context`).
-        unsafe { self.0.as_ref() }
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Make `owner` live at least as long as this tensor's context (the buffer holding its data).
+    pub(crate) fn keep(&self, owner: Arc<dyn Any + Send + Sync>) {
+        self.core.keep(owner)
     }
 
     /// Elements per dimension (ggml order: ne[0] is the fastest-moving).
@@ -197,7 +236,7 @@ impl Tensor {
     }
 
     /// The raw pointer, for the backend module.
-    pub(crate) fn as_ptr(self) -> *mut sys::ggml_tensor {
+    pub(crate) fn as_ptr(&self) -> *mut sys::ggml_tensor {
         self.raw()
     }
 }
@@ -216,17 +255,25 @@ fn as_bytes<T: Copy>(data: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
 }
 
-/// A computation graph living in a [`Context`].
-#[derive(Clone, Copy)]
-pub struct Graph(NonNull<sys::ggml_cgraph>);
-// SAFETY: like Tensor, a pointer into a Send + Sync context that outlives the handle.
+/// A computation graph living in a [`Context`]; like a [`Tensor`], it keeps its context alive.
+#[derive(Clone)]
+pub struct Graph {
+    ptr: NonNull<sys::ggml_cgraph>,
+    core: Arc<Core>,
+}
+// SAFETY: like Tensor, a pointer into a Send + Sync context that the handle keeps alive.
 unsafe impl Send for Graph {}
 // SAFETY: as above.
 unsafe impl Sync for Graph {}
 
 impl Graph {
-    pub(crate) fn as_ptr(self) -> *mut sys::ggml_cgraph {
-        self.0.as_ptr()
+    pub(crate) fn as_ptr(&self) -> *mut sys::ggml_cgraph {
+        self.ptr.as_ptr()
+    }
+    /// Make `owner` live at least as long as this graph's context (the scheduler that allocated
+    /// its intermediate tensors).
+    pub(crate) fn keep(&self, owner: Arc<dyn Any + Send + Sync>) {
+        self.core.keep(owner)
     }
     pub fn n_nodes(&self) -> i32 {
         // SAFETY: valid graph of a live context.
@@ -234,9 +281,10 @@ impl Graph {
     }
 }
 
+/// Wrap a tensor ggml just made in this context (`$self`).
 macro_rules! ptr {
-    ($e:expr) => {
-        Tensor(NonNull::new($e).expect("ggml returned a null tensor (context out of memory)"))
+    ($self:ident, $e:expr) => {
+        $self.wrap(NonNull::new($e).expect("ggml returned a null tensor (context out of memory)"))
     };
 }
 
@@ -257,26 +305,55 @@ impl Context {
         // SAFETY: ggml allocates its own arena of mem bytes; returns null only on OOM.
         let raw = unsafe { sys::ggml_init(params) };
         Context {
-            raw: NonNull::new(raw).expect("ggml_init failed: out of memory"),
-            keep: Vec::new(),
+            core: Arc::new(Core {
+                raw: NonNull::new(raw).expect("ggml_init failed: out of memory"),
+                keep: Mutex::new(Vec::new()),
+            }),
         }
     }
 
-    /// Keep `owner` alive as long as this context (the context or buffer of tensors used here).
+    fn wrap(&self, ptr: NonNull<sys::ggml_tensor>) -> Tensor {
+        Tensor {
+            ptr,
+            core: self.core.clone(),
+        }
+    }
+
+    /// A node of this context reads `t`: keep `t`'s context alive as long as this one.
+    fn depend_on(&self, t: &Tensor) {
+        if !Arc::ptr_eq(&self.core, &t.core) {
+            self.core.keep(t.core.clone());
+        }
+    }
+
+    /// Panics unless `t` was made in this context: metadata is written only through the
+    /// `&mut Context` that owns it.
+    fn assert_own(&self, t: &Tensor) {
+        assert!(
+            Arc::ptr_eq(&self.core, &t.core),
+            "tensor {} belongs to another context",
+            t.name()
+        );
+    }
+
     /// Bytes of host memory the context's arena holds (tensor and graph metadata).
     pub fn mem_size(&self) -> usize {
         // SAFETY: the context is live for as long as self.
         unsafe { sys::ggml_get_mem_size(self.ctx()) }
     }
 
+    /// Keep `owner` alive as long as this context (memory its tensors point into).
     pub fn keep(&mut self, owner: Arc<dyn Any + Send + Sync>) {
-        if !self.keep.iter().any(|k| Arc::ptr_eq(k, &owner)) {
-            self.keep.push(owner);
-        }
+        self.core.keep(owner)
+    }
+
+    /// As [`Context::keep`], for the backend module's buffers (which hold a shared reference).
+    pub(crate) fn keep_shared(&self, owner: Arc<dyn Any + Send + Sync>) {
+        self.core.keep(owner)
     }
 
     fn ctx(&self) -> *mut sys::ggml_context {
-        self.raw.as_ptr()
+        self.core.raw.as_ptr()
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::ggml_context {
@@ -287,26 +364,30 @@ impl Context {
     pub fn new_tensor(&mut self, ty: Type, ne: &[i64]) -> Tensor {
         assert!((1..=4).contains(&ne.len()));
         // SAFETY: live context; ne points to ne.len() valid i64.
-        ptr!(unsafe { sys::ggml_new_tensor(self.ctx(), ty.raw(), ne.len() as i32, ne.as_ptr()) })
+        ptr!(self, unsafe {
+            sys::ggml_new_tensor(self.ctx(), ty.raw(), ne.len() as i32, ne.as_ptr())
+        })
     }
 
     /// A graph input: a new tensor flagged as input.
     pub fn input(&mut self, ty: Type, ne: &[i64], name: &str) -> Tensor {
         let t = self.new_tensor(ty, ne);
-        self.set_name(t, name);
+        self.set_name(&t, name);
         // SAFETY: t belongs to this live context.
         unsafe { sys::ggml_set_input(t.raw()) };
         t
     }
 
-    pub fn set_name(&mut self, t: Tensor, name: &str) {
+    pub fn set_name(&mut self, t: &Tensor, name: &str) {
+        self.assert_own(t);
         let c = CString::new(name.replace('\0', "")).unwrap_or_default();
         // SAFETY: t is live; ggml copies at most sizeof(name)-1 bytes of the C string.
         unsafe { sys::ggml_set_name(t.raw(), c.as_ptr()) };
     }
 
     /// Flag `t` as a graph output (its memory is not reused by later nodes).
-    pub fn set_output(&mut self, t: Tensor) {
+    pub fn set_output(&mut self, t: &Tensor) {
+        self.assert_own(t);
         // SAFETY: t is live.
         unsafe { sys::ggml_set_output(t.raw()) }
     }
@@ -314,67 +395,108 @@ impl Context {
     /// The first tensor of this context, for iteration with [`Context::next_tensor`].
     pub fn first_tensor(&self) -> Option<Tensor> {
         // SAFETY: live context.
-        NonNull::new(unsafe { sys::ggml_get_first_tensor(self.ctx()) }).map(Tensor)
+        NonNull::new(unsafe { sys::ggml_get_first_tensor(self.ctx()) }).map(|p| self.wrap(p))
     }
-    pub fn next_tensor(&self, t: Tensor) -> Option<Tensor> {
+    pub fn next_tensor(&self, t: &Tensor) -> Option<Tensor> {
+        self.assert_own(t);
         // SAFETY: t belongs to this live context.
-        NonNull::new(unsafe { sys::ggml_get_next_tensor(self.ctx(), t.raw()) }).map(Tensor)
+        NonNull::new(unsafe { sys::ggml_get_next_tensor(self.ctx(), t.raw()) })
+            .map(|p| self.wrap(p))
     }
 
     pub fn new_graph(&mut self, size: usize) -> Graph {
         // SAFETY: live context with room reserved at construction.
         let g = unsafe { sys::ggml_new_graph_custom(self.ctx(), size, false) };
-        Graph(NonNull::new(g).expect("ggml_new_graph_custom: context too small"))
+        Graph {
+            ptr: NonNull::new(g).expect("ggml_new_graph_custom: context too small"),
+            core: self.core.clone(),
+        }
     }
 
-    pub fn build_forward_expand(&mut self, g: Graph, t: Tensor) {
+    pub fn build_forward_expand(&mut self, g: &Graph, t: &Tensor) {
+        assert!(Arc::ptr_eq(&self.core, &g.core), "graph of another context");
+        self.depend_on(t);
         // SAFETY: graph and tensor are live.
         unsafe { sys::ggml_build_forward_expand(g.as_ptr(), t.raw()) }
     }
 
     // ---- operations (each returns a new node of this context) ----
 
-    pub fn get_rows(&mut self, a: Tensor, rows: Tensor) -> Tensor {
+    pub fn get_rows(&mut self, a: &Tensor, rows: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(rows);
         // SAFETY (all ops below): live context and live tensors; ggml asserts shape rules.
-        ptr!(unsafe { sys::ggml_get_rows(self.ctx(), a.raw(), rows.raw()) })
+        ptr!(self, unsafe {
+            sys::ggml_get_rows(self.ctx(), a.raw(), rows.raw())
+        })
     }
-    pub fn rms_norm(&mut self, a: Tensor, eps: f32) -> Tensor {
-        ptr!(unsafe { sys::ggml_rms_norm(self.ctx(), a.raw(), eps) })
+    pub fn rms_norm(&mut self, a: &Tensor, eps: f32) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_rms_norm(self.ctx(), a.raw(), eps)
+        })
     }
-    pub fn mul(&mut self, a: Tensor, b: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_mul(self.ctx(), a.raw(), b.raw()) })
+    pub fn mul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(b);
+        ptr!(self, unsafe { sys::ggml_mul(self.ctx(), a.raw(), b.raw()) })
     }
-    pub fn add(&mut self, a: Tensor, b: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_add(self.ctx(), a.raw(), b.raw()) })
+    pub fn add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(b);
+        ptr!(self, unsafe { sys::ggml_add(self.ctx(), a.raw(), b.raw()) })
     }
-    pub fn scale(&mut self, a: Tensor, s: f32) -> Tensor {
-        ptr!(unsafe { sys::ggml_scale(self.ctx(), a.raw(), s) })
+    pub fn scale(&mut self, a: &Tensor, s: f32) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_scale(self.ctx(), a.raw(), s) })
     }
     /// `a` [k, m] x `b` [k, n] -> [m, n]: rows of `a` dotted with rows of `b`.
-    pub fn mul_mat(&mut self, a: Tensor, b: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_mul_mat(self.ctx(), a.raw(), b.raw()) })
+    pub fn mul_mat(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(b);
+        ptr!(self, unsafe {
+            sys::ggml_mul_mat(self.ctx(), a.raw(), b.raw())
+        })
     }
-    pub fn swiglu_split(&mut self, gate: Tensor, up: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_swiglu_split(self.ctx(), gate.raw(), up.raw()) })
+    pub fn swiglu_split(&mut self, gate: &Tensor, up: &Tensor) -> Tensor {
+        self.depend_on(gate);
+        self.depend_on(up);
+        ptr!(self, unsafe {
+            sys::ggml_swiglu_split(self.ctx(), gate.raw(), up.raw())
+        })
     }
-    pub fn silu(&mut self, a: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_silu(self.ctx(), a.raw()) })
+    pub fn silu(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_silu(self.ctx(), a.raw()) })
     }
-    pub fn cont(&mut self, a: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_cont(self.ctx(), a.raw()) })
+    pub fn cont(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_cont(self.ctx(), a.raw()) })
     }
-    pub fn cpy(&mut self, a: Tensor, dst: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_cpy(self.ctx(), a.raw(), dst.raw()) })
+    pub fn cpy(&mut self, a: &Tensor, dst: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(dst);
+        ptr!(self, unsafe {
+            sys::ggml_cpy(self.ctx(), a.raw(), dst.raw())
+        })
     }
-    pub fn cast(&mut self, a: Tensor, ty: Type) -> Tensor {
-        ptr!(unsafe { sys::ggml_cast(self.ctx(), a.raw(), ty.raw()) })
+    pub fn cast(&mut self, a: &Tensor, ty: Type) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_cast(self.ctx(), a.raw(), ty.raw())
+        })
     }
-    pub fn concat(&mut self, a: Tensor, b: Tensor, dim: i32) -> Tensor {
-        ptr!(unsafe { sys::ggml_concat(self.ctx(), a.raw(), b.raw(), dim) })
+    pub fn concat(&mut self, a: &Tensor, b: &Tensor, dim: i32) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(b);
+        ptr!(self, unsafe {
+            sys::ggml_concat(self.ctx(), a.raw(), b.raw(), dim)
+        })
     }
-    pub fn reshape(&mut self, a: Tensor, ne: &[i64]) -> Tensor {
+    pub fn reshape(&mut self, a: &Tensor, ne: &[i64]) -> Tensor {
+        self.depend_on(a);
         // SAFETY: as above; ggml asserts the element count matches and `a` is contiguous.
-        ptr!(unsafe {
+        ptr!(self, unsafe {
             match ne.len() {
                 1 => sys::ggml_reshape_1d(self.ctx(), a.raw(), ne[0]),
                 2 => sys::ggml_reshape_2d(self.ctx(), a.raw(), ne[0], ne[1]),
@@ -386,10 +508,11 @@ impl Context {
     }
     /// A view of `a` with shape `ne`, byte strides `nb` (nb[0] is implied by the type) and byte
     /// `offset`.
-    pub fn view(&mut self, a: Tensor, ne: &[i64], nb: &[usize], offset: usize) -> Tensor {
+    pub fn view(&mut self, a: &Tensor, ne: &[i64], nb: &[usize], offset: usize) -> Tensor {
+        self.depend_on(a);
         assert_eq!(nb.len() + 1, ne.len());
         // SAFETY: as above; ggml asserts the view stays inside `a`.
-        ptr!(unsafe {
+        ptr!(self, unsafe {
             match ne.len() {
                 1 => sys::ggml_view_1d(self.ctx(), a.raw(), ne[0], offset),
                 2 => sys::ggml_view_2d(self.ctx(), a.raw(), ne[0], ne[1], nb[0], offset),
@@ -419,22 +542,31 @@ impl Context {
             }
         })
     }
-    pub fn permute(&mut self, a: Tensor, axes: [i32; 4]) -> Tensor {
-        ptr!(unsafe { sys::ggml_permute(self.ctx(), a.raw(), axes[0], axes[1], axes[2], axes[3]) })
+    pub fn permute(&mut self, a: &Tensor, axes: [i32; 4]) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_permute(self.ctx(), a.raw(), axes[0], axes[1], axes[2], axes[3])
+        })
     }
-    pub fn transpose(&mut self, a: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_transpose(self.ctx(), a.raw()) })
+    pub fn transpose(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_transpose(self.ctx(), a.raw()) })
     }
     /// RoPE at positions `pos`; `freq_factors` divides each frequency (Llama 3.1 scaling).
     pub fn rope_ext(
         &mut self,
-        a: Tensor,
-        pos: Tensor,
-        freq_factors: Option<Tensor>,
+        a: &Tensor,
+        pos: &Tensor,
+        freq_factors: Option<&Tensor>,
         p: &RopeParams,
     ) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(pos);
+        if let Some(t) = freq_factors {
+            self.depend_on(t);
+        }
         let ff = freq_factors.map_or(std::ptr::null_mut(), |t| t.raw());
-        ptr!(unsafe {
+        ptr!(self, unsafe {
             sys::ggml_rope_ext(
                 self.ctx(),
                 a.raw(),
@@ -456,13 +588,17 @@ impl Context {
     /// Accumulates in f32 (as llama.cpp asks).
     pub fn flash_attn_ext(
         &mut self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        mask: Tensor,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
         scale: f32,
     ) -> Tensor {
-        let t = ptr!(unsafe {
+        self.depend_on(q);
+        self.depend_on(k);
+        self.depend_on(v);
+        self.depend_on(mask);
+        let t = ptr!(self, unsafe {
             sys::ggml_flash_attn_ext(
                 self.ctx(),
                 q.raw(),
@@ -478,16 +614,28 @@ impl Context {
         unsafe { sys::ggml_prec_set_acc(t.raw(), sys::GGML_PREC_F32) };
         t
     }
-    pub fn soft_max_ext(&mut self, a: Tensor, mask: Option<Tensor>, scale: f32) -> Tensor {
+    pub fn soft_max_ext(&mut self, a: &Tensor, mask: Option<&Tensor>, scale: f32) -> Tensor {
+        self.depend_on(a);
+        if let Some(t) = mask {
+            self.depend_on(t);
+        }
         let m = mask.map_or(std::ptr::null_mut(), |m| m.raw());
-        ptr!(unsafe { sys::ggml_soft_max_ext(self.ctx(), a.raw(), m, scale, 0.0) })
+        ptr!(self, unsafe {
+            sys::ggml_soft_max_ext(self.ctx(), a.raw(), m, scale, 0.0)
+        })
     }
     /// Write the rows of `src` into `dst` at row indices `idx` (I64 or I32); returns the updated
     /// `dst` view (add it to the graph).
-    pub fn set_rows(&mut self, dst: Tensor, src: Tensor, idx: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_set_rows(self.ctx(), dst.raw(), src.raw(), idx.raw()) })
+    pub fn set_rows(&mut self, dst: &Tensor, src: &Tensor, idx: &Tensor) -> Tensor {
+        self.depend_on(dst);
+        self.depend_on(src);
+        self.depend_on(idx);
+        ptr!(self, unsafe {
+            sys::ggml_set_rows(self.ctx(), dst.raw(), src.raw(), idx.raw())
+        })
     }
-    pub fn argmax(&mut self, a: Tensor) -> Tensor {
-        ptr!(unsafe { sys::ggml_argmax(self.ctx(), a.raw()) })
+    pub fn argmax(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_argmax(self.ctx(), a.raw()) })
     }
 }

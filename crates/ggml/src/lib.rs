@@ -3,9 +3,14 @@
 //!
 //! The model of ownership:
 //! - [`Context`] owns a `ggml_context` (tensor metadata; with `no_alloc` no tensor data).
-//! - [`Tensor`] is a `Copy` handle to a tensor of some context. A handle is valid while the
-//!   context that made it is alive; whoever holds handles also holds (an `Arc` of) their
-//!   context. The graph builder records every context its inputs come from ([`Context::keep`]).
+//! - [`Tensor`] and [`Graph`] are handles that share ownership of their context (an `Arc`), so
+//!   the metadata they point to lives as long as any handle: safe code cannot reach a freed
+//!   context. A context in turn keeps alive what its tensors' memory depends on: the contexts of
+//!   tensors its nodes read (recorded by every operation), the buffers its tensors were placed
+//!   in ([`Buffer::alloc_ctx_tensors`], [`Buffer::place`]) and the scheduler that allocated its
+//!   graph ([`Sched::alloc_graph`]). What stays the caller's duty: not to evaluate or read a
+//!   graph after its scheduler reallocated its compute buffers for another graph
+//!   ([`Sched::total_buffer_size`] tells when), as ggml's allocator requires.
 //! - [`Buffer`] owns backend memory; [`Backend`] a compute backend; [`Sched`] the scheduler that
 //!   splits a graph over backends and allocates its intermediate tensors.
 

@@ -91,29 +91,29 @@ pub fn build(
         n_head_kv: hp.n_head_kv,
         rms_eps: hp.rms_eps,
         rope,
-        rope_freqs: w.rope_freqs,
+        rope_freqs: w.rope_freqs.clone(),
     };
     let step = StepInputs {
-        pos,
-        kv_rows,
-        mask,
+        pos: &pos,
+        kv_rows: &kv_rows,
+        mask: &mask,
         n_kv: shape.n_kv,
         out_rows: None,
     };
 
-    let mut inp_l = c.get_rows(w.tok_embd, tokens);
+    let mut inp_l = c.get_rows(&w.tok_embd, &tokens);
     for (il, l) in w.layers.iter().enumerate() {
         let cache = LayerCache {
-            k: kv.k[il],
-            v: kv.v[il],
+            k: &kv.k[il],
+            v: &kv.v[il],
             n_cells: kv.n_ctx,
         };
         // Only the output rows go on past the last layer's attention.
         let step = StepInputs {
-            out_rows: out_ids.filter(|_| il + 1 == hp.n_layer),
+            out_rows: out_ids.as_ref().filter(|_| il + 1 == hp.n_layer),
             ..step
         };
-        let out = decoder_layer(&mut c, gf, &attn, l, cache, &step, inp_l);
+        let out = decoder_layer(&mut c, &gf, &attn, l, cache, &step, &inp_l);
 
         if let (Some(cap), true) = (capture, shape.capture) {
             if let Some(slot) = cap.slot_of(il) {
@@ -121,26 +121,26 @@ pub fn build(
                 let rows = out.ne()[1];
                 let row_bytes = cap.tensor.nb()[1];
                 let dst = c.view(
-                    cap.tensor,
+                    &cap.tensor,
                     &[hp.n_embd as i64, rows],
                     &[row_bytes],
                     slot * hp.n_embd * 4,
                 );
-                let cp = c.cpy(out, dst);
-                c.build_forward_expand(gf, cp);
+                let cp = c.cpy(&out, &dst);
+                c.build_forward_expand(&gf, &cp);
             }
         }
         inp_l = out;
     }
-    let cur = c.rms_norm(inp_l, hp.rms_eps);
-    let cur = c.mul(cur, w.output_norm);
-    let logits = c.mul_mat(w.output, cur);
-    c.set_name(logits, "result_output");
-    c.set_output(logits);
-    c.build_forward_expand(gf, logits);
-    let argmax = c.argmax(logits);
-    c.set_output(argmax);
-    c.build_forward_expand(gf, argmax);
+    let cur = c.rms_norm(&inp_l, hp.rms_eps);
+    let cur = c.mul(&cur, &w.output_norm);
+    let logits = c.mul_mat(&w.output, &cur);
+    c.set_name(&logits, "result_output");
+    c.set_output(&logits);
+    c.build_forward_expand(&gf, &logits);
+    let argmax = c.argmax(&logits);
+    c.set_output(&argmax);
+    c.build_forward_expand(&gf, &argmax);
 
     ForwardGraph {
         ctx: c,
@@ -170,33 +170,33 @@ pub struct AttnSpec {
 
 /// One layer's K and V cache tensors (`[n_embd_kv, n_cells]` each).
 #[derive(Clone, Copy)]
-pub struct LayerCache {
-    pub k: Tensor,
-    pub v: Tensor,
+pub struct LayerCache<'a> {
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
     pub n_cells: usize,
 }
 
 /// The per-step inputs every layer of a graph reads.
 #[derive(Clone, Copy)]
-pub struct StepInputs {
+pub struct StepInputs<'a> {
     /// I32 `[n]`: each row's position (RoPE).
-    pub pos: Tensor,
+    pub pos: &'a Tensor,
     /// I64 `[n]`: the cache cell each row's K/V are written to.
-    pub kv_rows: Tensor,
+    pub kv_rows: &'a Tensor,
     /// F16 `[n_kv, n]`: 0 where a row may attend to a cell, -inf where not (causal for a
     /// target, the DFlash block's non-causal pattern for the drafter: only the mask differs).
-    pub mask: Tensor,
+    pub mask: &'a Tensor,
     /// Cache cells attended over (the first `n_kv`).
     pub n_kv: usize,
     /// I32 `[n_out]`: the rows that go on past this layer's attention (a target's last layer
     /// when only some rows produce logits); `None`: all.
-    pub out_rows: Option<Tensor>,
+    pub out_rows: Option<&'a Tensor>,
 }
 
 /// `rms_norm(x) * w`.
-fn norm(c: &mut Context, x: Tensor, w: Tensor, eps: f32) -> Tensor {
+fn norm(c: &mut Context, x: &Tensor, w: &Tensor, eps: f32) -> Tensor {
     let x = c.rms_norm(x, eps);
-    c.mul(x, w)
+    c.mul(&x, w)
 }
 
 /// Project `x` (`[n_embd, n]`) with `w` (+ `bias`) to `[head_dim, n_heads, n]`, RMS-normalize
@@ -204,23 +204,23 @@ fn norm(c: &mut Context, x: Tensor, w: Tensor, eps: f32) -> Tensor {
 fn rope_heads(
     c: &mut Context,
     a: &AttnSpec,
-    w: Tensor,
-    bias: Option<Tensor>,
-    head_norm: Option<Tensor>,
-    x: Tensor,
-    pos: Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    head_norm: Option<&Tensor>,
+    x: &Tensor,
+    pos: &Tensor,
 ) -> Tensor {
     let mut t = c.mul_mat(w, x);
     if let Some(b) = bias {
-        t = c.add(t, b);
+        t = c.add(&t, b);
     }
     let hd = a.head_dim as i64;
     let ne = t.ne();
-    let mut t = c.reshape(t, &[hd, ne[0] / hd, ne[1]]);
+    let mut t = c.reshape(&t, &[hd, ne[0] / hd, ne[1]]);
     if let Some(hn) = head_norm {
-        t = norm(c, t, hn, a.rms_eps);
+        t = norm(c, &t, hn, a.rms_eps);
     }
-    c.rope_ext(t, pos, a.rope_freqs, &a.rope)
+    c.rope_ext(&t, pos, a.rope_freqs.as_ref(), &a.rope)
 }
 
 /// A layer's K (normed, RoPEd) and V heads for the rows of `x` (the normed layer input), each
@@ -230,25 +230,32 @@ pub fn kv_heads(
     c: &mut Context,
     a: &AttnSpec,
     l: &LayerWeights,
-    x: Tensor,
-    pos: Tensor,
+    x: &Tensor,
+    pos: &Tensor,
 ) -> (Tensor, Tensor) {
-    let k = rope_heads(c, a, l.wk, l.bk, l.k_norm, x, pos);
-    let mut v = c.mul_mat(l.wv, x);
-    if let Some(b) = l.bv {
-        v = c.add(v, b);
+    let k = rope_heads(c, a, &l.wk, l.bk.as_ref(), l.k_norm.as_ref(), x, pos);
+    let mut v = c.mul_mat(&l.wv, x);
+    if let Some(b) = &l.bv {
+        v = c.add(&v, b);
     }
-    let v = c.reshape(v, &[a.head_dim as i64, a.n_head_kv as i64, x.ne()[1]]);
+    let v = c.reshape(&v, &[a.head_dim as i64, a.n_head_kv as i64, x.ne()[1]]);
     (k, v)
 }
 
 /// Write K and V heads (`[head_dim, n_head_kv, n]`) into `cache` at cells `rows`.
-pub fn write_kv(c: &mut Context, gf: Graph, cache: LayerCache, k: Tensor, v: Tensor, rows: Tensor) {
+pub fn write_kv(
+    c: &mut Context,
+    gf: &Graph,
+    cache: LayerCache,
+    k: &Tensor,
+    v: &Tensor,
+    rows: &Tensor,
+) {
     for (dst, src) in [(cache.k, k), (cache.v, v)] {
         let ne = src.ne();
         let flat = c.view(src, &[ne[0] * ne[1], ne[2]], &[src.nb()[2]], 0);
-        let st = c.set_rows(dst, flat, rows);
-        c.build_forward_expand(gf, st);
+        let st = c.set_rows(dst, &flat, rows);
+        c.build_forward_expand(gf, &st);
     }
 }
 
@@ -256,7 +263,7 @@ pub fn write_kv(c: &mut Context, gf: Graph, cache: LayerCache, k: Tensor, v: Ten
 fn cache_heads(
     c: &mut Context,
     a: &AttnSpec,
-    cache: Tensor,
+    cache: &Tensor,
     n_cells: usize,
     n_kv: usize,
 ) -> Tensor {
@@ -271,7 +278,7 @@ fn cache_heads(
         &[head, row, row * n_cells],
         0,
     );
-    c.permute(heads, [0, 2, 1, 3])
+    c.permute(&heads, [0, 2, 1, 3])
 }
 
 /// One pre-norm decoder layer on `h` (`[n_embd, n]`): attention of the rows' Q over the first
@@ -280,48 +287,48 @@ fn cache_heads(
 /// block both run it; they differ only in weights (biases, Q/K norms), RoPE and mask.
 pub fn decoder_layer(
     c: &mut Context,
-    gf: Graph,
+    gf: &Graph,
     a: &AttnSpec,
     l: &LayerWeights,
     cache: LayerCache,
     step: &StepInputs,
-    h: Tensor,
+    h: &Tensor,
 ) -> Tensor {
     let n = h.ne()[1];
     let (hd, nh) = (a.head_dim as i64, a.n_head as i64);
-    let x = norm(c, h, l.attn_norm, a.rms_eps);
-    let q = rope_heads(c, a, l.wq, l.bq, l.q_norm, x, step.pos);
-    let (k, v) = kv_heads(c, a, l, x, step.pos);
+    let x = norm(c, h, &l.attn_norm, a.rms_eps);
+    let q = rope_heads(c, a, &l.wq, l.bq.as_ref(), l.q_norm.as_ref(), &x, step.pos);
+    let (k, v) = kv_heads(c, a, l, &x, step.pos);
     // Same node order as llama.cpp: q, v, k, then the cache writes.
-    c.build_forward_expand(gf, q);
-    c.build_forward_expand(gf, v);
-    c.build_forward_expand(gf, k);
-    write_kv(c, gf, cache, k, v, step.kv_rows);
+    c.build_forward_expand(gf, &q);
+    c.build_forward_expand(gf, &v);
+    c.build_forward_expand(gf, &k);
+    write_kv(c, gf, cache, &k, &v, step.kv_rows);
 
     let kp = cache_heads(c, a, cache.k, cache.n_cells, step.n_kv);
     let vp = cache_heads(c, a, cache.v, cache.n_cells, step.n_kv);
     let q4 = c.view(
-        q,
+        &q,
         &[hd, nh, n, 1],
         &[q.nb()[1], q.nb()[2], q.nb()[2] * n as usize],
         0,
     );
-    let qp = c.permute(q4, [0, 2, 1, 3]);
+    let qp = c.permute(&q4, [0, 2, 1, 3]);
     let kq_scale = 1.0 / (a.head_dim as f32).sqrt();
-    let att = c.flash_attn_ext(qp, kp, vp, step.mask, kq_scale);
+    let att = c.flash_attn_ext(&qp, &kp, &vp, step.mask, kq_scale);
     let ne = att.ne();
-    let att = c.reshape(att, &[ne[0] * ne[1], ne[2] * ne[3]]);
-    let mut cur = c.mul_mat(l.wo, att);
-    let mut residual = h;
+    let att = c.reshape(&att, &[ne[0] * ne[1], ne[2] * ne[3]]);
+    let mut cur = c.mul_mat(&l.wo, &att);
+    let mut residual = h.clone();
     if let Some(ids) = step.out_rows {
-        cur = c.get_rows(cur, ids);
-        residual = c.get_rows(residual, ids);
+        cur = c.get_rows(&cur, ids);
+        residual = c.get_rows(&residual, ids);
     }
-    let ffn_inp = c.add(cur, residual);
-    let x = norm(c, ffn_inp, l.ffn_norm, a.rms_eps);
-    let up = c.mul_mat(l.ffn_up, x);
-    let gate = c.mul_mat(l.ffn_gate, x);
-    let act = c.swiglu_split(gate, up);
-    let down = c.mul_mat(l.ffn_down, act);
-    c.add(down, ffn_inp)
+    let ffn_inp = c.add(&cur, &residual);
+    let x = norm(c, &ffn_inp, &l.ffn_norm, a.rms_eps);
+    let up = c.mul_mat(&l.ffn_up, &x);
+    let gate = c.mul_mat(&l.ffn_gate, &x);
+    let act = c.swiglu_split(&gate, &up);
+    let down = c.mul_mat(&l.ffn_down, &act);
+    c.add(&down, &ffn_inp)
 }

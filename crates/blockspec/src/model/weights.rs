@@ -324,11 +324,11 @@ impl<'a> Loader<'a> {
                     for &i in &here {
                         let p = &self.planned[i].src;
                         let t = ctx.new_tensor(p.ty, &p.ne[..p.n_dims]);
-                        ctx.set_name(t, &p.name);
+                        ctx.set_name(&t, &p.name);
                         let WeightBytes::Mapped { offset, .. } = &p.bytes else {
                             unreachable!("filtered")
                         };
-                        buf.place(t, *offset as usize);
+                        buf.place(&t, *offset as usize);
                         sum += t.nbytes();
                         tensors[i] = Some(t);
                         bar.inc(p.nbytes() as u64);
@@ -347,7 +347,7 @@ impl<'a> Loader<'a> {
             for &i in &copied {
                 let p = &self.planned[i].src;
                 let t = ctx.new_tensor(p.ty, &p.ne[..p.n_dims]);
-                ctx.set_name(t, &p.name);
+                ctx.set_name(&t, &p.name);
                 tensors[i] = Some(t);
             }
             let buf = Buffer::alloc_ctx_tensors(&ctx, buft)
@@ -355,7 +355,10 @@ impl<'a> Loader<'a> {
             buf.set_usage_weights();
             for &i in &copied {
                 let p = &self.planned[i].src;
-                tensors[i].expect("created above").write_bytes(p.data(), 0);
+                tensors[i]
+                    .clone()
+                    .expect("created above")
+                    .write_bytes(p.data(), 0);
                 bar.inc(p.nbytes() as u64);
             }
             bytes_by_buffer.push((buft.name(), buf.size()));
@@ -456,14 +459,14 @@ pub struct DenseDecl {
 impl DenseDecl {
     pub fn resolve(self, tensors: &[Tensor], store: Arc<WeightStore>) -> Weights {
         Weights {
-            tok_embd: tensors[self.tok_embd],
-            output_norm: tensors[self.output_norm],
-            output: tensors[self.output],
-            rope_freqs: self.rope_freqs.map(|i| tensors[i]),
+            tok_embd: tensors[self.tok_embd].clone(),
+            output_norm: tensors[self.output_norm].clone(),
+            output: tensors[self.output].clone(),
+            rope_freqs: self.rope_freqs.map(|i| tensors[i].clone()),
             layers: self
                 .layers
                 .into_iter()
-                .map(|l| l.map(|i| tensors[i]))
+                .map(|l| l.map(|i| tensors[i].clone()))
                 .collect(),
             store,
         }

@@ -50,7 +50,7 @@ impl CapturedRows {
     /// Append the rows to `out` (token-major), reading them from the device.
     pub fn read_into(&self, out: &mut Vec<f32>) {
         let nf = self.tensor.ne()[0] as usize;
-        read_f32_staged(self.tensor, 0, self.rows * nf, None, out);
+        read_f32_staged(self.tensor.clone(), 0, self.rows * nf, None, out);
     }
 }
 
@@ -66,7 +66,7 @@ impl CaptureBuffer {
             Type::F32,
             &[(layers.len() * n_embd) as i64, max_tokens as i64],
         );
-        ctx.set_name(tensor, "capture");
+        ctx.set_name(&tensor, "capture");
         let buffer = Buffer::alloc_ctx_tensors(&ctx, backend.default_buffer_type())
             .context("out of memory allocating the hidden-state capture buffer")?;
         Ok(CaptureBuffer {
@@ -91,7 +91,7 @@ impl CaptureBuffer {
     /// The first `rows` rows as the last evaluation left them.
     pub fn rows_on_device(&self, rows: usize) -> CapturedRows {
         CapturedRows {
-            tensor: self.tensor,
+            tensor: self.tensor.clone(),
             owner: self.owner(),
             rows,
             epoch: self.epoch.load(Ordering::Acquire),
@@ -118,7 +118,7 @@ impl CaptureBuffer {
         out: &mut Vec<f32>,
     ) {
         let nf = self.layers.len() * self.n_embd;
-        read_f32_staged(self.tensor, first * nf, n * nf, staging, out);
+        read_f32_staged(self.tensor.clone(), first * nf, n * nf, staging, out);
     }
 }
 

@@ -399,13 +399,13 @@ impl Engine {
         let rows: Vec<i64> = (start..start + nt).map(|p| p as i64).collect();
         g.kv_rows.write_i64(&rows);
         g.mask.write_f16_bits(&causal_mask(start, nt, n_kv));
-        if let Some(ids) = g.out_ids {
+        if let Some(ids) = &g.out_ids {
             let n_out = shape.n_outputs;
             let ids_v: Vec<i32> = ((nt - n_out)..nt).map(|i| i as i32).collect();
             ids.write_i32(&ids_v);
         }
 
-        let (logits_t, argmax_t) = (g.logits, g.argmax);
+        let (logits_t, argmax_t) = (g.logits.clone(), g.argmax.clone());
         drop(inputs);
         {
             let _p = profile::scope("engine.compute");
@@ -443,7 +443,7 @@ impl Engine {
 
 impl BuiltGraph for ForwardGraph {
     fn graph(&self) -> ggml::Graph {
-        self.graph
+        self.graph.clone()
     }
     fn host_bytes(&self) -> usize {
         self.ctx.mem_size()

@@ -50,7 +50,7 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
 
     /// Reserve compute memory for `graph` (the largest shape), so later allocations fit in it.
     pub fn reserve(&mut self, graph: Graph) -> bool {
-        self.sched.reserve(graph)
+        self.sched.reserve(&graph)
     }
 
     /// Compute-buffer bytes held by the scheduler, on every backend.
@@ -117,9 +117,9 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
             self.sched.reset();
             tracing::debug!("{}: allocating the graph for {key:?}", self.owner);
             if self.pin {
-                self.sched.pin_to_first_backend(graph);
+                self.sched.pin_to_first_backend(&graph);
             }
-            if !self.sched.alloc_graph(graph) {
+            if !self.sched.alloc_graph(&graph) {
                 self.allocated = None;
                 bail!(
                     "{}: failed to allocate compute memory for {key:?}",
@@ -142,7 +142,7 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
             bail!("{}: compute of {key:?} without prepare", self.owner);
         }
         let graph = self.graphs[&key].graph();
-        self.sched.compute(graph).map_err(anyhow::Error::msg)?;
+        self.sched.compute(&graph).map_err(anyhow::Error::msg)?;
         let runs = self.runs.entry(key).or_insert(0);
         *runs += 1;
         Ok(*runs <= COLD_RUNS)

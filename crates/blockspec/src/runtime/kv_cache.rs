@@ -49,9 +49,9 @@ impl KvCache {
         let mut v = Vec::with_capacity(n_layer);
         for il in 0..n_layer {
             let kt = ctx.new_tensor(type_k, &[n_embd_kv as i64, n_ctx as i64]);
-            ctx.set_name(kt, &format!("cache_k_l{il}"));
+            ctx.set_name(&kt, &format!("cache_k_l{il}"));
             let vt = ctx.new_tensor(type_v, &[n_embd_kv as i64, n_ctx as i64]);
-            ctx.set_name(vt, &format!("cache_v_l{il}"));
+            ctx.set_name(&vt, &format!("cache_v_l{il}"));
             k.push(kt);
             v.push(vt);
         }

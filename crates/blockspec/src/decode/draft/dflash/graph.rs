@@ -47,7 +47,7 @@ pub(super) struct StepGraph {
 
 impl BuiltGraph for StepGraph {
     fn graph(&self) -> Graph {
-        self.graph
+        self.graph.clone()
     }
     fn host_bytes(&self) -> usize {
         self.ctx.mem_size()
@@ -79,10 +79,10 @@ impl DFlashDrafter {
     }
 
     /// Layer `il`'s draft KV cache.
-    fn layer_cache(&self, il: usize) -> LayerCache {
+    fn layer_cache(&self, il: usize) -> LayerCache<'_> {
         LayerCache {
-            k: self.k[il],
-            v: self.v[il],
+            k: &self.k[il],
+            v: &self.v[il],
             n_cells: self.n_cells,
         }
     }
@@ -104,24 +104,24 @@ impl DFlashDrafter {
                 .expect("device-mode graphs are built after use_capture_source");
             g.keep(src.owner.clone());
             let ix = g.input(Type::I32, &[nc], "draft_feat_rows");
-            (g.get_rows(src.tensor, ix), None, Some(ix))
+            (g.get_rows(&src.tensor, &ix), None, Some(ix))
         } else {
             let f = g.input(Type::F32, &[self.n_feat() as i64, nc], "draft_feats");
-            (f, Some(f), None)
+            (f.clone(), Some(f), None)
         };
         let ctx_pos = g.input(Type::I32, &[nc], "draft_ctx_pos");
         let ctx_rows = g.input(Type::I64, &[nc], "draft_ctx_rows");
         // Context injection: fc -> hidden_norm -> per layer k_proj/k_norm/RoPE and v_proj.
-        let fused = g.mul_mat(self.w.t.fc, feats);
-        let fused = g.rms_norm(fused, c.rms_eps);
-        let fused = g.mul(fused, self.w.t.hidden_norm);
+        let fused = g.mul_mat(&self.w.t.fc, &feats);
+        let fused = g.rms_norm(&fused, c.rms_eps);
+        let fused = g.mul(&fused, &self.w.t.hidden_norm);
         for (il, l) in self.w.t.layers.iter().enumerate() {
-            let (k, v) = kv_heads(&mut g, &attn, l, fused, ctx_pos);
-            write_kv(&mut g, gf, self.layer_cache(il), k, v, ctx_rows);
+            let (k, v) = kv_heads(&mut g, &attn, l, &fused, &ctx_pos);
+            write_kv(&mut g, &gf, self.layer_cache(il), &k, &v, &ctx_rows);
         }
         let mut sg = StepGraph {
             ctx: Context::new(1, 0),
-            graph: gf,
+            graph: gf.clone(),
             feats: host_feats,
             feat_rows,
             ctx_pos,
@@ -158,22 +158,22 @@ impl DFlashDrafter {
         // The block's own K/V go to the cells after the context; they are overwritten by the
         // real context of those positions later, and masked until then.
         let step = StepInputs {
-            pos,
-            kv_rows: rows,
-            mask,
+            pos: &pos,
+            kv_rows: &rows,
+            mask: &mask,
             n_kv: s.n_kv,
             out_rows: None,
         };
-        let mut h = g.get_rows(self.target.weights.tok_embd, toks);
+        let mut h = g.get_rows(&self.target.weights.tok_embd, &toks);
         for (il, l) in self.w.t.layers.iter().enumerate() {
-            h = decoder_layer(g, gf, attn, l, self.layer_cache(il), &step, h);
+            h = decoder_layer(g, &gf, attn, l, self.layer_cache(il), &step, &h);
         }
         // Slots 1..B predict positions start+1..start+B.
         let n_out = s.n_out as i64;
-        let tail = g.view(h, &[c.n_embd as i64, n_out], &[h.nb()[1]], h.nb()[1]);
-        let x = g.rms_norm(tail, c.rms_eps);
-        let x = g.mul(x, self.w.t.output_norm);
-        let out = self.target.weights.output;
+        let tail = g.view(&h, &[c.n_embd as i64, n_out], &[h.nb()[1]], h.nb()[1]);
+        let x = g.rms_norm(&tail, c.rms_eps);
+        let x = g.mul(&x, &self.w.t.output_norm);
+        let out = &self.target.weights.output;
         let head = if self.head_rows < self.target.hp.n_vocab {
             // Rows 0..head_rows: a contiguous prefix of a plain (not repacked) matrix.
             g.view(
@@ -183,12 +183,12 @@ impl DFlashDrafter {
                 0,
             )
         } else {
-            out
+            out.clone()
         };
-        let logits = g.mul_mat(head, x);
-        let am = g.argmax(logits);
-        g.set_output(am);
-        g.build_forward_expand(gf, am);
+        let logits = g.mul_mat(&head, &x);
+        let am = g.argmax(&logits);
+        g.set_output(&am);
+        g.build_forward_expand(&gf, &am);
         sg.blk_tokens = Some(toks);
         sg.blk_pos = Some(pos);
         sg.blk_rows = Some(rows);
@@ -209,12 +209,12 @@ pub(super) fn fill_ctx(
     n_done: usize,
     n_cells: usize,
 ) {
-    if let Some(t) = g.feats {
+    if let Some(t) = &g.feats {
         let mut feats = vec![0f32; nf * cap];
         feats[..rows * nf].copy_from_slice(&pending[..rows * nf]);
         t.write_f32(&feats);
     }
-    if let Some(t) = g.feat_rows {
+    if let Some(t) = &g.feat_rows {
         // Padded rows gather row 0; they only ever reach the trash cell.
         let ix: Vec<i32> = (0..cap)
             .map(|i| if i < rows { i as i32 } else { 0 })

@@ -138,9 +138,9 @@ impl DFlashDrafter {
         let mut v = Vec::new();
         for il in 0..cfg.n_layer {
             let kt = ctx.new_tensor(cache_type, &[ekv, n_cells as i64]);
-            ctx.set_name(kt, &format!("draft_k_l{il}"));
+            ctx.set_name(&kt, &format!("draft_k_l{il}"));
             let vt = ctx.new_tensor(cache_type, &[ekv, n_cells as i64]);
-            ctx.set_name(vt, &format!("draft_v_l{il}"));
+            ctx.set_name(&vt, &format!("draft_v_l{il}"));
             k.push(kt);
             v.push(vt);
         }
@@ -214,7 +214,7 @@ impl DFlashDrafter {
         if n == 0 || n > nv {
             bail!("--draft-vocab {n}: must be between 1 and the target's vocabulary size {nv}");
         }
-        let out = self.target.weights.output;
+        let out = &self.target.weights.output;
         if n < nv
             && out
                 .buffer_type()
@@ -237,7 +237,15 @@ impl DFlashDrafter {
     pub fn matrix_types(&self) -> Vec<Type> {
         let mut out = vec![self.w.t.fc.ty()];
         for l in &self.w.t.layers {
-            for t in [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down] {
+            for t in [
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ] {
                 out.push(t.ty());
             }
         }
@@ -336,7 +344,7 @@ impl DFlashDrafter {
 
     /// Device-mode graphs read `rows.tensor`: forget those built for another capture buffer.
     fn use_capture_source(&mut self, rows: &CapturedRows) {
-        if self.capture_src.as_ref().map(|c| c.tensor) != Some(rows.tensor) {
+        if self.capture_src.as_ref().map(|c| &c.tensor) != Some(&rows.tensor) {
             self.graphs.retain(|s| !s.device_feats);
             self.capture_src = Some(rows.clone());
         }
@@ -427,10 +435,10 @@ impl DFlashDrafter {
             let (n_done, n_cells) = (self.n_done, self.n_cells);
             let res = self.run(s, |g| {
                 fill_ctx(g, &pending, nf, rows, ctx_rows, n_done, n_cells);
-                g.blk_tokens.expect("block").write_i32(&block);
-                g.blk_pos.expect("block").write_i32(&bpos);
-                g.blk_rows.expect("block").write_i64(&brows);
-                g.mask.expect("block").write_f16_bits(&mask);
+                g.blk_tokens.as_ref().expect("block").write_i32(&block);
+                g.blk_pos.as_ref().expect("block").write_i32(&bpos);
+                g.blk_rows.as_ref().expect("block").write_i64(&brows);
+                g.mask.as_ref().expect("block").write_f16_bits(&mask);
             });
             self.pending = pending;
             res?;
@@ -439,7 +447,7 @@ impl DFlashDrafter {
         let am = self
             .graphs
             .get(&s)
-            .and_then(|g| g.argmax)
+            .and_then(|g| g.argmax.clone())
             .context("drafter: block graph missing after its run")?;
         let mut bytes = vec![0u8; (len - 1) * 4];
         am.read_bytes(&mut bytes, 0);

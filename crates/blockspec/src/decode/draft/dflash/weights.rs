@@ -56,26 +56,26 @@ fn load_weights(
     }
     let (t, store) = l.load(false)?;
     Ok(DraftWeights {
-        fc: t[fc],
-        hidden_norm: t[hn],
-        output_norm: t[on],
+        fc: t[fc].clone(),
+        hidden_norm: t[hn].clone(),
+        output_norm: t[on].clone(),
         layers: idx
             .into_iter()
             .map(|i| LayerWeights {
-                attn_norm: t[i[0]],
-                wq: t[i[1]],
-                wk: t[i[2]],
-                wv: t[i[3]],
+                attn_norm: t[i[0]].clone(),
+                wq: t[i[1]].clone(),
+                wk: t[i[2]].clone(),
+                wv: t[i[3]].clone(),
                 bq: None,
                 bk: None,
                 bv: None,
-                wo: t[i[4]],
-                q_norm: Some(t[i[5]]),
-                k_norm: Some(t[i[6]]),
-                ffn_norm: t[i[7]],
-                ffn_gate: t[i[8]],
-                ffn_up: t[i[9]],
-                ffn_down: t[i[10]],
+                wo: t[i[4]].clone(),
+                q_norm: Some(t[i[5]].clone()),
+                k_norm: Some(t[i[6]].clone()),
+                ffn_norm: t[i[7]].clone(),
+                ffn_gate: t[i[8]].clone(),
+                ffn_up: t[i[9]].clone(),
+                ffn_down: t[i[10]].clone(),
             })
             .collect(),
         store,
