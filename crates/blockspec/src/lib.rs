@@ -9,7 +9,7 @@
 //! | [`model`] | target weights and graphs, one file per architecture |
 //! | [`runtime`] | evaluation: the [`runtime::engine::Engine`], KV cache, feature capture, graph cache, profiling |
 //! | [`decode`] | sampling, plain generation, drafters, speculative decoding |
-//! | [`session`] | a loaded target + drafter + tokenizer, ready to generate |
+//! | [`session`] | loading (`LoadConfig` -> target + drafter + memory plan) and sessions: one sequence each, ready to generate |
 //! | [`server`] | the OpenAI / llama-server HTTP API |
 //! | [`cli`] | the `blockspec` command: arguments to configs |
 //! | [`dev`] | development tools: synthetic models, plots |

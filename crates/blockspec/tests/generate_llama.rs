@@ -6,7 +6,7 @@
 //! ggml's CPU kernels round differently per instruction set, so at near-ties the greedy tokens
 //! depend on the CPU kind as much as on the engine: the top-level fixtures were made on an AMD
 //! EPYC with AVX-512, and `llama/cpu/<kind>/` holds those made on other kinds (`--per-cpu`):
-//! the test uses `<vendor_id>-<isa>/` (e.g. `authenticamd-avx` for an AMD CPU without AVX2),
+//! the test uses `<vendor_id>-<isa>/` (e.g. `authenticamd-avx2` for an AMD CPU with AVX2 but no AVX-512),
 //! else `<vendor_id>/`, else the top-level files.
 
 mod common;
