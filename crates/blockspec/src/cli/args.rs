@@ -45,12 +45,13 @@ pub(super) struct ModelArgs {
     /// --spec-type spellings (draft-dflash, draft-simple, ngram-simple, none).
     #[arg(long = "spec", visible_alias = "spec-type")]
     pub(super) spec: Option<String>,
-    /// Verify exactly this many tokens per step (1..=block size) instead of choosing the length
-    /// that pays on this machine.
+    /// Verify exactly this many tokens per step (1 up to the drafter's longest verify: a DFlash
+    /// drafter's block size, or --spec-draft-n-max + 1) instead of choosing the length that pays
+    /// on this machine.
     #[arg(long = "block-size")]
-    pub(super) block_size: Option<usize>,
+    pub(super) fixed_verify_len: Option<usize>,
     /// At most this many drafts per step for a draft model or n-gram lookup (the length is
-    /// still chosen adaptively below it). DFlash drafts its own block size.
+    /// still chosen adaptively below it). DFlash drafts up to its trained block size - 1.
     #[arg(long = "spec-draft-n-max", default_value_t = 15)]
     pub(super) draft_n_max: usize,
     /// A draft model stops drafting when its top probability falls below this (0: never).
@@ -161,7 +162,7 @@ impl ModelArgs {
             type_k,
             type_v,
             draft,
-            block_size: self.block_size,
+            fixed_verify_len: self.fixed_verify_len,
             verify,
             batch_invariant: self.batch_invariant,
             show_progress,

@@ -149,7 +149,7 @@ pub struct LoadConfig {
     pub type_v: ggml::Type,
     pub draft: DraftConfig,
     /// `--block-size`: verify exactly this many tokens per step.
-    pub block_size: Option<usize>,
+    pub fixed_verify_len: Option<usize>,
     pub verify: VerifyMode,
     /// Batch-invariant kernels also without a drafter (speculation always uses them with
     /// [`VerifyMode::Exact`]).
@@ -203,7 +203,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
-    if cfg.block_size == Some(0) {
+    if cfg.fixed_verify_len == Some(0) {
         bail!("--block-size must be at least 1");
     }
     if cfg.n_ubatch == 0 {
@@ -260,7 +260,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         cfg.show_progress,
         repack,
     )?);
-    let (draft, draft_block) = match &cfg.draft {
+    let (draft, draft_verify_len) = match &cfg.draft {
         DraftConfig::None => (DraftSource::None, DEFAULT_DRAFT_BLOCK),
         DraftConfig::DFlash {
             path,
@@ -305,15 +305,15 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         type_k: cfg.type_k,
         type_v: cfg.type_v,
         draft,
-        draft_block,
+        draft_verify_len,
         fast_verify,
-        block_size: cfg.block_size,
+        fixed_verify_len: cfg.fixed_verify_len,
         backend_choice,
         planned_bytes: plan.total(),
         device_free_at_start,
     })
 }
 
-/// The verify block of sources that take no `n_max` (`--spec-draft-n-max`'s default + 1);
+/// The longest verify of sources that take no `n_max` (`--spec-draft-n-max`'s default + 1);
 /// only draft models and n-gram lookup read it.
 const DEFAULT_DRAFT_BLOCK: usize = 16;

@@ -53,12 +53,12 @@ pub struct LoadedModel {
     pub type_k: ggml::Type,
     pub type_v: ggml::Type,
     pub draft: DraftSource,
-    /// Longest verify block of a draft model or n-gram drafter (drafts + 1).
-    pub draft_block: usize,
+    /// Longest verify of a draft model or n-gram drafter (its drafts + 1).
+    pub draft_verify_len: usize,
     /// `--verify fast`: full verify blocks on the fastest kernels.
     pub fast_verify: bool,
     /// `--block-size`: a fixed verify length.
-    pub block_size: Option<usize>,
+    pub fixed_verify_len: Option<usize>,
     /// The device and threads `backend` was opened with (see [`LoadedModel::open_backend`]).
     pub backend_choice: BackendChoice,
     /// The memory plan computed before loading (weights, caches, features, drafter).
@@ -132,14 +132,20 @@ impl LoadedModel {
                     capture_layers: vec![],
                 };
                 let de = Engine::new(model.clone(), backend.clone(), cfg)?;
-                Some(Box::new(DraftModel::new(de, self.draft_block, *p_min)?))
+                Some(Box::new(DraftModel::new(
+                    de,
+                    self.draft_verify_len,
+                    *p_min,
+                )?))
             }
-            DraftSource::Ngram { n } => Some(Box::new(NgramDrafter::new(*n, self.draft_block)?)),
+            DraftSource::Ngram { n } => {
+                Some(Box::new(NgramDrafter::new(*n, self.draft_verify_len)?))
+            }
         };
-        if let (Some(d), Some(b)) = (&drafter, self.block_size) {
+        if let (Some(d), Some(b)) = (&drafter, self.fixed_verify_len) {
             if b > d.max_verify_len() {
                 bail!(
-                    "--block-size {b}: the drafter fills blocks of at most {}",
+                    "--block-size {b}: the drafter fills verifies of at most {} tokens",
                     d.max_verify_len()
                 );
             }
@@ -156,7 +162,7 @@ impl LoadedModel {
         };
         let engine = Engine::new(self.model.clone(), backend, cfg)?;
         let spec = SpecOptions {
-            fixed_len: self.block_size,
+            fixed_len: self.fixed_verify_len,
             allow_inexact_batches: self.fast_verify,
             policy: None,
             replay: None,

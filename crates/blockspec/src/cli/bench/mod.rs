@@ -55,7 +55,7 @@ pub(super) struct BenchArgs {
     /// (tau), and draw tokens/s against both into this PNG (results also in the JSON).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Timing only: replay this mean acceptance (tokens per full block, e.g. 6.55) instead of
+    /// Timing only: replay this mean acceptance (tokens per step at the drafter's longest verify, e.g. 6.55) instead of
     /// checking drafts; the drafter and the verify still run for real (see docs/BENCHMARKS.md).
     #[arg(long = "replay-tau")]
     replay_tau: Option<f64>,
@@ -119,7 +119,7 @@ pub(super) fn cmd_bench(a: BenchArgs) -> Result<()> {
             let rows = spec::bench_spec(
                 &mut l,
                 d.as_mut(),
-                a.model.block_size,
+                a.model.fixed_verify_len,
                 a.spec_tokens,
                 a.replay_tau,
                 None,
