@@ -50,7 +50,7 @@ impl CapturedRows {
     /// Append the rows to `out` (token-major), reading them from the device.
     pub fn read_into(&self, out: &mut Vec<f32>) {
         let nf = self.tensor.ne()[0] as usize;
-        read_f32_staged(self.tensor.clone(), 0, self.rows * nf, None, out);
+        read_f32_staged(&self.tensor, 0, self.rows * nf, None, out);
     }
 }
 
@@ -118,7 +118,7 @@ impl CaptureBuffer {
         out: &mut Vec<f32>,
     ) {
         let nf = self.layers.len() * self.n_embd;
-        read_f32_staged(self.tensor.clone(), first * nf, n * nf, staging, out);
+        read_f32_staged(&self.tensor, first * nf, n * nf, staging, out);
     }
 }
 
@@ -126,7 +126,7 @@ impl CaptureBuffer {
 /// pieces of its size) when given: a device-to-host copy into pageable memory runs at a fraction
 /// of the bus speed.
 pub fn read_f32_staged(
-    t: Tensor,
+    t: &Tensor,
     first: usize,
     n: usize,
     staging: Option<&mut PinnedHost>,

@@ -420,7 +420,7 @@ impl Engine {
                 ReadBack::Logits(out) => {
                     let n_vocab = self.model.hp.n_vocab;
                     read_f32_staged(
-                        logits_t,
+                        &logits_t,
                         first_row * n_vocab,
                         n_outputs * n_vocab,
                         self.staging.as_mut(),
