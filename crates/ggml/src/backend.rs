@@ -44,6 +44,8 @@ impl Drop for Backend {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightUse {
     MulMat,
+    /// Stacked expert matrices `[k, m, n_expert]` read by `mul_mat_id`.
+    MulMatId,
     GetRows,
     Other,
 }
@@ -267,6 +269,13 @@ impl Backend {
             WeightUse::MulMat => {
                 let b = ctx.new_tensor(Type::F32, &[ne[0], 512, ne[2], ne[3]]);
                 ctx.mul_mat(&shadow, &b)
+            }
+            WeightUse::MulMatId => {
+                // As llama.cpp probes it: a few experts used by each of 512 tokens.
+                let used = ne[2].min(4);
+                let b = ctx.new_tensor(Type::F32, &[ne[0], used, 512]);
+                let ids = ctx.new_tensor(Type::I32, &[used, 512]);
+                ctx.mul_mat_id(&shadow, &b, &ids)
             }
             WeightUse::GetRows => {
                 let b = ctx.new_tensor(Type::I32, &[512]);

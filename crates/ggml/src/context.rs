@@ -639,3 +639,5 @@ impl Context {
         ptr!(self, unsafe { sys::ggml_argmax(self.ctx(), a.raw()) })
     }
 }
+
+mod recurrent_ops;

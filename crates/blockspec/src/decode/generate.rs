@@ -246,11 +246,15 @@ pub fn prefill(
     }
     // At least the last prompt token is evaluated: its logits give the first token.
     let reuse = reuse_kv.min(prompt.len() - 1).min(engine.n_past());
-    engine.truncate(reuse);
+    // A recurrent state may not go back to `reuse`: then fewer positions are kept.
+    let reuse = engine.truncate(reuse);
     sampler.accept_all(prompt);
     timings.prompt_n = prompt.len() - reuse;
     let t0 = Instant::now();
     let logits = engine.decode(&prompt[reuse..], Outputs::Last)?;
+    // A recurrent state cannot be cut back: keep this prompt's, for the next request that
+    // extends it.
+    engine.save_checkpoint()?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Ok(logits)
 }

@@ -8,7 +8,7 @@
 //! KV write rows, the attention mask, output row ids), so a graph built for a shape is reused for
 //! every step of that shape.
 
-use super::{Hparams, LayerWeights, Weights};
+use super::{Ffn, Hparams, LayerWeights, Weights};
 use crate::runtime::capture::CaptureBuffer;
 use crate::runtime::kv_cache::KvCache;
 use ggml::{Context, Graph, RopeParams, Tensor, Type};
@@ -21,6 +21,9 @@ pub struct GraphShape {
     pub n_kv: usize,
     pub n_outputs: usize,
     pub capture: bool,
+    /// Recurrent layers keep their state after every token (a verify whose prefix is committed
+    /// later) instead of writing the state after the last one. Always false for dense models.
+    pub keep_states: bool,
 }
 
 /// A built graph and its input/output tensors.
@@ -30,8 +33,11 @@ pub struct ForwardGraph {
     pub shape: GraphShape,
     /// I32 [n_tokens]
     pub tokens: Tensor,
-    /// I32 [n_tokens]
+    /// I32 [n_tokens * pos_sections]
     pub pos: Tensor,
+    /// Position entries per token: 1, or 4 for multi-section RoPE (section-major: the
+    /// positions, twice more, then zeros; see [`positions`]).
+    pub pos_sections: usize,
     /// I64 [n_tokens]: KV cache cell each token's K/V row is written to.
     pub kv_rows: Tensor,
     /// F16 [n_kv, n_tokens]: 0 where a token may attend to a cell, -inf where not.
@@ -43,16 +49,132 @@ pub struct ForwardGraph {
     /// I32 [n_outputs]: each output row's most likely token, so a greedy step on a GPU reads
     /// back a few ids instead of every logit.
     pub argmax: Tensor,
+    /// Per recurrent layer of a `keep_states` graph: the per-token states to commit from.
+    pub kept: Vec<crate::runtime::recurrent_state::KeptStates>,
+}
+
+/// The position input for `n` tokens from `start`: `sections` = 1 gives the positions; 4 gives
+/// multi-section RoPE's text positions, section-major `[p.., p.., p.., 0..]` (as llama.cpp).
+pub fn positions(start: usize, n: usize, sections: usize) -> Vec<i32> {
+    let p = (start..start + n).map(|p| p as i32);
+    match sections {
+        1 => p.collect(),
+        _ => {
+            let mut v: Vec<i32> = Vec::with_capacity(n * sections);
+            for s in 0..sections {
+                if s < 3 {
+                    v.extend(p.clone());
+                } else {
+                    v.extend(std::iter::repeat_n(0, n));
+                }
+            }
+            v
+        }
+    }
 }
 
 /// Graph node budget: ~30 nodes per layer plus slack.
-fn graph_size(hp: &Hparams) -> usize {
+pub(crate) fn graph_size(hp: &Hparams) -> usize {
     (hp.n_layer * 40 + 64).max(2048)
 }
 
+/// The RoPE scalars of `hp` (NeoX or normal mode; see [`AttnSpec::sections`] for M-RoPE).
+pub(crate) fn rope_params(hp: &Hparams) -> RopeParams {
+    RopeParams {
+        n_dims: hp.rope.n_rot as i32,
+        mode: match (hp.rope.sections, hp.variant.rope_neox) {
+            (Some(_), _) => IMROPE,
+            (None, true) => 2,
+            (None, false) => 0,
+        },
+        n_ctx_orig: hp.rope.n_ctx_orig as i32,
+        freq_base: hp.rope.freq_base,
+        freq_scale: hp.rope.freq_scale,
+        ext_factor: hp.rope.ext_factor,
+        attn_factor: hp.rope.attn_factor,
+        beta_fast: hp.rope.beta_fast,
+        beta_slow: hp.rope.beta_slow,
+    }
+}
+
+/// ggml's interleaved multi-section RoPE mode (Qwen3.5/3.6).
+const IMROPE: i32 = 40;
+
+/// The graph inputs every target graph has.
+pub(crate) struct Inputs {
+    pub tokens: Tensor,
+    pub pos: Tensor,
+    pub pos_sections: usize,
+    pub kv_rows: Tensor,
+    pub mask: Tensor,
+    pub out_ids: Option<Tensor>,
+}
+
+impl Inputs {
+    pub fn new(c: &mut Context, hp: &Hparams, shape: GraphShape) -> Inputs {
+        let nt = shape.n_tokens as i64;
+        let pos_sections = if hp.rope.sections.is_some() { 4 } else { 1 };
+        Inputs {
+            tokens: c.input(Type::I32, &[nt], "inp_tokens"),
+            pos: c.input(Type::I32, &[nt * pos_sections as i64], "inp_pos"),
+            pos_sections,
+            kv_rows: c.input(Type::I64, &[nt], "inp_kv_rows"),
+            mask: c.input(Type::F16, &[shape.n_kv as i64, nt, 1, 1], "inp_kq_mask"),
+            out_ids: (shape.n_outputs < shape.n_tokens)
+                .then(|| c.input(Type::I32, &[shape.n_outputs as i64], "inp_out_ids")),
+        }
+    }
+}
+
+/// Copy layer `il`'s output rows into the capture buffer, if that layer is captured.
+pub(crate) fn capture_layer(
+    c: &mut Context,
+    gf: &Graph,
+    cap: &CaptureBuffer,
+    il: usize,
+    out: &Tensor,
+) {
+    let Some(slot) = cap.slot_of(il) else {
+        return;
+    };
+    // The last layer only has the output rows when out_ids selected some.
+    let (n_embd, rows) = (out.ne()[0], out.ne()[1]);
+    let row_bytes = cap.tensor.nb()[1];
+    let dst = c.view(
+        &cap.tensor,
+        &[n_embd, rows],
+        &[row_bytes],
+        slot * n_embd as usize * 4,
+    );
+    let cp = c.cpy(out, &dst);
+    c.build_forward_expand(gf, &cp);
+}
+
+/// The final norm, the lm_head and the argmax on the last hidden state.
+pub(crate) fn output_head(
+    c: &mut Context,
+    gf: &Graph,
+    hp: &Hparams,
+    w: &Weights,
+    h: &Tensor,
+) -> (Tensor, Tensor) {
+    let cur = c.rms_norm(h, hp.rms_eps);
+    let cur = c.mul(&cur, &w.output_norm);
+    let logits = c.mul_mat(&w.output, &cur);
+    c.set_name(&logits, "result_output");
+    c.set_output(&logits);
+    c.build_forward_expand(gf, &logits);
+    let argmax = c.argmax(&logits);
+    c.set_output(&argmax);
+    c.build_forward_expand(gf, &argmax);
+    (logits, argmax)
+}
+
+/// The forward graph of a dense model (`layers`: all attention).
 pub fn build(
     hp: &Hparams,
     w: &Weights,
+    layers: &[LayerWeights],
     kv: &KvCache,
     capture: Option<&CaptureBuffer>,
     shape: GraphShape,
@@ -61,98 +183,48 @@ pub fn build(
     let mut c = Context::new(nodes * 2, nodes);
     c.keep(w.owner());
     c.keep(kv.owner());
-    if let (Some(cap), true) = (capture, shape.capture) {
+    let capture = capture.filter(|_| shape.capture);
+    if let Some(cap) = capture {
         c.keep(cap.owner());
     }
     let gf = c.new_graph(nodes);
-    let nt = shape.n_tokens as i64;
-
-    let tokens = c.input(Type::I32, &[nt], "inp_tokens");
-    let pos = c.input(Type::I32, &[nt], "inp_pos");
-    let kv_rows = c.input(Type::I64, &[nt], "inp_kv_rows");
-    let mask = c.input(Type::F16, &[shape.n_kv as i64, nt, 1, 1], "inp_kq_mask");
-    let out_ids = (shape.n_outputs < shape.n_tokens)
-        .then(|| c.input(Type::I32, &[shape.n_outputs as i64], "inp_out_ids"));
-
-    let rope = RopeParams {
-        n_dims: hp.rope.n_rot as i32,
-        mode: if hp.variant.rope_neox { 2 } else { 0 },
-        n_ctx_orig: hp.rope.n_ctx_orig as i32,
-        freq_base: hp.rope.freq_base,
-        freq_scale: hp.rope.freq_scale,
-        ext_factor: hp.rope.ext_factor,
-        attn_factor: hp.rope.attn_factor,
-        beta_fast: hp.rope.beta_fast,
-        beta_slow: hp.rope.beta_slow,
-    };
-    let attn = AttnSpec {
-        head_dim: hp.head_dim,
-        n_head: hp.n_head,
-        n_head_kv: hp.n_head_kv,
-        rms_eps: hp.rms_eps,
-        rope,
-        rope_freqs: w.rope_freqs.clone(),
-    };
+    let inp = Inputs::new(&mut c, hp, shape);
+    let attn = AttnSpec::of(hp, w);
     let step = StepInputs {
-        pos: &pos,
-        kv_rows: &kv_rows,
-        mask: &mask,
+        pos: &inp.pos,
+        kv_rows: &inp.kv_rows,
+        mask: &inp.mask,
         n_kv: shape.n_kv,
         out_rows: None,
     };
 
-    let mut inp_l = c.get_rows(&w.tok_embd, &tokens);
-    for (il, l) in w.layers.iter().enumerate() {
-        let cache = LayerCache {
-            k: &kv.k[il],
-            v: &kv.v[il],
-            n_cells: kv.n_ctx,
-        };
+    let mut inp_l = c.get_rows(&w.tok_embd, &inp.tokens);
+    for (il, l) in layers.iter().enumerate() {
         // Only the output rows go on past the last layer's attention.
         let step = StepInputs {
-            out_rows: out_ids.as_ref().filter(|_| il + 1 == hp.n_layer),
+            out_rows: inp.out_ids.as_ref().filter(|_| il + 1 == hp.n_layer),
             ..step
         };
-        let out = decoder_layer(&mut c, &gf, &attn, l, cache, &step, &inp_l);
-
-        if let (Some(cap), true) = (capture, shape.capture) {
-            if let Some(slot) = cap.slot_of(il) {
-                // The last layer only has the output rows when out_ids selected some.
-                let rows = out.ne()[1];
-                let row_bytes = cap.tensor.nb()[1];
-                let dst = c.view(
-                    &cap.tensor,
-                    &[hp.n_embd as i64, rows],
-                    &[row_bytes],
-                    slot * hp.n_embd * 4,
-                );
-                let cp = c.cpy(&out, &dst);
-                c.build_forward_expand(&gf, &cp);
-            }
+        let out = decoder_layer(&mut c, &gf, &attn, l, kv.layer(il), &step, &inp_l);
+        if let Some(cap) = capture {
+            capture_layer(&mut c, &gf, cap, il, &out);
         }
         inp_l = out;
     }
-    let cur = c.rms_norm(&inp_l, hp.rms_eps);
-    let cur = c.mul(&cur, &w.output_norm);
-    let logits = c.mul_mat(&w.output, &cur);
-    c.set_name(&logits, "result_output");
-    c.set_output(&logits);
-    c.build_forward_expand(&gf, &logits);
-    let argmax = c.argmax(&logits);
-    c.set_output(&argmax);
-    c.build_forward_expand(&gf, &argmax);
-
+    let (logits, argmax) = output_head(&mut c, &gf, hp, w, &inp_l);
     ForwardGraph {
         ctx: c,
         graph: gf,
         shape,
-        tokens,
-        pos,
-        kv_rows,
-        mask,
-        out_ids,
+        tokens: inp.tokens,
+        pos: inp.pos,
+        pos_sections: inp.pos_sections,
+        kv_rows: inp.kv_rows,
+        mask: inp.mask,
+        out_ids: inp.out_ids,
         logits,
         argmax,
+        kept: Vec::new(),
     }
 }
 
@@ -166,6 +238,31 @@ pub struct AttnSpec {
     pub rope: RopeParams,
     /// Per-dimension RoPE frequency factors (llama 3's `rope_freqs`), if the model has them.
     pub rope_freqs: Option<Tensor>,
+    /// Multi-section RoPE's sections (then `pos` holds 4 entries per token).
+    pub sections: Option<[i32; 4]>,
+}
+
+impl AttnSpec {
+    /// A target's attention constants.
+    pub fn of(hp: &Hparams, w: &Weights) -> AttnSpec {
+        AttnSpec {
+            head_dim: hp.head_dim,
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            rms_eps: hp.rms_eps,
+            rope: rope_params(hp),
+            rope_freqs: w.rope_freqs.clone(),
+            sections: hp.rope.sections,
+        }
+    }
+
+    /// RoPE `t` (`[head_dim, heads, n]`) at `pos`.
+    pub fn rope(&self, c: &mut Context, t: &Tensor, pos: &Tensor) -> Tensor {
+        match self.sections {
+            Some(s) => c.rope_multi(t, pos, s, &self.rope),
+            None => c.rope_ext(t, pos, self.rope_freqs.as_ref(), &self.rope),
+        }
+    }
 }
 
 /// One layer's K and V cache tensors (`[n_embd_kv, n_cells]` each).
@@ -194,7 +291,7 @@ pub struct StepInputs<'a> {
 }
 
 /// `rms_norm(x) * w`.
-fn norm(c: &mut Context, x: &Tensor, w: &Tensor, eps: f32) -> Tensor {
+pub(crate) fn norm(c: &mut Context, x: &Tensor, w: &Tensor, eps: f32) -> Tensor {
     let x = c.rms_norm(x, eps);
     c.mul(&x, w)
 }
@@ -220,7 +317,7 @@ fn rope_heads(
     if let Some(hn) = head_norm {
         t = norm(c, &t, hn, a.rms_eps);
     }
-    c.rope_ext(&t, pos, a.rope_freqs.as_ref(), &a.rope)
+    a.rope(c, &t, pos)
 }
 
 /// A layer's K (normed, RoPEd) and V heads for the rows of `x` (the normed layer input), each
@@ -294,30 +391,10 @@ pub fn decoder_layer(
     step: &StepInputs,
     h: &Tensor,
 ) -> Tensor {
-    let n = h.ne()[1];
-    let (hd, nh) = (a.head_dim as i64, a.n_head as i64);
     let x = norm(c, h, &l.attn_norm, a.rms_eps);
     let q = rope_heads(c, a, &l.wq, l.bq.as_ref(), l.q_norm.as_ref(), &x, step.pos);
     let (k, v) = kv_heads(c, a, l, &x, step.pos);
-    // Same node order as llama.cpp: q, v, k, then the cache writes.
-    c.build_forward_expand(gf, &q);
-    c.build_forward_expand(gf, &v);
-    c.build_forward_expand(gf, &k);
-    write_kv(c, gf, cache, &k, &v, step.kv_rows);
-
-    let kp = cache_heads(c, a, cache.k, cache.n_cells, step.n_kv);
-    let vp = cache_heads(c, a, cache.v, cache.n_cells, step.n_kv);
-    let q4 = c.view(
-        &q,
-        &[hd, nh, n, 1],
-        &[q.nb()[1], q.nb()[2], q.nb()[2] * n as usize],
-        0,
-    );
-    let qp = c.permute(&q4, [0, 2, 1, 3]);
-    let kq_scale = 1.0 / (a.head_dim as f32).sqrt();
-    let att = c.flash_attn_ext(&qp, &kp, &vp, step.mask, kq_scale);
-    let ne = att.ne();
-    let att = c.reshape(&att, &[ne[0] * ne[1], ne[2] * ne[3]]);
+    let att = attend(c, gf, a, cache, step, [&q, &k, &v]);
     let mut cur = c.mul_mat(&l.wo, &att);
     let mut residual = h.clone();
     if let Some(ids) = step.out_rows {
@@ -326,9 +403,52 @@ pub fn decoder_layer(
     }
     let ffn_inp = c.add(&cur, &residual);
     let x = norm(c, &ffn_inp, &l.ffn_norm, a.rms_eps);
-    let up = c.mul_mat(&l.ffn_up, &x);
-    let gate = c.mul_mat(&l.ffn_gate, &x);
-    let act = c.swiglu_split(&gate, &up);
-    let down = c.mul_mat(&l.ffn_down, &act);
-    c.add(&down, &ffn_inp)
+    let out = ffn(c, gf, &l.ffn, &x);
+    c.add(&out, &ffn_inp)
+}
+
+/// Attention of the rows' `q` (`[head_dim, n_head, n]`) over the first `step.n_kv` cells of
+/// `cache`, after writing the rows' `k`, `v` there: `[head_dim * n_head, n]`.
+pub fn attend(
+    c: &mut Context,
+    gf: &Graph,
+    a: &AttnSpec,
+    cache: LayerCache,
+    step: &StepInputs,
+    [q, k, v]: [&Tensor; 3],
+) -> Tensor {
+    let n = q.ne()[2];
+    let (hd, nh) = (a.head_dim as i64, a.n_head as i64);
+    // Same node order as llama.cpp: q, v, k, then the cache writes.
+    c.build_forward_expand(gf, q);
+    c.build_forward_expand(gf, v);
+    c.build_forward_expand(gf, k);
+    write_kv(c, gf, cache, k, v, step.kv_rows);
+
+    let kp = cache_heads(c, a, cache.k, cache.n_cells, step.n_kv);
+    let vp = cache_heads(c, a, cache.v, cache.n_cells, step.n_kv);
+    let q4 = c.view(
+        q,
+        &[hd, nh, n, 1],
+        &[q.nb()[1], q.nb()[2], q.nb()[2] * n as usize],
+        0,
+    );
+    let qp = c.permute(&q4, [0, 2, 1, 3]);
+    let kq_scale = 1.0 / (a.head_dim as f32).sqrt();
+    let att = c.flash_attn_ext(&qp, &kp, &vp, step.mask, kq_scale);
+    let ne = att.ne();
+    c.reshape(&att, &[ne[0] * ne[1], ne[2] * ne[3]])
+}
+
+/// The feed-forward block on the normed `x`: SwiGLU, or the routed experts.
+pub fn ffn(c: &mut Context, gf: &Graph, f: &Ffn, x: &Tensor) -> Tensor {
+    match f {
+        Ffn::Dense { gate, up, down } => {
+            let u = c.mul_mat(up, x);
+            let g = c.mul_mat(gate, x);
+            let act = c.swiglu_split(&g, &u);
+            c.mul_mat(down, &act)
+        }
+        Ffn::Moe(m) => super::moe::build(c, gf, m, x),
+    }
 }

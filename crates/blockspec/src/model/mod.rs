@@ -2,14 +2,21 @@
 //! architecture (one file each; the shared decoder blocks are in `blocks`).
 
 pub(crate) mod blocks;
+pub(crate) mod delta_net;
+pub(crate) mod hybrid;
 pub mod llama;
+pub(crate) mod moe;
 pub mod progress;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen35;
+pub mod qwen35moe;
+pub mod qwen3moe;
+pub mod qwen3next;
 pub mod weights;
 
 pub use blocks::{ForwardGraph, GraphShape};
-pub use weights::{LayerWeights, Weights};
+pub use weights::{Ffn, LayerWeights, Layers, Weights};
 
 use crate::format::gguf::{Gguf, GgufError};
 use anyhow::{bail, Result};
@@ -20,23 +27,41 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Llama,
+    /// Qwen3 with mixture-of-experts feed-forward layers (Qwen3-30B-A3B, Qwen3-Coder-30B-A3B).
+    Qwen3Moe,
+    /// Qwen3.5 / Qwen3.6 dense: Gated DeltaNet layers with every fourth layer gated attention.
+    Qwen35,
+    /// Qwen3.5 / Qwen3.6 with MoE feed-forward layers (Qwen3.6-35B-A3B, Qwen3.5-122B-A10B).
+    Qwen35Moe,
+    /// Qwen3-Next (Qwen3-Coder-Next): as Qwen3.5 MoE, with grouped V heads and fused beta/alpha.
+    Qwen3Next,
 }
+
+/// Every architecture we load, with its GGUF name.
+const ARCHES: [(Arch, &str); 7] = [
+    (Arch::Qwen2, "qwen2"),
+    (Arch::Qwen3, "qwen3"),
+    (Arch::Llama, "llama"),
+    (Arch::Qwen3Moe, "qwen3moe"),
+    (Arch::Qwen35, "qwen35"),
+    (Arch::Qwen35Moe, "qwen35moe"),
+    (Arch::Qwen3Next, "qwen3next"),
+];
 
 impl Arch {
     pub fn from_gguf_name(name: &str) -> Option<Arch> {
-        match name {
-            "qwen2" => Some(Arch::Qwen2),
-            "qwen3" => Some(Arch::Qwen3),
-            "llama" => Some(Arch::Llama),
-            _ => None,
-        }
+        ARCHES.iter().find(|(_, n)| *n == name).map(|(a, _)| *a)
     }
     pub fn gguf_name(self) -> &'static str {
-        match self {
-            Arch::Qwen2 => "qwen2",
-            Arch::Qwen3 => "qwen3",
-            Arch::Llama => "llama",
-        }
+        ARCHES
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map(|(_, n)| *n)
+            .expect("every arch is listed")
+    }
+    /// The GGUF names of all supported architectures, for error messages.
+    pub fn supported() -> String {
+        ARCHES.map(|(_, n)| n).join(", ")
     }
 }
 
@@ -66,11 +91,67 @@ pub struct Hparams {
     pub n_ctx_train: usize,
     pub rms_eps: f32,
     pub rope: RopeConfig,
+    /// Mixture-of-experts feed-forward layers, if the model has them.
+    pub moe: Option<MoeParams>,
+    /// Gated DeltaNet geometry, if some layers are recurrent.
+    pub ssm: Option<SsmParams>,
+    /// Per layer: whether it is a recurrent (Gated DeltaNet) layer rather than attention.
+    /// Empty for models without recurrent layers.
+    pub recurrent: Vec<bool>,
+}
+
+/// Routed experts and the optional shared expert (llama.cpp's `expert_*` keys).
+#[derive(Clone, Copy, Debug)]
+pub struct MoeParams {
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    /// Hidden size of one routed expert.
+    pub n_ff_exp: usize,
+    /// Hidden size of the shared expert (0: none).
+    pub n_ff_shexp: usize,
+    /// Renormalise the chosen experts' weights to sum to 1.
+    pub norm_topk: bool,
+}
+
+/// Gated DeltaNet layer geometry (llama.cpp's `ssm.*` keys).
+#[derive(Clone, Copy, Debug)]
+pub struct SsmParams {
+    /// Convolution kernel length (4): the state keeps the last `d_conv - 1` inputs.
+    pub d_conv: usize,
+    /// Key/value head size (`ssm.state_size`; the op needs dk == dv).
+    pub head_dim: usize,
+    /// Key heads (`ssm.group_count`).
+    pub n_k_heads: usize,
+    /// Value heads (`ssm.time_step_rank`).
+    pub n_v_heads: usize,
+}
+
+impl SsmParams {
+    /// Channels of the convolution: q and k (n_k_heads each) then v (n_v_heads).
+    pub fn conv_channels(&self) -> usize {
+        self.head_dim * (2 * self.n_k_heads + self.n_v_heads)
+    }
+    /// f32 values of one layer's convolution state.
+    pub fn conv_state_len(&self) -> usize {
+        (self.d_conv - 1) * self.conv_channels()
+    }
+    /// f32 values of one layer's delta-rule state (a head_dim x head_dim matrix per value head).
+    pub fn delta_state_len(&self) -> usize {
+        self.head_dim * self.head_dim * self.n_v_heads
+    }
+    /// Width of the value (and gate z) projection.
+    pub fn d_inner(&self) -> usize {
+        self.head_dim * self.n_v_heads
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct RopeConfig {
     pub n_rot: usize,
+    /// Multi-section RoPE (Qwen3.5's interleaved M-RoPE): rotary pairs per section. Text
+    /// positions are the same in the first three sections, so only the frequencies' order
+    /// differs from NeoX RoPE.
+    pub sections: Option<[i32; 4]>,
     pub freq_base: f32,
     pub freq_scale: f32,
     pub ext_factor: f32,
@@ -129,11 +210,13 @@ impl Hparams {
             n_head,
             n_head_kv,
             head_dim,
-            n_ff: g.size(&k("feed_forward_length"))?,
+            // MoE-only models may carry no dense feed-forward size.
+            n_ff: g.int_or(&k("feed_forward_length"), 0)? as usize,
             n_ctx_train,
             rms_eps: g.float_or(&k("attention.layer_norm_rms_epsilon"), 1e-6)? as f32,
             rope: RopeConfig {
                 n_rot,
+                sections: None,
                 freq_base: g.float_or(&k("rope.freq_base"), 10000.0)? as f32,
                 freq_scale,
                 ext_factor,
@@ -142,6 +225,9 @@ impl Hparams {
                 beta_slow: 1.0,
                 n_ctx_orig,
             },
+            moe: None,
+            ssm: None,
+            recurrent: Vec::new(),
         };
         if !hp.n_head.is_multiple_of(hp.n_head_kv) {
             return Err(GgufError::Invalid {
@@ -164,6 +250,47 @@ impl Hparams {
     pub fn n_embd_kv(&self) -> usize {
         self.head_dim * self.n_head_kv
     }
+
+    /// Whether layer `il` is recurrent (Gated DeltaNet) rather than attention.
+    pub fn is_recurrent(&self, il: usize) -> bool {
+        self.recurrent.get(il).copied().unwrap_or(false)
+    }
+
+    /// The layers that attend over a KV cache.
+    pub fn attention_layers(&self) -> Vec<usize> {
+        (0..self.n_layer)
+            .filter(|&il| !self.is_recurrent(il))
+            .collect()
+    }
+
+    /// The recurrent layers, in order.
+    pub fn recurrent_layers(&self) -> Vec<usize> {
+        (0..self.n_layer)
+            .filter(|&il| self.is_recurrent(il))
+            .collect()
+    }
+
+    /// Read the routed-expert keys `{arch}.expert_*`.
+    pub(crate) fn read_moe(g: &Gguf, arch: Arch, norm_topk: bool) -> Result<MoeParams, GgufError> {
+        let k = |s: &str| format!("{}.{s}", arch.gguf_name());
+        let moe = MoeParams {
+            n_expert: g.size(&k("expert_count"))?,
+            n_expert_used: g.size(&k("expert_used_count"))?,
+            n_ff_exp: g.size(&k("expert_feed_forward_length"))?,
+            n_ff_shexp: g.int_or(&k("expert_shared_feed_forward_length"), 0)? as usize,
+            norm_topk,
+        };
+        if moe.n_expert_used == 0 || moe.n_expert_used > moe.n_expert {
+            return Err(GgufError::Invalid {
+                path: g.path().to_path_buf(),
+                what: format!(
+                    "{} experts used per token out of {}",
+                    moe.n_expert_used, moe.n_expert
+                ),
+            });
+        }
+        Ok(moe)
+    }
 }
 
 /// Read the hyperparameters of whatever supported architecture `g` holds.
@@ -171,14 +298,19 @@ pub fn hparams_for(g: &Gguf) -> Result<Hparams> {
     let name = g.arch()?;
     let Some(arch) = Arch::from_gguf_name(name) else {
         bail!(
-            "{}: unsupported architecture {name:?} (supported: qwen2, qwen3, llama)",
-            g.path().display()
+            "{}: unsupported architecture {name:?} (supported: {})",
+            g.path().display(),
+            Arch::supported()
         )
     };
     Ok(match arch {
         Arch::Qwen2 => qwen2::hparams(g)?,
         Arch::Qwen3 => qwen3::hparams(g)?,
         Arch::Llama => llama::hparams(g)?,
+        Arch::Qwen3Moe => qwen3moe::hparams(g)?,
+        Arch::Qwen35 => qwen35::hparams(g)?,
+        Arch::Qwen35Moe => qwen35moe::hparams(g)?,
+        Arch::Qwen3Next => qwen3next::hparams(g)?,
     })
 }
 
@@ -202,17 +334,36 @@ impl Model {
         repack: bool,
     ) -> Result<Model> {
         let hp = hparams_for(g)?;
-        let weights = weights::load_dense(g, backend, &hp, progress, repack)?;
+        let weights = if hp.ssm.is_some() {
+            hybrid::load(g, backend, &hp, progress, repack)?
+        } else {
+            weights::load_dense(g, backend, &hp, progress, repack)?
+        };
         Ok(Model { hp, weights })
     }
 
-    /// Build the forward graph for `shape` (see [`GraphShape`]).
+    /// Whether some layers keep a recurrent state (which cannot be cut back like KV cells).
+    pub fn is_hybrid(&self) -> bool {
+        matches!(self.weights.layers, Layers::Hybrid(_))
+    }
+
+    /// Build the forward graph for `shape` (see [`GraphShape`]). `state` is the recurrent
+    /// state of a hybrid model (required for one).
     pub fn build_graph(
         &self,
         kv: &crate::runtime::kv_cache::KvCache,
+        state: Option<&crate::runtime::recurrent_state::RecurrentState>,
         capture: Option<&crate::runtime::capture::CaptureBuffer>,
         shape: GraphShape,
     ) -> ForwardGraph {
-        blocks::build(&self.hp, &self.weights, kv, capture, shape)
+        match &self.weights.layers {
+            Layers::Dense(layers) => {
+                blocks::build(&self.hp, &self.weights, layers, kv, capture, shape)
+            }
+            Layers::Hybrid(layers) => {
+                let state = state.expect("a hybrid model's graph needs its recurrent state");
+                hybrid::build(&self.hp, &self.weights, layers, kv, state, capture, shape)
+            }
+        }
     }
 }

@@ -33,9 +33,33 @@ pub struct LayerWeights<T = Tensor> {
     pub q_norm: Option<T>,
     pub k_norm: Option<T>,
     pub ffn_norm: T,
-    pub ffn_gate: T,
-    pub ffn_up: T,
-    pub ffn_down: T,
+    pub ffn: Ffn<T>,
+}
+
+/// A layer's feed-forward block: one SwiGLU MLP, or routed experts.
+#[derive(Clone, Debug)]
+pub enum Ffn<T = Tensor> {
+    Dense { gate: T, up: T, down: T },
+    Moe(super::moe::MoeWeights<T>),
+}
+
+impl<T> Ffn<T> {
+    pub(crate) fn map<U>(self, mut f: impl FnMut(T) -> U) -> Ffn<U> {
+        match self {
+            Ffn::Dense { gate, up, down } => Ffn::Dense {
+                gate: f(gate),
+                up: f(up),
+                down: f(down),
+            },
+            Ffn::Moe(m) => Ffn::Moe(m.map(f)),
+        }
+    }
+}
+
+/// The decoder layers of a model: all attention, or hybrid (recurrent and attention).
+pub enum Layers {
+    Dense(Vec<LayerWeights>),
+    Hybrid(Vec<super::hybrid::HybridLayer>),
 }
 
 impl<T> LayerWeights<T> {
@@ -52,9 +76,7 @@ impl<T> LayerWeights<T> {
             q_norm: self.q_norm.map(&mut f),
             k_norm: self.k_norm.map(&mut f),
             ffn_norm: f(self.ffn_norm),
-            ffn_gate: f(self.ffn_gate),
-            ffn_up: f(self.ffn_up),
-            ffn_down: f(self.ffn_down),
+            ffn: self.ffn.map(f),
         }
     }
 }
@@ -67,7 +89,7 @@ pub struct Weights {
     pub output: Tensor,
     /// Per-frequency divisors of RoPE (Llama 3.1+ long-context scaling), shared by all layers.
     pub rope_freqs: Option<Tensor>,
-    pub layers: Vec<LayerWeights>,
+    pub layers: Layers,
     pub store: Arc<WeightStore>,
 }
 
@@ -389,21 +411,9 @@ impl<'a> Loader<'a> {
 
 /// Declare the standard tensors of a dense decoder (llama.cpp names).
 pub fn declare_dense(loader: &mut Loader, hp: &super::Hparams) -> Result<DenseDecl> {
-    let (e, ekv, hd, ff, nv) = (hp.n_embd, hp.n_embd_kv(), hp.head_dim, hp.n_ff, hp.n_vocab);
+    let (e, ekv, hd) = (hp.n_embd, hp.n_embd_kv(), hp.head_dim);
     let eq = hp.head_dim * hp.n_head;
-    let tok_embd = loader.require("token_embd.weight", &[e, nv], WeightUse::GetRows)?;
-    let output_norm = loader.require("output_norm.weight", &[e], WeightUse::Other)?;
-    let output = match loader.optional("output.weight", &[e, nv], WeightUse::MulMat)? {
-        Some(o) => o,
-        None => loader.duplicate(
-            "token_embd.weight",
-            "output.weight",
-            &[e, nv],
-            WeightUse::MulMat,
-        )?,
-    };
-    let rope_freqs =
-        loader.optional("rope_freqs.weight", &[hp.rope.n_rot / 2], WeightUse::Other)?;
+    let head = declare_head(loader, hp)?;
     let mut layers = Vec::with_capacity(hp.n_layer);
     for il in 0..hp.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");
@@ -433,43 +443,88 @@ pub fn declare_dense(loader: &mut Loader, hp: &super::Hparams) -> Result<DenseDe
             q_norm: norm(loader, "attn_q_norm.weight")?,
             k_norm: norm(loader, "attn_k_norm.weight")?,
             ffn_norm: loader.require(&n("ffn_norm.weight"), &[e], WeightUse::Other)?,
-            ffn_gate: loader.require(&n("ffn_gate.weight"), &[e, ff], WeightUse::MulMat)?,
-            ffn_up: loader.require(&n("ffn_up.weight"), &[e, ff], WeightUse::MulMat)?,
-            ffn_down: loader.require(&n("ffn_down.weight"), &[ff, e], WeightUse::MulMat)?,
+            ffn: declare_ffn(loader, hp, il)?,
         });
     }
-    Ok(DenseDecl {
+    Ok(DenseDecl { head, layers })
+}
+
+/// Declare layer `il`'s feed-forward tensors: routed experts if the model has them, else a
+/// SwiGLU MLP of `hp.n_ff`.
+pub fn declare_ffn(loader: &mut Loader, hp: &super::Hparams, il: usize) -> Result<Ffn<usize>> {
+    if let Some(moe) = &hp.moe {
+        return super::moe::declare(loader, hp.n_embd, moe, il).map(Ffn::Moe);
+    }
+    let (e, ff) = (hp.n_embd, hp.n_ff);
+    let n = |s: &str| format!("blk.{il}.{s}");
+    Ok(Ffn::Dense {
+        gate: loader.require(&n("ffn_gate.weight"), &[e, ff], WeightUse::MulMat)?,
+        up: loader.require(&n("ffn_up.weight"), &[e, ff], WeightUse::MulMat)?,
+        down: loader.require(&n("ffn_down.weight"), &[ff, e], WeightUse::MulMat)?,
+    })
+}
+
+/// The tensors every decoder has outside its layers: embeddings, final norm, lm_head (the
+/// embeddings again when tied), RoPE frequency factors.
+pub struct HeadDecl {
+    pub tok_embd: usize,
+    pub output_norm: usize,
+    pub output: usize,
+    pub rope_freqs: Option<usize>,
+}
+
+/// Declare the [`HeadDecl`] tensors.
+pub fn declare_head(loader: &mut Loader, hp: &super::Hparams) -> Result<HeadDecl> {
+    let (e, nv) = (hp.n_embd, hp.n_vocab);
+    let tok_embd = loader.require("token_embd.weight", &[e, nv], WeightUse::GetRows)?;
+    let output_norm = loader.require("output_norm.weight", &[e], WeightUse::Other)?;
+    let output = match loader.optional("output.weight", &[e, nv], WeightUse::MulMat)? {
+        Some(o) => o,
+        None => loader.duplicate(
+            "token_embd.weight",
+            "output.weight",
+            &[e, nv],
+            WeightUse::MulMat,
+        )?,
+    };
+    let rope_freqs =
+        loader.optional("rope_freqs.weight", &[hp.rope.n_rot / 2], WeightUse::Other)?;
+    Ok(HeadDecl {
         tok_embd,
         output_norm,
         output,
         rope_freqs,
-        layers,
     })
 }
 
-/// Declaration indices of a dense model's tensors (resolved by [`DenseDecl::resolve`]).
-pub struct DenseDecl {
-    tok_embd: usize,
-    output_norm: usize,
-    output: usize,
-    rope_freqs: Option<usize>,
-    layers: Vec<LayerWeights<usize>>,
-}
-
-impl DenseDecl {
-    pub fn resolve(self, tensors: &[Tensor], store: Arc<WeightStore>) -> Weights {
+impl HeadDecl {
+    /// The model's weights, around `layers`.
+    pub fn resolve(&self, tensors: &[Tensor], layers: Layers, store: Arc<WeightStore>) -> Weights {
         Weights {
             tok_embd: tensors[self.tok_embd].clone(),
             output_norm: tensors[self.output_norm].clone(),
             output: tensors[self.output].clone(),
             rope_freqs: self.rope_freqs.map(|i| tensors[i].clone()),
-            layers: self
-                .layers
-                .into_iter()
-                .map(|l| l.map(|i| tensors[i].clone()))
-                .collect(),
+            layers,
             store,
         }
+    }
+}
+
+/// Declaration indices of a dense model's tensors (resolved by [`DenseDecl::resolve`]).
+pub struct DenseDecl {
+    head: HeadDecl,
+    layers: Vec<LayerWeights<usize>>,
+}
+
+impl DenseDecl {
+    pub fn resolve(self, tensors: &[Tensor], store: Arc<WeightStore>) -> Weights {
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| l.map(|i| tensors[i].clone()))
+            .collect();
+        self.head.resolve(tensors, Layers::Dense(layers), store)
     }
 }
 

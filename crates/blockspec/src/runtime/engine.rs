@@ -5,6 +5,7 @@ use crate::runtime::capture::{read_f32_staged, CaptureBuffer, CapturedRows};
 use crate::runtime::graph_cache::{BuiltGraph, GraphCache};
 use crate::runtime::kv_cache::KvCache;
 use crate::runtime::profile;
+use crate::runtime::recurrent_state::{KeptStates, RecurrentState};
 use anyhow::{bail, Result};
 use ggml::{Backend, Sched, Type};
 use std::sync::Arc;
@@ -14,6 +15,12 @@ use std::sync::Arc;
 pub const KV_PAD: usize = 256;
 /// At most this many built graphs are kept (prompt lengths vary; decode shapes repeat).
 const MAX_CACHED_GRAPHS: usize = 24;
+/// A hybrid model keeps its recurrent state after every token of verify batches up to this
+/// long (all rows output), so any prefix of them commits without another forward. Longer
+/// batches write only their final state.
+pub const MAX_KEPT_TOKENS: usize = 32;
+/// Recurrent-state checkpoints kept per engine (see [`Engine::save_checkpoint`]).
+const MAX_CHECKPOINTS: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -77,6 +84,28 @@ pub struct Engine {
     /// Largest batch measured to compute every row exactly as a one-token step (see
     /// `largest_exact_batch`), and the bound it was measured up to.
     exact_batch: Option<(usize, usize)>,
+    /// A hybrid model's recurrent state (its attention layers use `kv`).
+    state: Option<RecurrentState>,
+    /// The last decode kept its per-token recurrent states: its start position and length,
+    /// and where the states are. Settled (a prefix committed) before anything else runs.
+    pending: Option<PendingStates>,
+    /// Target graph evaluations so far.
+    forwards: u64,
+    /// Saved recurrent states, by position (oldest first), to go back to without recomputing.
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// The recurrent state after the first `pos` positions of the current sequence.
+struct Checkpoint {
+    pos: usize,
+    state: RecurrentState,
+}
+
+/// A verify batch whose recurrent state is not committed yet.
+struct PendingStates {
+    start: usize,
+    n: usize,
+    kept: Vec<KeptStates>,
 }
 
 impl Engine {
@@ -95,7 +124,7 @@ impl Engine {
         }
         let kv = KvCache::new(
             &backend,
-            hp.n_layer,
+            &hp.attention_layers(),
             hp.head_dim,
             hp.n_head_kv,
             // Whole multiples of KV_PAD cells, so every attended span is one too: ggml-cuda's
@@ -115,9 +144,18 @@ impl Engine {
                 cfg.n_ubatch.min(cfg.n_ctx),
             )?)
         };
+        let state = match hp.ssm {
+            Some(ssm) if model.is_hybrid() => Some(RecurrentState::new(
+                &backend,
+                ssm,
+                hp.n_layer,
+                &hp.recurrent_layers(),
+            )?),
+            _ => None,
+        };
         // Room for a 16-token verify's logits (the largest read in a speculative step).
         let staging = backend.pinned_host_memory(16 * hp.n_vocab * 4);
-        let graph_nodes = (hp.n_layer * 40 + 64).max(2048);
+        let graph_nodes = (hp.n_layer * 80 + 64).max(2048);
         let sched = Sched::new(backend.sched_backends(), graph_nodes);
         let graphs = GraphCache::new(sched, !backend.is_cpu(), MAX_CACHED_GRAPHS, "engine");
         let mut e = Engine {
@@ -134,23 +172,47 @@ impl Engine {
             chunk_rows: 0,
             chunk_read: 0,
             exact_batch: None,
+            state,
+            pending: None,
+            forwards: 0,
+            checkpoints: Vec::new(),
         };
-        // Reserve compute memory once for the largest shape, so no step allocates later.
+        // Reserve compute memory once for the largest shapes, so no step allocates later: the
+        // largest batch, and for a hybrid model the largest verify keeping every state.
         let n = e.cfg.n_ubatch.min(e.cfg.n_ctx);
-        let worst = GraphShape {
-            n_tokens: n,
-            n_kv: e.kv.n_ctx,
-            n_outputs: n,
-            capture: e.capture.is_some(),
-        };
-        let g = e.model.build_graph(&e.kv, e.capture.as_ref(), worst);
-        if !e.graphs.reserve(g.graph) {
-            bail!(
-                "could not reserve compute memory for a batch of {n} over {} cells",
-                e.cfg.n_ctx
-            );
+        let mut worst = vec![(n, false)];
+        if e.state.is_some() {
+            worst.push((n.min(MAX_KEPT_TOKENS), true));
+        }
+        for (n, keep_states) in worst {
+            let shape = GraphShape {
+                n_tokens: n,
+                n_kv: e.kv.n_ctx,
+                n_outputs: n,
+                capture: e.capture.is_some(),
+                keep_states,
+            };
+            let g = e
+                .model
+                .build_graph(&e.kv, e.state.as_ref(), e.capture.as_ref(), shape);
+            if !e.graphs.reserve(g.graph) {
+                bail!(
+                    "could not reserve compute memory for a batch of {n} over {} cells",
+                    e.cfg.n_ctx
+                );
+            }
         }
         Ok(e)
+    }
+
+    /// Target graph evaluations since the engine was made (a speculative step costs one).
+    pub fn forwards(&self) -> u64 {
+        self.forwards
+    }
+
+    /// Bytes of the recurrent state (0 for a model without recurrent layers).
+    pub fn recurrent_bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.bytes())
     }
 
     /// The backend this engine runs on (`CPU`, `CUDA0`, ...).
@@ -178,22 +240,95 @@ impl Engine {
     }
 
     /// Forget everything after the first `n` positions (rejected draft tokens, a new prompt
-    /// sharing a prefix). Cells past `n` are masked from then on and overwritten later.
-    pub fn truncate(&mut self, n: usize) {
-        self.n_past = self.n_past.min(n);
+    /// sharing a prefix) and return how many positions are kept. KV cells past them are masked
+    /// from then on and overwritten later. A recurrent state cannot be cut back: it can go to
+    /// any position of the last verify batch (whose per-token states were kept), otherwise it
+    /// is kept whole if `n` covers it, else cleared (0 is returned: recompute from the start).
+    pub fn truncate(&mut self, n: usize) -> usize {
+        let Some(state) = &self.state else {
+            self.n_past = self.n_past.min(n);
+            return self.n_past;
+        };
+        if let Some(p) = self.pending.take() {
+            let end = p.start + p.n;
+            if n >= p.start {
+                let accepted = n.min(end) - p.start;
+                if accepted > 0 {
+                    let _p = profile::scope("engine.commit_state");
+                    for k in &p.kept {
+                        k.commit(state, accepted, p.n);
+                    }
+                }
+                self.n_past = p.start + accepted;
+                return self.n_past;
+            }
+            // The state is still the one before the batch.
+            self.n_past = p.start;
+        }
+        if n >= self.n_past {
+            return self.n_past;
+        }
+        // Checkpoints past `n` belong to a sequence that is being replaced.
+        self.checkpoints.retain(|c| c.pos <= n);
+        match self.checkpoints.last() {
+            Some(c) => {
+                state.copy_from(&c.state);
+                self.n_past = c.pos;
+            }
+            None => self.reset(),
+        }
+        self.n_past
+    }
+
+    /// Save the recurrent state at the current position, so that a later [`truncate`] to
+    /// here or beyond needs no recomputation of what comes before (a server's prompt cache, a
+    /// draft model's rollback). Keeps the last few; nothing to do for a model without
+    /// recurrent layers.
+    ///
+    /// [`truncate`]: Self::truncate
+    pub fn save_checkpoint(&mut self) -> Result<()> {
+        if self.pending.is_some() {
+            self.truncate(self.n_past);
+        }
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let pos = self.n_past;
+        if self.checkpoints.iter().any(|c| c.pos == pos) {
+            return Ok(());
+        }
+        let mut reuse = None;
+        if self.checkpoints.len() >= MAX_CHECKPOINTS {
+            reuse = Some(self.checkpoints.remove(0).state);
+        }
+        let saved = match reuse {
+            Some(s) => s,
+            None => {
+                let hp = &self.model.hp;
+                RecurrentState::new(&self.backend, state.ssm, hp.n_layer, &hp.recurrent_layers())?
+            }
+        };
+        saved.copy_from(state);
+        self.checkpoints.push(Checkpoint { pos, state: saved });
+        self.checkpoints.sort_by_key(|c| c.pos);
+        Ok(())
     }
 
     /// A verify batch evaluated at position `start` is accepted up to its first `rows` tokens:
-    /// keep the target's state after them only (here: forget the KV cells of the rejected rows).
-    /// Speculative decoding commits target state through this alone, so a target whose state is
-    /// not a truncatable cache (recurrent layers keep a state per token and commit the one
-    /// after the last accepted token) changes only this.
+    /// keep the target's state after them only (forget the KV cells of the rejected rows; a
+    /// recurrent state takes the one kept after the last accepted token, without a forward).
+    /// Speculative decoding commits target state through this alone.
     pub fn commit_accepted(&mut self, start: usize, rows: usize) {
         self.truncate(start + rows);
     }
 
     pub fn reset(&mut self) {
         self.n_past = 0;
+        self.pending = None;
+        self.checkpoints.clear();
+        if let Some(s) = &self.state {
+            s.clear();
+        }
     }
 
     /// Drop the graphs built for prompt chunks (many tokens, one output row). Their lengths
@@ -340,6 +475,10 @@ impl Engine {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             bail!("token id {bad} out of range (vocabulary size {n_vocab})");
         }
+        // Anything that runs after a verify accepts all of it.
+        if self.pending.is_some() {
+            self.truncate(self.n_past);
+        }
         self.captured.clear();
         (self.chunk_rows, self.chunk_read) = (0, 0);
         self.last_cold = false;
@@ -377,16 +516,21 @@ impl Engine {
         // A chunk without outputs still computes the last row's logits (cheap, one row) so that
         // the graph shape stays among the common ones.
         let n_rows = if last_captured { nt } else { n_outputs.max(1) };
+        // A verify-sized batch of a hybrid model keeps every token's recurrent state.
+        // (One token needs none: it is accepted whole or not evaluated.)
+        let keep_states =
+            self.state.is_some() && n_outputs == nt && (2..=MAX_KEPT_TOKENS).contains(&nt);
         let shape = GraphShape {
             n_tokens: nt,
             n_kv,
             n_outputs: n_rows,
             capture,
+            keep_states,
         };
         if !self.graphs.contains(&shape) {
-            let g = self
-                .model
-                .build_graph(&self.kv, self.capture.as_ref(), shape);
+            let g =
+                self.model
+                    .build_graph(&self.kv, self.state.as_ref(), self.capture.as_ref(), shape);
             self.graphs.insert(shape, g);
         }
         let g = self.graphs.prepare(shape)?;
@@ -394,8 +538,8 @@ impl Engine {
         let start = self.n_past;
         let toks: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
         g.tokens.write_i32(&toks);
-        let pos: Vec<i32> = (start..start + nt).map(|p| p as i32).collect();
-        g.pos.write_i32(&pos);
+        g.pos
+            .write_i32(&crate::model::blocks::positions(start, nt, g.pos_sections));
         let rows: Vec<i64> = (start..start + nt).map(|p| p as i64).collect();
         g.kv_rows.write_i64(&rows);
         g.mask.write_f16_bits(&causal_mask(start, nt, n_kv));
@@ -406,10 +550,15 @@ impl Engine {
         }
 
         let (logits_t, argmax_t) = (g.logits.clone(), g.argmax.clone());
+        let kept = g.kept.clone();
         drop(inputs);
         {
             let _p = profile::scope("engine.compute");
             self.last_cold |= self.graphs.compute(shape)?;
+        }
+        self.forwards += 1;
+        if keep_states {
+            self.pending = Some(PendingStates { start, n: nt, kept });
         }
         self.n_past += nt;
 

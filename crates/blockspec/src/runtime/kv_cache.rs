@@ -15,9 +15,11 @@ pub struct KvStore {
 }
 
 pub struct KvCache {
-    /// Per layer: K as [n_embd_kv, n_ctx] rows.
+    /// Per attention layer: K as [n_embd_kv, n_ctx] rows.
     pub k: Vec<Tensor>,
     pub v: Vec<Tensor>,
+    /// Per model layer: its index in `k`/`v` (`None`: a recurrent layer, no cache).
+    slot: Vec<Option<usize>>,
     pub n_ctx: usize,
     pub type_k: Type,
     pub type_v: Type,
@@ -25,9 +27,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// A cache for the attention layers `layers` (model layer indices).
     pub fn new(
         backend: &Backend,
-        n_layer: usize,
+        layers: &[usize],
         head_dim: usize,
         n_head_kv: usize,
         n_ctx: usize,
@@ -44,10 +47,12 @@ impl KvCache {
             }
         }
         let n_embd_kv = head_dim * n_head_kv;
-        let mut ctx = Context::new(2 * n_layer, 0);
-        let mut k = Vec::with_capacity(n_layer);
-        let mut v = Vec::with_capacity(n_layer);
-        for il in 0..n_layer {
+        let mut ctx = Context::new(2 * layers.len().max(1), 0);
+        let mut k = Vec::with_capacity(layers.len());
+        let mut v = Vec::with_capacity(layers.len());
+        let mut slot = vec![None; layers.iter().max().map_or(0, |&l| l + 1)];
+        for (i, &il) in layers.iter().enumerate() {
+            slot[il] = Some(i);
             let kt = ctx.new_tensor(type_k, &[n_embd_kv as i64, n_ctx as i64]);
             ctx.set_name(&kt, &format!("cache_k_l{il}"));
             let vt = ctx.new_tensor(type_v, &[n_embd_kv as i64, n_ctx as i64]);
@@ -62,11 +67,27 @@ impl KvCache {
         Ok(KvCache {
             k,
             v,
+            slot,
             n_ctx,
             type_k,
             type_v,
             store: Arc::new(KvStore { _ctx: ctx, buffer }),
         })
+    }
+
+    /// Layer `il`'s K and V cache. Panics for a layer without one (a recurrent layer).
+    pub fn layer(&self, il: usize) -> crate::model::blocks::LayerCache<'_> {
+        let i = self
+            .slot
+            .get(il)
+            .copied()
+            .flatten()
+            .expect("an attention layer");
+        crate::model::blocks::LayerCache {
+            k: &self.k[i],
+            v: &self.v[i],
+            n_cells: self.n_ctx,
+        }
     }
 
     pub fn bytes(&self) -> usize {

@@ -7,3 +7,4 @@ pub mod engine;
 pub mod graph_cache;
 pub mod kv_cache;
 pub mod profile;
+pub mod recurrent_state;

@@ -27,9 +27,14 @@ impl MemoryPlan {
         // Caches hold whole KV_PAD spans of cells (see Engine::new).
         let pad =
             |n: usize| n.div_ceil(crate::runtime::engine::KV_PAD) * crate::runtime::engine::KV_PAD;
-        let kv = hp.n_layer
+        // Attention layers hold KV cells; recurrent layers a fixed f32 state (and its
+        // checkpoints, counted as they are made).
+        let kv = hp.attention_layers().len()
             * pad(n_ctx)
-            * (kv_row(cfg.type_k, hp.n_embd_kv()) + kv_row(cfg.type_v, hp.n_embd_kv()));
+            * (kv_row(cfg.type_k, hp.n_embd_kv()) + kv_row(cfg.type_v, hp.n_embd_kv()))
+            + hp.ssm.map_or(0, |s| {
+                hp.recurrent_layers().len() * 4 * (s.conv_state_len() + s.delta_state_len())
+            });
         let file_bytes = |p: &Path| std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0);
         let (mut features, mut draft_weights, mut draft_kv) = (0, 0, 0);
         match &cfg.draft {
@@ -61,7 +66,10 @@ impl MemoryPlan {
                 let dg = open_gguf(p).context("--draft")?;
                 let dhp = crate::model::hparams_for(&dg)?;
                 draft_weights = dg.tensor_data_bytes() as usize;
-                draft_kv = dhp.n_layer * pad(n_ctx) * 2 * kv_row(ggml::Type::F16, dhp.n_embd_kv());
+                draft_kv = dhp.attention_layers().len()
+                    * pad(n_ctx)
+                    * 2
+                    * kv_row(ggml::Type::F16, dhp.n_embd_kv());
             }
             DraftConfig::None | DraftConfig::Ngram { .. } => {}
         }

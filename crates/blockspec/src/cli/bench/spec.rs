@@ -46,6 +46,7 @@ pub(super) fn bench_spec(
     let mut plain = (0usize, 0.0f64);
     let mut spec = (0usize, 0.0f64);
     let (mut steps, mut spec_steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize, 0usize);
+    let mut target_forwards = 0u64;
     let (mut draft_ms, mut verify_ms, mut host_ms) = (0.0f64, 0.0f64, 0.0f64);
     let mut n_identical = 0usize;
     let mut phases: Vec<(&'static str, f64, u64)> = Vec::new();
@@ -92,6 +93,7 @@ pub(super) fn bench_spec(
         spec.1 += gs.timings.predicted_ms;
         steps += st.steps;
         spec_steps += st.spec_steps;
+        target_forwards += st.target_forwards;
         drafted += st.drafted;
         accepted += st.accepted;
         draft_ms += st.draft_ms;
@@ -134,6 +136,7 @@ pub(super) fn bench_spec(
     result.insert("spec_accepted".into(), accepted.into());
     result.insert("spec_steps".into(), steps.into());
     result.insert("spec_speculative_steps".into(), spec_steps.into());
+    result.insert("spec_target_forwards".into(), target_forwards.into());
     // Per target step: drafting (over speculative steps), verify, and host time (sampling,
     // bookkeeping) outside both.
     result.insert(

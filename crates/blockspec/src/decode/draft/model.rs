@@ -121,7 +121,8 @@ impl Drafter for DraftModel {
             .take_while(|(a, b)| a == b)
             .count()
             .min(self.engine.n_past());
-        self.engine.truncate(reuse);
+        // A hybrid draft model's state may only go back to a checkpoint.
+        let reuse = self.engine.truncate(reuse);
         self.cached.truncate(reuse);
         self.pending.clear();
         self.pending.extend_from_slice(&prompt[reuse..]);
@@ -159,6 +160,8 @@ impl Drafter for DraftModel {
         }
         let mut logits = self.engine.decode(&input, Outputs::Last)?;
         self.cached.extend_from_slice(&input);
+        // A hybrid draft model's state comes back here if drafts are rejected.
+        self.engine.save_checkpoint()?;
         self.step_base = Some(base);
         let mut out = Vec::with_capacity(want);
         while out.len() < want {
@@ -186,8 +189,14 @@ impl Drafter for DraftModel {
                 // the ones that were committed, evaluate the rest next time.
                 let evaluated = self.engine.n_past() - base;
                 let keep = tokens.len().min(evaluated);
-                self.engine.truncate(base + keep);
-                self.cached.truncate(base + keep);
+                // A hybrid draft model goes back to its checkpoint at `base` at worst: the
+                // committed tokens it lost are evaluated again with the next draft.
+                let kept = self.engine.truncate(base + keep);
+                let lost = self.cached
+                    [kept.min(self.cached.len())..(base + keep).min(self.cached.len())]
+                    .to_vec();
+                self.cached.truncate(kept);
+                self.pending.extend_from_slice(&lost);
                 self.pending.extend_from_slice(&tokens[keep..]);
             }
         }

@@ -89,6 +89,7 @@ pub fn generate_speculative(
         Some(p) if p.max_len() == max_len && p.fixed() == fixed => p,
         _ => LengthPolicy::new(max_len, fixed, drafter.cost()),
     };
+    let forwards_before = engine.forwards();
     let mut run = SpecRun {
         engine,
         drafter,
@@ -106,12 +107,14 @@ pub fn generate_speculative(
     };
     let stop = run.run(&logits)?;
     let SpecRun {
+        engine,
         drafter,
         policy,
         mut out,
         rec,
         ..
     } = run;
+    let target_forwards = engine.forwards() - forwards_before;
     spec.policy = Some(policy);
     // The next generation starts with a prompt evaluation: keep what the drafter still needs.
     drafter.release_capture()?;
@@ -121,7 +124,8 @@ pub fn generate_speculative(
     timings.predicted_n = tokens.len();
     timings.predicted_ms = ms_since(t1);
     timings.finish();
-    let stats = rec.finish(tokens.len(), timings.predicted_ms);
+    let mut stats = rec.finish(tokens.len(), timings.predicted_ms);
+    stats.target_forwards = target_forwards;
     Ok((
         Generation {
             tokens,

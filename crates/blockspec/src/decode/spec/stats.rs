@@ -12,6 +12,9 @@ pub struct SpecStats {
     pub steps: usize,
     /// Speculative steps (a drafter ran and its drafts were verified).
     pub spec_steps: usize,
+    /// Target graph evaluations after the prompt. Equal to `steps` when a rejection costs no
+    /// extra forward (no replay, also on hybrid targets); more if a step had to be split.
+    pub target_forwards: u64,
     /// Draft tokens verified.
     pub drafted: usize,
     /// Draft tokens accepted.

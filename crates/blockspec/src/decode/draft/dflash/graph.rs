@@ -75,6 +75,7 @@ impl DFlashDrafter {
                 beta_slow: 1.0,
             },
             rope_freqs: None,
+            sections: None,
         }
     }
 

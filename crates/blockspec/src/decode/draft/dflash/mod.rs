@@ -31,6 +31,7 @@ pub use convert::{convert_draft, ConvertOptions, ConvertReport};
 pub use weights::DFlashWeights;
 
 use super::{Drafter, Features};
+use crate::model::Ffn;
 use crate::model::Model;
 use crate::runtime::capture::CapturedRows;
 use crate::runtime::engine::KV_PAD;
@@ -237,16 +238,11 @@ impl DFlashDrafter {
     pub fn matrix_types(&self) -> Vec<Type> {
         let mut out = vec![self.w.t.fc.ty()];
         for l in &self.w.t.layers {
-            for t in [
-                &l.wq,
-                &l.wk,
-                &l.wv,
-                &l.wo,
-                &l.ffn_gate,
-                &l.ffn_up,
-                &l.ffn_down,
-            ] {
+            for t in [&l.wq, &l.wk, &l.wv, &l.wo] {
                 out.push(t.ty());
+            }
+            if let Ffn::Dense { gate, up, down } = &l.ffn {
+                out.extend([gate.ty(), up.ty(), down.ty()]);
             }
         }
         out

@@ -6,7 +6,7 @@ use super::gguf::{self, DraftGguf};
 use super::safetensors::SafetensorsDir;
 use crate::format::gguf::Gguf;
 use crate::model::weights::{Loader, Requantized, TensorSource, WeightStore};
-use crate::model::{LayerWeights, Model};
+use crate::model::{Ffn, LayerWeights, Model};
 use anyhow::{bail, Result};
 use ggml::{Backend, Tensor, Type, WeightUse};
 use std::path::Path;
@@ -73,9 +73,11 @@ fn load_weights(
                 q_norm: Some(t[i[5]].clone()),
                 k_norm: Some(t[i[6]].clone()),
                 ffn_norm: t[i[7]].clone(),
-                ffn_gate: t[i[8]].clone(),
-                ffn_up: t[i[9]].clone(),
-                ffn_down: t[i[10]].clone(),
+                ffn: Ffn::Dense {
+                    gate: t[i[8]].clone(),
+                    up: t[i[9]].clone(),
+                    down: t[i[10]].clone(),
+                },
             })
             .collect(),
         store,

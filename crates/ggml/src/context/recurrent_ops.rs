@@ -1,0 +1,176 @@
+//! The operations hybrid and mixture-of-experts targets add to a graph (Gated DeltaNet, its
+//! causal convolution, multi-section RoPE, expert routing), and the device-side copy a
+//! speculative step commits recurrent state with.
+
+use super::{Context, Tensor};
+use crate::sys;
+use std::ptr::NonNull;
+
+impl Context {
+    pub fn sigmoid(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        // SAFETY (all ops here): live context and live tensors; ggml asserts shape rules.
+        ptr!(self, unsafe { sys::ggml_sigmoid(self.ctx(), a.raw()) })
+    }
+    pub fn softplus(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_softplus(self.ctx(), a.raw()) })
+    }
+    pub fn div(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(b);
+        ptr!(self, unsafe { sys::ggml_div(self.ctx(), a.raw(), b.raw()) })
+    }
+    /// Softmax over each row (dimension 0).
+    pub fn soft_max(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_soft_max(self.ctx(), a.raw()) })
+    }
+    /// The sum of each row: `[n, ...]` -> `[1, ...]`.
+    pub fn sum_rows(&mut self, a: &Tensor) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_sum_rows(self.ctx(), a.raw()) })
+    }
+    pub fn clamp(&mut self, a: &Tensor, min: f32, max: f32) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_clamp(self.ctx(), a.raw(), min, max)
+        })
+    }
+    /// `a` repeated (tiled) up to shape `ne`.
+    pub fn repeat_4d(&mut self, a: &Tensor, ne: [i64; 4]) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_repeat_4d(self.ctx(), a.raw(), ne[0], ne[1], ne[2], ne[3])
+        })
+    }
+    /// I32 indices of the `k` largest entries of each row, largest first.
+    pub fn argsort_top_k(&mut self, a: &Tensor, k: usize) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_argsort_top_k(self.ctx(), a.raw(), k as i32)
+        })
+    }
+    /// Per token, the product of `b`'s rows with the experts of `a` (`[k, m, n_expert]`) that
+    /// `ids` (I32 `[n_used, n_tokens]`) selects: `b` `[k, n_used or 1, n_tokens]` ->
+    /// `[m, n_used, n_tokens]`.
+    pub fn mul_mat_id(&mut self, a: &Tensor, b: &Tensor, ids: &Tensor) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(b);
+        self.depend_on(ids);
+        ptr!(self, unsafe {
+            sys::ggml_mul_mat_id(self.ctx(), a.raw(), b.raw(), ids.raw())
+        })
+    }
+    /// Multi-section RoPE (M-RoPE / interleaved M-RoPE: `p.mode` 8 or 40): `pos` is I32
+    /// `[4 * n_tokens]`, section-major; `sections` the rotary pairs given to each section.
+    pub fn rope_multi(
+        &mut self,
+        a: &Tensor,
+        pos: &Tensor,
+        sections: [i32; 4],
+        p: &super::RopeParams,
+    ) -> Tensor {
+        self.depend_on(a);
+        self.depend_on(pos);
+        let mut s = sections;
+        ptr!(self, unsafe {
+            sys::ggml_rope_multi(
+                self.ctx(),
+                a.raw(),
+                pos.raw(),
+                std::ptr::null_mut(),
+                p.n_dims,
+                s.as_mut_ptr(),
+                p.mode,
+                p.n_ctx_orig,
+                p.freq_base,
+                p.freq_scale,
+                p.ext_factor,
+                p.attn_factor,
+                p.beta_fast,
+                p.beta_slow,
+            )
+        })
+    }
+    /// Depthwise causal convolution: `sx` `[d_conv - 1 + n_t, channels, n_seqs]` (the previous
+    /// `d_conv - 1` inputs then the new ones, per channel), `c` `[d_conv, channels]` ->
+    /// `[channels, n_t, n_seqs]`.
+    pub fn ssm_conv(&mut self, sx: &Tensor, c: &Tensor) -> Tensor {
+        self.depend_on(sx);
+        self.depend_on(c);
+        ptr!(self, unsafe {
+            sys::ggml_ssm_conv(self.ctx(), sx.raw(), c.raw())
+        })
+    }
+    /// The gated delta rule over `n_tokens` (see ggml.h): q, k `[S, H_k, n_tokens, n_seqs]`,
+    /// v `[S, H_v, n_tokens, n_seqs]`, g and beta `[1, H_v, n_tokens, n_seqs]`, state
+    /// `[S, S, H_v, n_seqs]`. The result packs the outputs `[S, H_v, n_tokens, n_seqs]`, then
+    /// `snapshots` states, the latest first (slot s = the state `s` tokens before the end).
+    pub fn gated_delta_net(
+        &mut self,
+        [q, k, v]: [&Tensor; 3],
+        g: &Tensor,
+        beta: &Tensor,
+        state: &Tensor,
+        snapshots: usize,
+    ) -> Tensor {
+        for t in [q, k, v, g, beta, state] {
+            self.depend_on(t);
+        }
+        ptr!(self, unsafe {
+            sys::ggml_gated_delta_net(
+                self.ctx(),
+                q.raw(),
+                k.raw(),
+                v.raw(),
+                g.raw(),
+                beta.raw(),
+                state.raw(),
+                snapshots as i64,
+            )
+        })
+    }
+}
+
+impl Tensor {
+    /// Copy `n` bytes of `src` from byte `src_offset` into this tensor at byte `dst_offset`,
+    /// where the two live (device to device on a GPU; no graph). Both must be allocated, of one
+    /// element type, and the ranges whole elements inside each tensor.
+    pub fn copy_bytes_from(&self, src: &Tensor, src_offset: usize, dst_offset: usize, n: usize) {
+        assert!(
+            self.is_allocated() && src.is_allocated(),
+            "copy between unallocated tensors"
+        );
+        assert_eq!(self.ty(), src.ty(), "copy between element types");
+        let es = self.ty().row_bytes(1).expect("copy of a non-scalar type") as usize;
+        assert!(
+            n.is_multiple_of(es) && src_offset.is_multiple_of(es) && dst_offset.is_multiple_of(es)
+        );
+        assert!(src_offset + n <= src.nbytes() && dst_offset + n <= self.nbytes());
+        if n == 0 {
+            return;
+        }
+        let tmp = Context::new(2, 0);
+        // SAFETY: the views live in `tmp`, which outlives their use here; each view lies inside
+        // its (checked, allocated) source, and ggml_backend_view_init points it at the
+        // source's buffer memory. The sources' buffers are alive: the handles keep them.
+        unsafe {
+            let sv = sys::ggml_view_1d(tmp.ctx(), src.raw(), (n / es) as i64, src_offset);
+            let dv = sys::ggml_view_1d(tmp.ctx(), self.raw(), (n / es) as i64, dst_offset);
+            let (sv, dv) = (
+                NonNull::new(sv).expect("view"),
+                NonNull::new(dv).expect("view"),
+            );
+            assert_eq!(
+                sys::ggml_backend_view_init(sv.as_ptr()),
+                sys::GGML_STATUS_SUCCESS
+            );
+            assert_eq!(
+                sys::ggml_backend_view_init(dv.as_ptr()),
+                sys::GGML_STATUS_SUCCESS
+            );
+            sys::ggml_backend_tensor_copy(sv.as_ptr(), dv.as_ptr());
+        }
+    }
+}
