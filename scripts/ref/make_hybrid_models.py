@@ -31,8 +31,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import gguf_numpy_forward  # noqa: E402  (same folder)
 from make_tiny_models import (  # noqa: E402  (same folder)
     CHATML_TEMPLATE, QWEN2_PAT, build_tokenizer, margins, sha256, use_converter_paths)
+
+
+def arch_of(meta: dict) -> str:
+    return meta["general.architecture"]
 
 REPO = HERE.parents[1]
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "hybrid"
@@ -322,10 +327,11 @@ def gguf_read(path: Path):
     import gguf
     import numpy as np
     r = gguf.GGUFReader(str(path))
-    meta = {}
+    meta, types = {}, {}
     for name, field in r.fields.items():
         if name.startswith("GGUF."):
             continue
+        types[name] = "/".join(t.name for t in field.types)
         try:
             meta[name] = field.contents()
         except Exception:  # noqa: BLE001
@@ -336,10 +342,10 @@ def gguf_read(path: Path):
         shape = [int(v) for v in t.shape]
         shapes[t.name] = (t.tensor_type.name, shape)
         tensors[t.name] = np.array(t.data, copy=True).reshape(shape[::-1])
-    return r, meta, tensors, shapes
+    return types, meta, tensors, shapes
 
 
-def gguf_listing(path: Path, meta: dict, shapes: dict) -> str:
+def gguf_listing(path: Path, meta: dict, types: dict, shapes: dict) -> str:
     lines = [f"# {path.name}  ({path.stat().st_size} bytes, sha256 {sha256(path)})", "metadata:"]
     for name, val in meta.items():
         if isinstance(val, list):
@@ -349,7 +355,7 @@ def gguf_listing(path: Path, meta: dict, shapes: dict) -> str:
             desc = json.dumps(val if len(val) <= 60 else val[:57] + "...", ensure_ascii=False)
         else:
             desc = repr(val)
-        lines.append(f"  {name:<46} {desc}")
+        lines.append(f"  {name:<46} {types[name]:<13} {desc}")
     lines.append(f"tensors ({len(shapes)}, in file order; type and shape in GGML order ne[0], ne[1], ...):")
     for n, (ty, sh) in shapes.items():
         lines.append(f"  {n:<34} {ty:<4} {sh}")
@@ -455,8 +461,8 @@ def make(name: str, out_root: Path, work: Path) -> dict:
     model, tok, rules = build_model(name, spec, hf_dir)
     gguf_path = out / "model-f32.gguf"
     convert(hf_dir, gguf_path, spec["pre"], spec["no_mtp"])
-    _, meta, tensors, shapes = gguf_read(gguf_path)
-    (out / "gguf-listing.txt").write_text(gguf_listing(gguf_path, meta, shapes))
+    types, meta, tensors, shapes = gguf_read(gguf_path)
+    (out / "gguf-listing.txt").write_text(gguf_listing(gguf_path, meta, types, shapes))
 
     special_ids = {tok.convert_tokens_to_ids(s) for s in SPECIALS}
     prompts, tries = choose_prompts(model, spec["seed"], special_ids)
@@ -465,10 +471,16 @@ def make(name: str, out_root: Path, work: Path) -> dict:
 
     seqs = []
     checks = dict(generate_matches_uncached_greedy=True, llama_cpp_equals_transformers=[])
+    np_meta, np_tensors = gguf_numpy_forward.read_gguf(gguf_path)
+    np_err, np_other = 0.0, []
     for ids, lc in zip(prompts, llama):
         with torch.no_grad():
             lg = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float().numpy()
         gen, glg = hf_generate(model, ids)
+        np_err = max(np_err, float(np.abs(gguf_numpy_forward.forward(np_meta, np_tensors, ids) - lg).max()))
+        if "linear_attention" in (getattr(model.config, "layer_types", None) or []):
+            other = "tiled" if arch_of(meta) == "qwen3next" else "grouped"
+            np_other.append(float(np.abs(gguf_numpy_forward.forward(np_meta, np_tensors, ids, other) - lg).max()))
         if greedy_uncached(model, ids, GEN_TOKENS) != gen:
             checks["generate_matches_uncached_greedy"] = False
         pos = stored_positions(len(ids))
@@ -487,6 +499,11 @@ def make(name: str, out_root: Path, work: Path) -> dict:
             logit_scale=dict(max_abs=float(f"{np.abs(lg).max():.4g}"), std=float(f"{lg.std():.4g}")),
         ))
     checks["all_llama_cpp_equal"] = all(checks["llama_cpp_equals_transformers"])
+    # scripts/ref/gguf_numpy_forward.py: float64, reads only the GGUF, README's conventions
+    checks["numpy_gguf_forward_vs_hf_max_abs_dlogit"] = float(f"{np_err:.3g}")
+    if np_other:
+        checks["numpy_gguf_forward_other_v_head_order_max_abs_dlogit_per_sequence"] = [
+            float(f"{v:.3g}") for v in np_other]
     conv = conventions(name, model, tensors, meta)
     arch = meta["general.architecture"]
     gguf_facts = {k: v for k, v in meta.items()
@@ -525,6 +542,10 @@ def make(name: str, out_root: Path, work: Path) -> dict:
             "against a greedy loop of uncached full forwards (checks.generate_matches_uncached_greedy).",
             "llama_cpp_generated: the reference llama.cpp server's greedy continuation of the same prompt ids "
             "(POST /completion, temperature 0, top_k 1).",
+            "checks.numpy_gguf_forward_vs_hf_max_abs_dlogit: scripts/ref/gguf_numpy_forward.py, a float64 numpy "
+            "forward that reads only the GGUF with the README's conventions, against the unrounded HF logits of "
+            "every position; ..._other_v_head_order_...: the same forward with the other V-head order (tiled vs "
+            "grouped), per sequence: large, so the fixtures tell the two orders apart.",
             "gguf_conventions: measured on the converted file against the HF weights (exact f32 comparisons); "
             "'grouped' = HF order (v head j belongs to k head j // (Hv/Hk)), 'tiled' = k head j % Hk.",
         ],
