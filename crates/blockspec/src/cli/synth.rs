@@ -15,7 +15,7 @@ pub(super) struct SynthArgs {
     )]
     dflash_for: Option<PathBuf>,
     /// Write a random-weight target with the shapes of: qwen3-8b, qwen3-4b, llama-3.1-8b,
-    /// qwen2.5-1.5b.
+    /// qwen2.5-1.5b, qwen3-30b-a3b (MoE), qwen3.5-27b (hybrid), qwen3.6-35b-a3b (hybrid MoE).
     #[arg(long = "like")]
     like: Option<String>,
     /// Weight types of a --like target: q4_k_m (llama.cpp's mix), q8_0, f16.

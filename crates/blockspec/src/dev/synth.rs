@@ -151,6 +151,35 @@ pub struct TargetShape {
     pub qkv_bias: bool,
     /// per-head q/k RMS norms (Qwen3).
     pub qk_norm: bool,
+    /// Routed experts instead of a dense feed-forward.
+    pub moe: Option<MoeShape>,
+    /// Gated DeltaNet layers (Qwen3.5/3.6 hybrids).
+    pub hybrid: Option<HybridShape>,
+}
+
+/// The experts of a MoE shape.
+#[derive(Clone, Copy, Debug)]
+pub struct MoeShape {
+    pub n_expert: usize,
+    pub n_used: usize,
+    pub n_ff_exp: usize,
+    /// Shared expert width (0: none).
+    pub n_ff_shexp: usize,
+}
+
+/// The recurrent side of a Qwen3.5-style hybrid shape.
+#[derive(Clone, Copy, Debug)]
+pub struct HybridShape {
+    /// Every this-many-th layer is attention (4).
+    pub full_every: usize,
+    pub n_k_heads: usize,
+    pub n_v_heads: usize,
+    /// dk = dv.
+    pub head_dim: usize,
+    pub d_conv: usize,
+    /// Rotary dimensions of the attention heads (partial RoPE) and their M-RoPE sections.
+    pub n_rot: usize,
+    pub sections: [i32; 4],
 }
 
 pub const TARGET_SHAPES: &[TargetShape] = &[
@@ -169,6 +198,8 @@ pub const TARGET_SHAPES: &[TargetShape] = &[
         tied: false,
         qkv_bias: false,
         qk_norm: true,
+        moe: None,
+        hybrid: None,
     },
     TargetShape {
         name: "qwen3-4b",
@@ -185,6 +216,8 @@ pub const TARGET_SHAPES: &[TargetShape] = &[
         tied: true,
         qkv_bias: false,
         qk_norm: true,
+        moe: None,
+        hybrid: None,
     },
     TargetShape {
         name: "llama-3.1-8b",
@@ -201,6 +234,8 @@ pub const TARGET_SHAPES: &[TargetShape] = &[
         tied: false,
         qkv_bias: false,
         qk_norm: false,
+        moe: None,
+        hybrid: None,
     },
     TargetShape {
         name: "qwen2.5-1.5b",
@@ -217,6 +252,91 @@ pub const TARGET_SHAPES: &[TargetShape] = &[
         tied: false,
         qkv_bias: true,
         qk_norm: false,
+        moe: None,
+        hybrid: None,
+    },
+    // Qwen3-30B-A3B / Qwen3-Coder-30B-A3B (the DDTree paper's target).
+    TargetShape {
+        name: "qwen3-30b-a3b",
+        arch: "qwen3moe",
+        n_layer: 48,
+        n_embd: 2048,
+        n_head: 32,
+        n_head_kv: 4,
+        head_dim: 128,
+        n_ff: 6144,
+        n_vocab: 151936,
+        n_ctx: 262144,
+        rope_theta: 10_000_000.0,
+        tied: false,
+        qkv_bias: false,
+        qk_norm: true,
+        moe: Some(MoeShape {
+            n_expert: 128,
+            n_used: 8,
+            n_ff_exp: 768,
+            n_ff_shexp: 0,
+        }),
+        hybrid: None,
+    },
+    // Qwen3.5-27B / Qwen3.6-27B: 48 Gated DeltaNet + 16 gated attention layers.
+    TargetShape {
+        name: "qwen3.5-27b",
+        arch: "qwen35",
+        n_layer: 64,
+        n_embd: 5120,
+        n_head: 24,
+        n_head_kv: 4,
+        head_dim: 256,
+        n_ff: 17408,
+        n_vocab: 248320,
+        n_ctx: 262144,
+        rope_theta: 10_000_000.0,
+        tied: false,
+        qkv_bias: false,
+        qk_norm: true,
+        moe: None,
+        hybrid: Some(HybridShape {
+            full_every: 4,
+            n_k_heads: 16,
+            n_v_heads: 48,
+            head_dim: 128,
+            d_conv: 4,
+            n_rot: 64,
+            sections: [11, 11, 10, 0],
+        }),
+    },
+    // Qwen3.6-35B-A3B: the hybrid stack with 256 experts (8 used) and a shared expert.
+    TargetShape {
+        name: "qwen3.6-35b-a3b",
+        arch: "qwen35moe",
+        n_layer: 40,
+        n_embd: 2048,
+        n_head: 16,
+        n_head_kv: 2,
+        head_dim: 256,
+        n_ff: 512,
+        n_vocab: 248320,
+        n_ctx: 262144,
+        rope_theta: 10_000_000.0,
+        tied: false,
+        qkv_bias: false,
+        qk_norm: true,
+        moe: Some(MoeShape {
+            n_expert: 256,
+            n_used: 8,
+            n_ff_exp: 512,
+            n_ff_shexp: 512,
+        }),
+        hybrid: Some(HybridShape {
+            full_every: 4,
+            n_k_heads: 16,
+            n_v_heads: 32,
+            head_dim: 128,
+            d_conv: 4,
+            n_rot: 64,
+            sections: [11, 11, 10, 0],
+        }),
     },
 ];
 
@@ -382,6 +502,47 @@ pub fn write_synthetic_target(
             Value::F32(1e-6),
         ),
     ];
+    if let Some(m) = &s.moe {
+        kv.push((format!("{a}.expert_count"), Value::U32(m.n_expert as u32)));
+        kv.push((
+            format!("{a}.expert_used_count"),
+            Value::U32(m.n_used as u32),
+        ));
+        kv.push((
+            format!("{a}.expert_feed_forward_length"),
+            Value::U32(m.n_ff_exp as u32),
+        ));
+        if m.n_ff_shexp > 0 {
+            kv.push((
+                format!("{a}.expert_shared_feed_forward_length"),
+                Value::U32(m.n_ff_shexp as u32),
+            ));
+        }
+    }
+    if let Some(h) = &s.hybrid {
+        let u = |x: usize| Value::U32(x as u32);
+        kv.extend([
+            (format!("{a}.ssm.conv_kernel"), u(h.d_conv)),
+            (format!("{a}.ssm.state_size"), u(h.head_dim)),
+            (format!("{a}.ssm.group_count"), u(h.n_k_heads)),
+            (format!("{a}.ssm.time_step_rank"), u(h.n_v_heads)),
+            (format!("{a}.ssm.inner_size"), u(h.head_dim * h.n_v_heads)),
+            (format!("{a}.full_attention_interval"), u(h.full_every)),
+            (format!("{a}.rope.dimension_count"), u(h.n_rot)),
+            (
+                format!("{a}.rope.dimension_sections"),
+                Value::Array(h.sections.iter().map(|&x| Value::I32(x)).collect()),
+            ),
+            (
+                format!("{a}.attention.recurrent_layers"),
+                Value::Array(
+                    (0..nl)
+                        .map(|i| Value::Bool((i + 1) % h.full_every != 0))
+                        .collect(),
+                ),
+            ),
+        ]);
+    }
     match tokenizer {
         Some(g) => {
             let n = g
@@ -433,29 +594,111 @@ pub fn write_synthetic_target(
         let n = |x: &str| format!("blk.{il}.{x}");
         let v_ty = if use_more_bits(il, nl) { more } else { base };
         tensors.push(ones(n("attn_norm.weight"), e));
-        tensors.push(mat(n("attn_q.weight"), vec![e, eq], base, &mut rng));
-        tensors.push(mat(n("attn_k.weight"), vec![e, ekv], base, &mut rng));
-        tensors.push(mat(n("attn_v.weight"), vec![e, ekv], v_ty, &mut rng));
-        if s.qkv_bias {
-            tensors.push(zeros(n("attn_q.bias"), eq));
-            tensors.push(zeros(n("attn_k.bias"), ekv));
-            tensors.push(zeros(n("attn_v.bias"), ekv));
+        match &s.hybrid {
+            Some(h) if (il + 1) % h.full_every != 0 => {
+                // Gated DeltaNet: small tensors stay f32, as llama.cpp quantizes them.
+                let (hd, nk, nvh) = (h.head_dim as u64, h.n_k_heads as u64, h.n_v_heads as u64);
+                let ch = hd * (2 * nk + nvh);
+                tensors.push(mat(n("attn_qkv.weight"), vec![e, ch], more, &mut rng));
+                tensors.push(mat(
+                    n("attn_gate.weight"),
+                    vec![e, hd * nvh],
+                    base,
+                    &mut rng,
+                ));
+                tensors.push(mat(n("ssm_beta.weight"), vec![e, nvh], base, &mut rng));
+                tensors.push(mat(n("ssm_alpha.weight"), vec![e, nvh], base, &mut rng));
+                let conv = (0..h.d_conv as u64 * ch).map(|_| rng.next_f32() * 0.5);
+                tensors.push(f32s(
+                    n("ssm_conv1d.weight"),
+                    vec![h.d_conv as u64, ch],
+                    conv,
+                ));
+                tensors.push(zeros(n("ssm_dt.bias"), nvh));
+                let a = (0..nvh).map(|_| -(rng.next_f32() + 1.5).exp());
+                tensors.push(f32s(n("ssm_a"), vec![nvh], a));
+                tensors.push(ones(n("ssm_norm.weight"), hd));
+                tensors.push(mat(n("ssm_out.weight"), vec![hd * nvh, e], v_ty, &mut rng));
+            }
+            _ => {
+                // Hybrids' attention projects a query and an output gate per head.
+                let q_rows = if s.hybrid.is_some() { 2 * eq } else { eq };
+                tensors.push(mat(n("attn_q.weight"), vec![e, q_rows], base, &mut rng));
+                tensors.push(mat(n("attn_k.weight"), vec![e, ekv], base, &mut rng));
+                tensors.push(mat(n("attn_v.weight"), vec![e, ekv], v_ty, &mut rng));
+                if s.qkv_bias {
+                    tensors.push(zeros(n("attn_q.bias"), eq));
+                    tensors.push(zeros(n("attn_k.bias"), ekv));
+                    tensors.push(zeros(n("attn_v.bias"), ekv));
+                }
+                if s.qk_norm {
+                    tensors.push(ones(n("attn_q_norm.weight"), s.head_dim as u64));
+                    tensors.push(ones(n("attn_k_norm.weight"), s.head_dim as u64));
+                }
+                tensors.push(mat(n("attn_output.weight"), vec![eq, e], base, &mut rng));
+            }
         }
-        if s.qk_norm {
-            tensors.push(ones(n("attn_q_norm.weight"), s.head_dim as u64));
-            tensors.push(ones(n("attn_k_norm.weight"), s.head_dim as u64));
+        let ffn_norm = if s.hybrid.is_some() {
+            "post_attention_norm.weight"
+        } else {
+            "ffn_norm.weight"
+        };
+        tensors.push(ones(n(ffn_norm), e));
+        match &s.moe {
+            None => {
+                tensors.push(mat(n("ffn_gate.weight"), vec![e, ff], base, &mut rng));
+                tensors.push(mat(n("ffn_up.weight"), vec![e, ff], base, &mut rng));
+                tensors.push(mat(n("ffn_down.weight"), vec![ff, e], v_ty, &mut rng));
+            }
+            Some(m) => {
+                let (ne, fe) = (m.n_expert as u64, m.n_ff_exp as u64);
+                // The router stays f32 (llama.cpp never quantizes ffn_gate_inp).
+                let router = (0..e * ne).map(|_| rng.next_f32() * 0.05);
+                tensors.push(f32s(n("ffn_gate_inp.weight"), vec![e, ne], router));
+                tensors.push(mat(
+                    n("ffn_gate_exps.weight"),
+                    vec![e, fe, ne],
+                    base,
+                    &mut rng,
+                ));
+                tensors.push(mat(
+                    n("ffn_up_exps.weight"),
+                    vec![e, fe, ne],
+                    base,
+                    &mut rng,
+                ));
+                tensors.push(mat(
+                    n("ffn_down_exps.weight"),
+                    vec![fe, e, ne],
+                    v_ty,
+                    &mut rng,
+                ));
+                if m.n_ff_shexp > 0 {
+                    let sf = m.n_ff_shexp as u64;
+                    let g = (0..e).map(|_| rng.next_f32() * 0.05);
+                    tensors.push(f32s(n("ffn_gate_inp_shexp.weight"), vec![e], g));
+                    tensors.push(mat(n("ffn_gate_shexp.weight"), vec![e, sf], base, &mut rng));
+                    tensors.push(mat(n("ffn_up_shexp.weight"), vec![e, sf], base, &mut rng));
+                    tensors.push(mat(n("ffn_down_shexp.weight"), vec![sf, e], v_ty, &mut rng));
+                }
+            }
         }
-        tensors.push(mat(n("attn_output.weight"), vec![eq, e], base, &mut rng));
-        tensors.push(ones(n("ffn_norm.weight"), e));
-        tensors.push(mat(n("ffn_gate.weight"), vec![e, ff], base, &mut rng));
-        tensors.push(mat(n("ffn_up.weight"), vec![e, ff], base, &mut rng));
-        tensors.push(mat(n("ffn_down.weight"), vec![ff, e], v_ty, &mut rng));
     }
     let file = std::fs::File::create(path)?;
     let mut w = io::BufWriter::with_capacity(1 << 22, file);
     write_gguf(&mut w, &kv, &tensors)?;
     io::Write::flush(&mut w)?;
     Ok(())
+}
+
+/// An f32 tensor of shape `ne` with the given values.
+fn f32s(name: String, ne: Vec<u64>, values: impl Iterator<Item = f32>) -> TensorData {
+    TensorData {
+        name,
+        ne,
+        ty: Type::F32,
+        data: values.flat_map(|v| v.to_le_bytes()).collect(),
+    }
 }
 
 fn zeros(name: String, n: u64) -> TensorData {
