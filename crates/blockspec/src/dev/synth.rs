@@ -579,8 +579,10 @@ pub fn write_synthetic_target(
         _ => base,
     };
     let mut tensors = Vec::new();
+    // Matrices get their random bytes later, in parallel (a 27B model is 16 GB): each from its
+    // own seed, drawn here in order, so the file does not depend on the thread count.
     let mat = |name: String, ne: Vec<u64>, t: Type, rng: &mut Rng| TensorData {
-        data: random_weights(t, ne.iter().product(), rng),
+        data: rng.next_u64().to_le_bytes().to_vec(),
         name,
         ne,
         ty: t,
@@ -684,11 +686,40 @@ pub fn write_synthetic_target(
             }
         }
     }
+    fill_random_matrices(&mut tensors);
     let file = std::fs::File::create(path)?;
     let mut w = io::BufWriter::with_capacity(1 << 22, file);
     write_gguf(&mut w, &kv, &tensors)?;
     io::Write::flush(&mut w)?;
     Ok(())
+}
+
+/// Replace each matrix's 8-byte seed (see `write_synthetic_target`) by its random weights, on
+/// all cores.
+fn fill_random_matrices(tensors: &mut [TensorData]) {
+    let pending: Vec<&mut TensorData> = tensors
+        .iter_mut()
+        .filter(|t| t.ty != Type::F32 && t.data.len() == 8)
+        .collect();
+    let n_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = pending.len().div_ceil(n_threads).max(1);
+    let mut groups: Vec<Vec<&mut TensorData>> = Vec::new();
+    for t in pending {
+        match groups.last_mut() {
+            Some(g) if g.len() < per => g.push(t),
+            _ => groups.push(vec![t]),
+        }
+    }
+    std::thread::scope(|sc| {
+        for g in groups {
+            sc.spawn(move || {
+                for t in g {
+                    let seed = u64::from_le_bytes(t.data[..8].try_into().expect("8 bytes"));
+                    t.data = random_weights(t.ty, t.ne.iter().product(), &mut Rng(seed | 1));
+                }
+            });
+        }
+    });
 }
 
 /// An f32 tensor of shape `ne` with the given values.
