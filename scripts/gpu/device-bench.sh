@@ -5,6 +5,10 @@
 # drafter, and runs `blockspec bench` on the GPU. Results (JSON, logs) go to $OUT.
 #   CUDA_ARCH (default 90: H100)   STEPS (default "plain verify spec"; "none": libraries only)
 #   DRAFT_VOCAB (default 32768): --draft-vocab of the profile-vocab and replay-vocab steps
+#   LIKE (default qwen3-8b): the synthetic target's shape (`blockspec synth --like`), written as
+#        model-$LIKE.gguf with drafter-$LIKE.gguf beside it
+#   BG_LLAMA=1: also start building llama.cpp b11434 with CUDA in the background (from
+#        llama-src.tar.xz, staged with LLAMA_PEER=1), for a later device-llama.sh call
 set -euo pipefail
 dist=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$dist/out}
@@ -68,54 +72,62 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$logs/gpu
 if [[ "${STEPS:-}" == none ]]; then echo "CUDA libraries ready in $work/ggml-build"; exit 0; fi
 bs="$dist/blockspec"
 t1=$(date +%s)
-[[ -f model.gguf ]] || "$bs" synth --like qwen3-8b --type q4_k_m -o model.gguf
-[[ -f drafter.gguf ]] || "$bs" synth --dflash-for model.gguf -o drafter.gguf
+if [[ "${BG_LLAMA:-0}" == 1 && -f "$dist/llama-src.tar.xz" ]]; then
+  # Outlives this call (setsid); device-llama.sh waits for it.
+  WORK=/tmp/llama-gpu setsid nohup bash "$dist/device-llama.sh" build-only \
+    >/tmp/llama-bg-build.log 2>&1 < /dev/null &
+fi
+LIKE=${LIKE:-qwen3-8b}
+model=model-$LIKE.gguf
+drafter=drafter-$LIKE.gguf
+[[ -f $model ]] || "$bs" synth --like "$LIKE" --type q4_k_m -o "$model"
+[[ -f $drafter ]] || "$bs" synth --dflash-for "$model" -o "$drafter"
 echo "synth: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"
 if [[ -n "${DEBUG_RUN:-}" ]]; then
-  BLOCKSPEC_DEBUG_SCHED=1 BLOCKSPEC_LOG=debug "$bs" run -m model.gguf --device cuda \
-    --draft drafter.gguf -p "hello" -n 8 --temp 0 >"$logs/debug-run.log" 2>&1 || true
+  BLOCKSPEC_DEBUG_SCHED=1 BLOCKSPEC_LOG=debug "$bs" run -m "$model" --device cuda \
+    --draft "$drafter" -p "hello" -n 8 --temp 0 >"$logs/debug-run.log" 2>&1 || true
   grep -E "sched:|allocating|error|GGML_ASSERT" "$logs/debug-run.log" | head -40
 fi
 for step in ${STEPS:-plain verify spec}; do
   t1=$(date +%s)
   case $step in
-    plain) "$bs" bench -m model.gguf --device cuda -t 8 -p 512 -n 128 -r 3 --json ;;
-    verify) "$bs" bench -m model.gguf --device cuda -t 8 -p 1,2,4,8,16,32 -n 0 -r 5 --json ;;
-    spec) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    plain) "$bs" bench -m "$model" --device cuda -t 8 -p 512 -n 128 -r 3 --json ;;
+    verify) "$bs" bench -m "$model" --device cuda -t 8 -p 1,2,4,8,16,32 -n 0 -r 5 --json ;;
+    spec) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 128 --json ;;
-    spec-q8) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    spec-q8) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --json ;;
-    replay) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    replay) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --json ;;
-    replay-16) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    replay-16) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --block-size 16 --json ;;
-    spec-fixed) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    spec-fixed) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --block-size 16 --json ;;
-    profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf \
+    profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" \
             -p 0 -n 0 --spec-tokens 128 --draft-type q8_0 --block-size 16 --json ;;
-    replay-profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
-            --draft drafter.gguf -p 0 -n 0 --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 \
+    replay-profile) BLOCKSPEC_PROFILE=1 "$bs" bench -m "$model" --device cuda -t 8 \
+            --draft "$drafter" -p 0 -n 0 --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 \
             --block-size 16 --json ;;
-    profile-q4) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf \
+    profile-q4) BLOCKSPEC_PROFILE=1 "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" \
             -p 0 -n 0 --spec-tokens 128 --draft-type q4_0 --block-size 16 --json ;;
-    replay-q4) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    replay-q4) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --draft-type q4_0 --replay-tau 6.55 --json ;;
-    profile-f16) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
-            --draft drafter.gguf -p 0 -n 0 --spec-tokens 128 --block-size 16 --json ;;
-    replay-f16) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    profile-f16) BLOCKSPEC_PROFILE=1 "$bs" bench -m "$model" --device cuda -t 8 \
+            --draft "$drafter" -p 0 -n 0 --spec-tokens 128 --block-size 16 --json ;;
+    replay-f16) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --replay-tau 6.55 --json ;;
     # The drafter's head over the first DRAFT_VOCAB token ids only (--draft-vocab): its
     # step cost, and the replayed speedup (replay keeps the acceptance fixed: timing only).
-    profile-vocab) BLOCKSPEC_PROFILE=1 "$bs" bench -m model.gguf --device cuda -t 8 \
-            --draft drafter.gguf -p 0 -n 0 --spec-tokens 128 --draft-type q8_0 --block-size 16 \
+    profile-vocab) BLOCKSPEC_PROFILE=1 "$bs" bench -m "$model" --device cuda -t 8 \
+            --draft "$drafter" -p 0 -n 0 --spec-tokens 128 --draft-type q8_0 --block-size 16 \
             --draft-vocab "${DRAFT_VOCAB:-32768}" --json ;;
-    replay-vocab) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    replay-vocab) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 \
             --draft-vocab "${DRAFT_VOCAB:-32768}" --json ;;
-    plot) "$bs" bench -m model.gguf --device cuda -t 8 --draft drafter.gguf -p 0 -n 0 \
+    plot) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --replay-tau 6.55 --plot "$logs/plot.png" --json ;;
     serve) bash "$dist/device-serve.sh" "$bs" ;;
-    depth) "$bs" bench -m model.gguf --device cuda -t 8 -p 0 -n 128 -d 0,1024,32768 -r 3 --json ;;
+    depth) "$bs" bench -m "$model" --device cuda -t 8 -p 0 -n 128 -d 0,1024,32768 -r 3 --json ;;
   esac >"$logs/bench-$step.json" 2>"$logs/bench-$step.log" || { tail -20 "$logs/bench-$step.log"; exit 1; }
   echo "$step: $(( $(date +%s) - t1 )) s" | tee -a "$logs/times.txt"
   cat "$logs/bench-$step.json"

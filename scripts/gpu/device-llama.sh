@@ -5,6 +5,9 @@
 # llama-server plain and with --spec-type draft-dflash and the random drafter (zero acceptance).
 # blockspec is only used to write the synthetic models (with a CPU-only ggml built alongside),
 # unless device-bench.sh ran just before on this machine: then its models are reused.
+#   LIKE (default qwen3-8b): which of device-bench.sh's synthetic models (model-$LIKE.gguf)
+#   `device-llama.sh build-only`: only build llama.cpp (device-bench.sh BG_LLAMA=1 runs this in
+#   the background); a later call waits for that build instead of starting another.
 set -euo pipefail
 dist=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$dist/out}
@@ -18,18 +21,33 @@ work=${WORK:-/tmp/llama-gpu}
 mkdir -p "$work"
 cd "$work"
 t0=$(date +%s)
-tar xJf "$dist/llama-src.tar.xz"
-mkdir -p llama.cpp/scripts
-cp "$dist/ui-assets.cmake" llama.cpp/scripts/
-cmake -S llama.cpp -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF >"$logs/llama-cmake.log" 2>&1 || { tail -30 "$logs/llama-cmake.log"; exit 1; }
-cmake --build build -j"$(nproc)" --target llama-bench llama-server >>"$logs/llama-cmake.log" 2>&1 &
-build_pid=$!
-if [[ -f "$ours/model.gguf" && -f "$ours/drafter.gguf" ]]; then
-  ln -sf "$ours/model.gguf" model.gguf
-  ln -sf "$ours/drafter.gguf" drafter.gguf
+LIKE=${LIKE:-qwen3-8b}
+if [[ -f build.pid ]] && kill -0 "$(cat build.pid)" 2>/dev/null; then
+  # A background build (device-bench.sh BG_LLAMA=1) is under way: wait for it.
+  build_pid=
+  while kill -0 "$(cat build.pid)" 2>/dev/null; do sleep 2; done
+elif [[ -x build/bin/llama-bench && -x build/bin/llama-server ]]; then
+  build_pid=
+else
+  echo $$ >build.pid
+  tar xJf "$dist/llama-src.tar.xz"
+  mkdir -p llama.cpp/scripts
+  cp "$dist/ui-assets.cmake" llama.cpp/scripts/
+  cmake -S llama.cpp -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF >"$logs/llama-cmake.log" 2>&1 || { tail -30 "$logs/llama-cmake.log"; exit 1; }
+  cmake --build build -j"$(nproc)" --target llama-bench llama-server >>"$logs/llama-cmake.log" 2>&1 &
+  build_pid=$!
+fi
+if [[ "${1:-}" == build-only ]]; then
+  [[ -z "$build_pid" ]] || wait "$build_pid"
+  rm -f build.pid
+  exit 0
+fi
+if [[ -f "$ours/model-$LIKE.gguf" && -f "$ours/drafter-$LIKE.gguf" ]]; then
+  ln -sf "$ours/model-$LIKE.gguf" model.gguf
+  ln -sf "$ours/drafter-$LIKE.gguf" drafter.gguf
 else
   # A CPU-only ggml for our binary, only to write the synthetic models meanwhile.
   tar xJf "$dist/ggml-src.tar.xz"
@@ -38,10 +56,14 @@ else
     -DGGML_NATIVE=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$logs/ggml-cpu.log" 2>&1
   cmake --build ggml-cpu -j2 >>"$logs/ggml-cpu.log" 2>&1
   libdirs=$(find "$work/ggml-cpu" -name 'libggml*.so*' -printf '%h\n' | sort -u | paste -sd:)
-  LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --like qwen3-8b --type q4_k_m -o model.gguf
+  LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --like "$LIKE" --type q4_k_m -o model.gguf
   LD_LIBRARY_PATH="$libdirs" "$dist/blockspec" synth --dflash-for model.gguf -o drafter.gguf
 fi
-wait $build_pid || { tail -40 "$logs/llama-cmake.log"; exit 1; }
+if [[ -n "$build_pid" ]]; then
+  wait "$build_pid" || { tail -40 "$logs/llama-cmake.log"; exit 1; }
+  rm -f build.pid
+fi
+[[ -x build/bin/llama-bench ]] || { tail -40 "$logs/llama-cmake.log" /tmp/llama-bg-build.log 2>/dev/null; exit 1; }
 echo "llama.cpp CUDA build + synth: $(( $(date +%s) - t0 )) s" | tee "$logs/llama-times.txt"
 bin="$work/build/bin"
 "$bin/llama-bench" -m model.gguf -p 512 -n 128 -d 0,1024,32768 -fa 1 -ngl 99 -r 3 -o json \
