@@ -68,6 +68,10 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn engine_for(name: &str, gguf_arch: &str) -> Engine {
+    engine_with_ubatch(name, gguf_arch, N_UBATCH)
+}
+
+fn engine_with_ubatch(name: &str, gguf_arch: &str, n_ubatch: usize) -> Engine {
     let path = common::fixture(&format!("hybrid/{name}/model-f32.gguf"));
     let g = Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     let backend = Arc::new(ggml::Backend::cpu(2));
@@ -76,7 +80,7 @@ fn engine_for(name: &str, gguf_arch: &str) -> Engine {
     });
     let cfg = EngineConfig {
         n_ctx: N_CTX,
-        n_ubatch: N_UBATCH,
+        n_ubatch,
         type_k: ggml::Type::F32,
         type_v: ggml::Type::F32,
         capture_layers: vec![],
@@ -113,6 +117,9 @@ fn check_model(name: &str) {
     let fx = common::read_json(&format!("hybrid/{name}/reference.json"));
     let gguf_arch = fx["gguf_arch"].as_str().expect("gguf_arch").to_string();
     let mut e = engine_for(name, &gguf_arch);
+    // Batches of 16: every chunk of a long decode is verify-sized, so a hybrid model keeps its
+    // per-token states in each, and the next chunk must start from the committed last one.
+    let mut small = engine_with_ubatch(name, &gguf_arch, 16);
     let seqs = fx["sequences"].as_array().expect("sequences");
     assert!(!seqs.is_empty(), "{name}: no sequences in reference.json");
     for s in seqs {
@@ -142,6 +149,18 @@ fn check_model(name: &str) {
             &positions,
             &want,
             |p| all.row(p).to_vec(),
+        );
+
+        // (a1') the same through 16-token chunks
+        small.reset();
+        let all16 = small
+            .decode(&toks, Outputs::All)
+            .unwrap_or_else(|err| panic!("{name} len {n}: decode (16-token chunks): {err:#}"));
+        check_rows(
+            &format!("{name} len {n} (one decode call, 16-token chunks)"),
+            &positions,
+            &want,
+            |p| all16.row(p).to_vec(),
         );
 
         // (a2) one token per decode call

@@ -475,10 +475,6 @@ impl Engine {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             bail!("token id {bad} out of range (vocabulary size {n_vocab})");
         }
-        // Anything that runs after a verify accepts all of it.
-        if self.pending.is_some() {
-            self.truncate(self.n_past);
-        }
         self.captured.clear();
         (self.chunk_rows, self.chunk_read) = (0, 0);
         self.last_cold = false;
@@ -496,6 +492,11 @@ impl Engine {
     }
 
     fn eval_chunk(&mut self, chunk: &[u32], n_outputs: usize, read: &mut ReadBack) -> Result<()> {
+        // Anything that runs after a verify (or an earlier chunk that kept its states, which
+        // the next chunk reads) accepts all of it.
+        if self.pending.is_some() {
+            self.truncate(self.n_past);
+        }
         // This chunk overwrites the capture buffer: keep the rows of the one before.
         if self.chunk_read < self.chunk_rows {
             self.captured_rows(usize::MAX);
