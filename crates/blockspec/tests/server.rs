@@ -938,3 +938,47 @@ fn reasoning_and_tool_calls() {
     );
     assert_eq!(r["choices"][0]["message"]["role"], "assistant");
 }
+
+/// A hybrid target (the tiny random Qwen3.5 fixture) behind the server. Its recurrent state
+/// cannot be cut back like KV cells, so a prompt-cache hit may only resume from a state
+/// checkpoint at exactly the reused length (one is kept after each prompt), otherwise the prompt
+/// is recomputed; either way the reply equals an uncached request's.
+#[test]
+fn hybrid_prompt_cache_resumes_only_from_checkpoints() {
+    let model = common::fixture("hybrid/qwen35/model-f32.gguf");
+    let mut s = Server::start(&model, &["-c", "512", "-np", "1", "-t", "2"]);
+    let req = |p: &str, cache: bool| json!({"prompt": p, "n_predict": 12, "temperature": 0, "cache_prompt": cache});
+    let tokens = |s: &Server, p: &str| -> Vec<u64> {
+        s.ok("/tokenize", &json!({"content": p}))["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .map(|t| t.as_u64().expect("id"))
+            .collect()
+    };
+    let p1 = "The quick brown fox jumps over the lazy dog.\n";
+    let p2 = format!("{p1}It was not amused at all, and it said so.");
+    let p3 = "The quick brown cat sat down and slept.";
+    let (t1, t2) = (tokens(&s, p1), tokens(&s, &p2));
+    assert!(t2.starts_with(&t1), "precondition: p2's tokens extend p1's");
+
+    let first = s.ok("/completion", &req(p1, true));
+    assert_eq!(first["timings"]["cache_n"], 0, "{first}");
+    // p2 extends p1: resumed from the checkpoint after p1's prompt.
+    let second = s.ok("/completion", &req(&p2, true));
+    assert_eq!(
+        second["timings"]["cache_n"].as_u64(),
+        Some(t1.len() as u64),
+        "{second}"
+    );
+    let fresh2 = s.ok("/completion", &req(&p2, false));
+    assert_eq!(fresh2["timings"]["cache_n"], 0);
+    assert_eq!(second["content"], fresh2["content"]);
+    // p3 shares only "The quick brown" with what the slot holds, and no checkpoint is there:
+    // the whole prompt is recomputed, never resumed beside a state from another position.
+    let third = s.ok("/completion", &req(p3, true));
+    assert_eq!(third["timings"]["cache_n"], 0, "{third}");
+    let fresh3 = s.ok("/completion", &req(p3, false));
+    assert_eq!(third["content"], fresh3["content"]);
+    s.check_alive();
+}
