@@ -3,12 +3,12 @@
 
 use super::chat_parse::{parse_reply, ChatDelta, ChatParser};
 use super::openai::{
-    chat_logprobs_json, finish_reason, gen_params, short, timings_json, usage_json, ApiError,
-    ApiResult, Endpoint, Fields,
+    chat_logprobs_json, finish_reason, short, timings_json, usage_json, ApiError, ApiResult,
+    Endpoint, Fields,
 };
 use super::relay::{collect, event_frames, sse_data, sse_response, stream_error, submit, Envelope};
 use super::slots::Event;
-use super::{json_body, Ready, Shared};
+use super::{gen_request, GenRequest, Ready, Shared};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -145,11 +145,8 @@ pub(super) async fn chat_completions(
     State(state): State<Shared>,
     body: Body,
 ) -> ApiResult<Response> {
-    let r = state.ready()?;
-    let body = json_body(body, state.cfg.body_limit).await?;
-    let f = Fields::parse(&body)?;
-    let p = gen_params(&f, Endpoint::Chat, &state.cfg.defaults, r.model.n_ctx)?;
-    let chat = chat_request(r, &f)?;
+    let GenRequest { r, fields, p } = gen_request(&state, body, Endpoint::Chat).await?;
+    let chat = chat_request(r, &Fields(&fields))?;
     let prompt = r
         .model
         .tokenizer
