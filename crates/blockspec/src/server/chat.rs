@@ -20,7 +20,10 @@ use serde_json::{json, Value};
 struct ChatRequest {
     prompt_text: String,
     parse_tools: bool,
-    tool_names: Vec<String>,
+    /// The offered tools (after `tool_choice`).
+    tools: Vec<Value>,
+    /// The template writes tool calls in Qwen3-Coder's XML form.
+    xml_tool_calls: bool,
     parse_reasoning: bool,
 }
 
@@ -113,17 +116,14 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
         .template
         .render(messages, true, tools.as_ref(), kwargs.as_ref())
         .map_err(|e| ApiError::bad_request(format!("cannot apply the chat template: {e:#}")))?;
-    let tool_names = tools
-        .iter()
-        .filter_map(Value::as_array)
-        .flatten()
-        .filter_map(|t| t.get("function")?.get("name")?.as_str())
-        .map(str::to_string)
-        .collect();
     Ok(ChatRequest {
         prompt_text,
         parse_tools: tools.is_some(),
-        tool_names,
+        xml_tool_calls: r.template.xml_tool_calls(tools.is_some()),
+        tools: match tools {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
         parse_reasoning: reasoning_format != "none",
     })
 }
@@ -159,7 +159,8 @@ pub(super) async fn chat_completions(
         chat.parse_tools,
         opens_reasoning,
         format!("call_{}_", env.id.trim_start_matches("chatcmpl-")),
-        chat.tool_names,
+        chat.tools,
+        chat.xml_tool_calls,
     );
     let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
     let model = r.model.clone();

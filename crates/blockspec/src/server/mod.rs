@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openai;
 mod relay;
 pub mod slots;
+mod tool_xml;
 
 use crate::decode::sampling::SamplingParams;
 use crate::session::load::LoadConfig;

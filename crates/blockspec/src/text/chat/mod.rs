@@ -145,6 +145,20 @@ impl ChatTemplate {
         &self.default.source
     }
 
+    /// Whether the template used for a request (with or without tools) writes tool calls in
+    /// Qwen3-Coder's XML form (`<tool_call>`, `<function=NAME>`, `<parameter=ARG>`: Qwen3-Coder,
+    /// Qwen3.5, Qwen3.6), detected from its source as llama.cpp detects it.
+    pub fn xml_tool_calls(&self, with_tools: bool) -> bool {
+        let src = match &self.tool_use {
+            Some(tu) if with_tools => &tu.source,
+            _ => &self.default.source,
+        };
+        ["<tool_call>", "<function=", "<parameter="]
+            .iter()
+            .all(|s| src.contains(s))
+            && !src.contains("'<tool_call><function=' ~ tool_call.name ~ '>'")
+    }
+
     pub fn caps(&self) -> Caps {
         self.default.caps
     }
