@@ -4,7 +4,8 @@
 The template is llama.cpp's models/templates/Qwen3.5-4B.jinja (Qwen3.5's own template, as
 llama.cpp's repository carries it; the sha256 below pins the version these fixtures were made
 with). It is not in this repository: pass it with --template, or put it in
-$BLOCKSPEC_TEMPLATES (default ~/.cache/blockspec/templates/).
+$BLOCKSPEC_TEMPLATES (default: shared/templates/ beside the repository when it is there, else
+~/.cache/blockspec/templates/).
 
 The reference server (llama-ref-server from scripts/ref/build-llama.sh, with /apply-template
 taking tools and the /parse endpoint) runs on the Qwen2.5-Coder-0.5B GGUF, whose vocabulary has
@@ -13,7 +14,9 @@ the same ChatML special tokens, with `--jinja --chat-template-file <template>`:
   render cases  POST /apply-template {messages, tools, chat_template_kwargs,
                 add_generation_prompt}: the prompt llama-server would build (tools offered,
                 thinking on and off, assistant tool calls, tool results, reasoning in history,
-                typed content); `error` when llama.cpp refuses the conversation;
+                typed content); `error` when llama.cpp refuses the conversation. The same cases
+                are also rendered with tests/fixtures/templates/xml_tools.jinja, a hand-written
+                template of the same family that is in the repository (`template` names the one);
   parse cases   POST /parse {messages, tools, chat_template_kwargs, parallel_tool_calls, text}:
                 how llama-server splits a Qwen3.5 reply `text` into reasoning, content and
                 tool calls (llama.cpp's Qwen3-Coder XML format:
@@ -41,8 +44,13 @@ TEMPLATE_NAME = "Qwen3.5-4B.jinja"
 TEMPLATE_SHA256 = "a4aee8afcf2e0711942cf848899be66016f8d14a889ff9ede07bca099c28f715"
 TEMPLATE_SOURCE = ("llama.cpp repository, models/templates/Qwen3.5-4B.jinja as added in commit "
                    "98ae0a0d3600f08fbd8d938bc8de0436755e50c3 (2026-03-28, #21128)")
-TEMPLATES_DIR = Path(os.environ.get("BLOCKSPEC_TEMPLATES", mlf.HOME / ".cache/blockspec/templates"))
+_SHARED = mlf.REPO.parent / "shared" / "templates"
+TEMPLATES_DIR = Path(os.environ.get("BLOCKSPEC_TEMPLATES") or
+                     (_SHARED if (_SHARED / TEMPLATE_NAME).is_file() else
+                      mlf.HOME / ".cache/blockspec/templates"))
 OUT = mlf.FIXTURES / "chat-qwen3.5.json"
+# A hand-written template of the same family, in the repository: its render cases run everywhere.
+LOOKALIKE = mlf.REPO / "tests" / "fixtures" / "templates" / "xml_tools.jinja"
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
@@ -173,6 +181,21 @@ def template_path(arg: str | None) -> Path:
     return p
 
 
+def render_cases(srv, template: str) -> list[dict]:
+    out = []
+    for name, messages, tools, kwargs, agp in RENDER_CASES:
+        body = {**request(messages, tools, kwargs), "add_generation_prompt": agp}
+        case = {"name": name, "kind": "render", "template": template, **body}
+        try:
+            r = http(srv.base, "/apply-template", body)
+            case.update(rendered=r["prompt"], generation_prompt=r["generation_prompt"], format=r["format"])
+        except RuntimeError as e:
+            case["error"] = str(e)
+        out.append(case)
+        print(f"    {template} {name}: {'error' if 'error' in case else len(case['rendered'])}", file=sys.stderr)
+    return out
+
+
 def request(messages, tools, kwargs) -> dict:
     body = {"messages": messages}
     if tools is not None:
@@ -195,20 +218,13 @@ def main() -> int:
     version = mlf.server_version(binary)
     print(f"server: {binary}\n{version}", file=sys.stderr)
     cases = []
+    with mlf.Server(binary, model, ["--chat-template-file", str(LOOKALIKE)]) as srv:
+        cases += render_cases(srv, LOOKALIKE.name)
     with mlf.Server(binary, model, ["--chat-template-file", str(tmpl)]) as srv:
         props = http(srv.base, "/props")
         meta = mlf.common_meta("chat", "qwen05", model, binary, version, srv, props)
-        meta["llama_cpp"]["server_cmd"] = meta["llama_cpp"]["server_cmd"].replace(str(tmpl), f"<{TEMPLATE_NAME}>")
-        for name, messages, tools, kwargs, agp in RENDER_CASES:
-            body = {**request(messages, tools, kwargs), "add_generation_prompt": agp}
-            case = {"name": name, "kind": "render", **body}
-            try:
-                r = http(srv.base, "/apply-template", body)
-                case.update(rendered=r["prompt"], generation_prompt=r["generation_prompt"], format=r["format"])
-            except RuntimeError as e:
-                case["error"] = str(e)
-            cases.append(case)
-            print(f"    render {name}: {'error' if 'error' in case else len(case['rendered'])}", file=sys.stderr)
+        meta["llama_cpp"]["server_cmd"] = meta["llama_cpp"]["server_cmd"].replace(str(tmpl), "<template>")
+        cases += render_cases(srv, TEMPLATE_NAME)
         for name, messages, tools, kwargs, parallel, text in PARSE_CASES:
             body = {**request(messages, tools, kwargs), "parallel_tool_calls": parallel, "text": text}
             r = http(srv.base, "/parse", body)
@@ -219,6 +235,8 @@ def main() -> int:
                                           "in /apply-template, linked against the libraries build-llama.sh builds")
     meta["template"] = {"name": TEMPLATE_NAME, "sha256": TEMPLATE_SHA256, "source": TEMPLATE_SOURCE,
                         "note": "not in this repository; see the script's help"}
+    meta["lookalike_template"] = {"name": LOOKALIKE.name, "path": str(LOOKALIKE.relative_to(mlf.REPO)),
+                                  "sha256": mlf.sha256_file(LOOKALIKE)}
     meta["requests"] = {
         "render": {"endpoint": "POST /apply-template",
                    "body": "{messages, tools?, chat_template_kwargs?, add_generation_prompt}",

@@ -1,12 +1,13 @@
 //! The Qwen3.5 chat template and reply format against llama.cpp
 //! (`tests/fixtures/llama/chat-qwen3.5.json`, made by scripts/ref/make_qwen35_chat_fixture.py):
 //!
-//! * `render` cases: our rendering of llama.cpp's models/templates/Qwen3.5-4B.jinja must equal
+//! * `render` cases: our rendering of llama.cpp's models/templates/Qwen3.5-4B.jinja (and of
+//!   tests/fixtures/templates/xml_tools.jinja, a hand-written one of the same family) must equal
 //!   llama.cpp's (thinking on and off, tools offered, assistant tool calls with typed arguments,
 //!   tool results, reasoning in history); llama.cpp's errors must be errors here. The template
-//!   is not in this repository: it is read from `$BLOCKSPEC_TEMPLATES` (default
-//!   `~/.cache/blockspec/templates/`) and these cases are skipped with a note when it is
-//!   missing, unless `BLOCKSPEC_REQUIRE_TEMPLATES` is set. They also need the real model (its
+//!   is not in this repository: it is read from `$BLOCKSPEC_TEMPLATES`, else `shared/templates/`
+//!   beside the repository, else `~/.cache/blockspec/templates/`, and these cases are skipped
+//!   with a note when it is missing, unless `BLOCKSPEC_REQUIRE_TEMPLATES` is set. They also need the real model (its
 //!   ChatML tokens), see `common::model`.
 //! * `parse` cases: our reply parser must split Qwen3.5 replies as llama.cpp does (reasoning,
 //!   content, XML tool calls with schema-typed arguments); needs nothing but the fixture.
@@ -19,6 +20,7 @@ mod common;
 use blockspec::format::gguf::Gguf;
 use blockspec::server::chat_parse::{parse_reply, ChatParser};
 use blockspec::text::chat::ChatTemplate;
+use blockspec::text::tokenizer::ChatTokens;
 use serde_json::Value as Json;
 use std::path::PathBuf;
 
@@ -39,8 +41,11 @@ fn cases(kind: &str) -> Vec<Json> {
 fn template_source() -> Option<String> {
     let fx = common::read_json(FIXTURE);
     let name = fx["template"]["name"].as_str().expect("template name");
+    // $BLOCKSPEC_TEMPLATES, else shared/templates/ beside the repository, else the cache.
+    let shared = common::repo_file("../shared/templates");
     let dir = match std::env::var_os("BLOCKSPEC_TEMPLATES") {
         Some(d) => PathBuf::from(d),
+        None if shared.join(name).is_file() => shared,
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
             .join(".cache/blockspec/templates"),
     };
@@ -64,19 +69,14 @@ fn template_source() -> Option<String> {
     }
 }
 
-#[test]
-fn qwen35_template_renders_like_llama_cpp() {
-    let Some(source) = template_source() else {
-        return;
-    };
-    let Some(model) = common::model(common::MODEL_05B) else {
-        return;
-    };
-    let g = Gguf::open(&model).expect("open gguf");
-    let tmpl = ChatTemplate::from_gguf(&g, Some(source)).expect("template");
-    assert!(tmpl.xml_tool_calls(true), "Qwen3.5 writes XML tool calls");
+/// Render every `render` case of `template` (the fixture's name for it) and compare with
+/// llama.cpp; returns (cases, failures).
+fn check_renders(tmpl: &ChatTemplate, template: &str) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
-    let all = cases("render");
+    let all: Vec<Json> = cases("render")
+        .into_iter()
+        .filter(|c| c["template"] == template)
+        .collect();
     for c in &all {
         let name = c["name"].as_str().unwrap_or("?");
         let agp = c["add_generation_prompt"].as_bool().unwrap_or(true);
@@ -111,7 +111,39 @@ fn qwen35_template_renders_like_llama_cpp() {
             (Err(e), None, None) => failures.push(format!("{name}: bad case, error {e:#}")),
         }
     }
-    println!("{} render cases, {} failures", all.len(), failures.len());
+    (all.len(), failures)
+}
+
+#[test]
+fn qwen35_template_renders_like_llama_cpp() {
+    let Some(source) = template_source() else {
+        return;
+    };
+    let Some(model) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let g = Gguf::open(&model).expect("open gguf");
+    let tmpl = ChatTemplate::from_gguf(&g, Some(source)).expect("template");
+    assert!(tmpl.xml_tool_calls(true), "Qwen3.5 writes XML tool calls");
+    let fx = common::read_json(FIXTURE);
+    let (n, failures) = check_renders(&tmpl, fx["template"]["name"].as_str().expect("name"));
+    println!("{n} render cases, {} failures", failures.len());
+    assert!(n >= 20);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn lookalike_template_renders_like_llama_cpp() {
+    // tests/fixtures/templates/xml_tools.jinja: the same family and Jinja constructs as the
+    // Qwen3.5 template, in the repository, so these cases need neither that template nor a
+    // model (the template reads no BOS/EOS token).
+    let source = std::fs::read_to_string(common::fixture("templates/xml_tools.jinja"))
+        .expect("xml_tools.jinja");
+    let tmpl = ChatTemplate::new(&source, None, ChatTokens::default()).expect("template");
+    assert!(tmpl.xml_tool_calls(true));
+    let (n, failures) = check_renders(&tmpl, "xml_tools.jinja");
+    println!("{n} render cases, {} failures", failures.len());
+    assert!(n >= 20);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
