@@ -9,6 +9,7 @@ use super::openai::{
 use super::relay::{collect, event_frames, sse_data, sse_response, stream_error, submit, Envelope};
 use super::slots::Event;
 use super::{gen_request, GenRequest, Ready, Shared};
+use crate::text::chat::llama_default_kwargs;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -97,9 +98,7 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
         }
     };
     let tools = tools.filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
-    let kwargs = f
-        .object("chat_template_kwargs")?
-        .map(|o| Value::Object(o.clone()));
+    let kwargs = llama_default_kwargs(f.object("chat_template_kwargs")?);
     if let Some(rf) = f.object("response_format")? {
         match rf.get("type").and_then(Value::as_str) {
             None | Some("text") => {}
@@ -114,7 +113,7 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
     let reasoning_format = f.str("reasoning_format")?.unwrap_or("auto");
     let prompt_text = r
         .template
-        .render(messages, true, tools.as_ref(), kwargs.as_ref())
+        .render(messages, true, tools.as_ref(), Some(&kwargs))
         .map_err(|e| ApiError::bad_request(format!("cannot apply the chat template: {e:#}")))?;
     Ok(ChatRequest {
         prompt_text,
