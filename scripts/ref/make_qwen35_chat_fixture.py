@@ -16,7 +16,9 @@ the same ChatML special tokens, with `--jinja --chat-template-file <template>`:
                 thinking on and off, assistant tool calls, tool results, reasoning in history,
                 typed content); `error` when llama.cpp refuses the conversation. The same cases
                 are also rendered with tests/fixtures/templates/xml_tools.jinja, a hand-written
-                template of the same family that is in the repository (`template` names the one);
+                template of the same family that is in the repository, and with Qwen3.6's
+                template, which is Qwen3.5's with the two changes in QWEN36_CHANGES
+                (`template` names the one);
   parse cases   POST /parse {messages, tools, chat_template_kwargs, parallel_tool_calls, text}:
                 how llama-server splits a Qwen3.5 reply `text` into reasoning, content and
                 tool calls (llama.cpp's Qwen3-Coder XML format:
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import make_llama_fixtures as mlf  # same folder
@@ -49,6 +52,19 @@ TEMPLATES_DIR = Path(os.environ.get("BLOCKSPEC_TEMPLATES") or
                      (_SHARED if (_SHARED / TEMPLATE_NAME).is_file() else
                       mlf.HOME / ".cache/blockspec/templates"))
 OUT = mlf.FIXTURES / "chat-qwen3.5.json"
+# Qwen3.6's template is Qwen3.5's with two lines changed: reasoning of earlier turns is kept
+# when the `preserve_thinking` kwarg is true, and tool call arguments that are not strings are
+# written as JSON (booleans as true/false, not True/False). Its render cases use the Qwen3.5
+# file with these replacements (recorded in the fixture, so the test derives the same text).
+QWEN36_NAME = "Qwen3.6 (Qwen3.5-4B.jinja with the Qwen3.6 changes)"
+QWEN36_CHANGES = [
+    ("{%- if loop.index0 > ns.last_query_index %}",
+     "{%- if (preserve_thinking is defined and preserve_thinking is true) or "
+     "(loop.index0 > ns.last_query_index) %}"),
+    ("{%- set args_value = args_value | tojson | safe if args_value is mapping or (args_value is sequence "
+     "and args_value is not string) else args_value | string %}",
+     "{%- set args_value = args_value | string if args_value is string else args_value | tojson | safe %}"),
+]
 # A hand-written template of the same family, in the repository: its render cases run everywhere.
 LOOKALIKE = mlf.REPO / "tests" / "fixtures" / "templates" / "xml_tools.jinja"
 
@@ -129,6 +145,12 @@ RENDER_CASES = [
     ("whitespace_trimmed", [{"role": "system", "content": "  padded system \n"},
                             {"role": "user", "content": "\n  padded user  \n"}], None, None, True),
     ("developer_role", [{"role": "developer", "content": "Dev rules."}, USER], None, None, True),
+    ("history_reasoning_content/preserve_thinking",
+     [USER, {"role": "assistant", "content": "It is sunny.", "reasoning_content": "Recall the forecast."},
+      {"role": "user", "content": "Thanks!"}], None, {"preserve_thinking": True}, True),
+    ("history_reasoning_content/preserve_reasoning",
+     [USER, {"role": "assistant", "content": "It is sunny.", "reasoning_content": "Recall the forecast."},
+      {"role": "user", "content": "Thanks!"}], None, {"preserve_reasoning": True}, True),
     ("no_user_message", [SYS], None, None, True),
     ("system_not_first", [USER, SYS], None, None, True),
 ]
@@ -220,6 +242,16 @@ def main() -> int:
     cases = []
     with mlf.Server(binary, model, ["--chat-template-file", str(LOOKALIKE)]) as srv:
         cases += render_cases(srv, LOOKALIKE.name)
+    with tempfile.TemporaryDirectory(prefix="qwen36-") as tmp:
+        src = tmpl.read_text(encoding="utf-8")
+        for old, new in QWEN36_CHANGES:
+            if src.count(old) != 1:
+                sys.exit(f"{tmpl}: the Qwen3.6 change {old!r} does not apply")
+            src = src.replace(old, new)
+        q36 = Path(tmp) / "qwen3.6.jinja"
+        q36.write_text(src, encoding="utf-8")
+        with mlf.Server(binary, model, ["--chat-template-file", str(q36)]) as srv:
+            cases += render_cases(srv, QWEN36_NAME)
     with mlf.Server(binary, model, ["--chat-template-file", str(tmpl)]) as srv:
         props = http(srv.base, "/props")
         meta = mlf.common_meta("chat", "qwen05", model, binary, version, srv, props)
@@ -235,12 +267,15 @@ def main() -> int:
                                           "in /apply-template, linked against the libraries build-llama.sh builds")
     meta["template"] = {"name": TEMPLATE_NAME, "sha256": TEMPLATE_SHA256, "source": TEMPLATE_SOURCE,
                         "note": "not in this repository; see the script's help"}
+    meta["qwen36_template"] = {"name": QWEN36_NAME, "changes": [list(c) for c in QWEN36_CHANGES]}
     meta["lookalike_template"] = {"name": LOOKALIKE.name, "path": str(LOOKALIKE.relative_to(mlf.REPO)),
                                   "sha256": mlf.sha256_file(LOOKALIKE)}
     meta["requests"] = {
         "render": {"endpoint": "POST /apply-template",
                    "body": "{messages, tools?, chat_template_kwargs?, add_generation_prompt}",
-                   "fields": "rendered (prompt), generation_prompt, format; error when llama.cpp refuses"},
+                   "fields": "rendered (prompt), generation_prompt, format; error when llama.cpp refuses",
+                   "note": "the server's default template kwargs apply under the request's: preserve_reasoning "
+                           "true (common_params_parse's --reasoning-preserve default), as in llama-server"},
         "parse": {"endpoint": "POST /parse",
                   "body": "{messages, tools?, chat_template_kwargs?, parallel_tool_calls, text}",
                   "fields": "message: llama.cpp's parse of text (OpenAI assistant message), format"},

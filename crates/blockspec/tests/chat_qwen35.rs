@@ -2,6 +2,7 @@
 //! (`tests/fixtures/llama/chat-qwen3.5.json`, made by scripts/ref/make_qwen35_chat_fixture.py):
 //!
 //! * `render` cases: our rendering of llama.cpp's models/templates/Qwen3.5-4B.jinja (and of
+//!   Qwen3.6's template, which is that one with two lines changed, and of
 //!   tests/fixtures/templates/xml_tools.jinja, a hand-written one of the same family) must equal
 //!   llama.cpp's (thinking on and off, tools offered, assistant tool calls with typed arguments,
 //!   tool results, reasoning in history); llama.cpp's errors must be errors here. The template
@@ -19,7 +20,7 @@ mod common;
 
 use blockspec::format::gguf::Gguf;
 use blockspec::server::chat_parse::{parse_reply, ChatParser};
-use blockspec::text::chat::ChatTemplate;
+use blockspec::text::chat::{llama_default_kwargs, ChatTemplate};
 use blockspec::text::tokenizer::ChatTokens;
 use serde_json::Value as Json;
 use std::path::PathBuf;
@@ -80,12 +81,9 @@ fn check_renders(tmpl: &ChatTemplate, template: &str) -> (usize, Vec<String>) {
     for c in &all {
         let name = c["name"].as_str().unwrap_or("?");
         let agp = c["add_generation_prompt"].as_bool().unwrap_or(true);
-        let got = tmpl.render(
-            &c["messages"],
-            agp,
-            c.get("tools"),
-            c.get("chat_template_kwargs"),
-        );
+        // The kwargs as our server passes them (llama-server's defaults under the request's).
+        let kwargs = llama_default_kwargs(c["chat_template_kwargs"].as_object());
+        let got = tmpl.render(&c["messages"], agp, c.get("tools"), Some(&kwargs));
         match (
             got,
             c.get("rendered").and_then(Json::as_str),
@@ -127,6 +125,34 @@ fn qwen35_template_renders_like_llama_cpp() {
     assert!(tmpl.xml_tool_calls(true), "Qwen3.5 writes XML tool calls");
     let fx = common::read_json(FIXTURE);
     let (n, failures) = check_renders(&tmpl, fx["template"]["name"].as_str().expect("name"));
+    println!("{n} render cases, {} failures", failures.len());
+    assert!(n >= 20);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn qwen36_template_renders_like_llama_cpp() {
+    // Qwen3.6's template: Qwen3.5's with the changes the fixture records (preserve_thinking,
+    // non-string arguments as JSON).
+    let Some(mut source) = template_source() else {
+        return;
+    };
+    let Some(model) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let fx = common::read_json(FIXTURE);
+    let q36 = &fx["qwen36_template"];
+    for change in q36["changes"].as_array().expect("changes") {
+        let (old, new) = (
+            change[0].as_str().expect("old"),
+            change[1].as_str().expect("new"),
+        );
+        assert_eq!(source.matches(old).count(), 1, "{old}");
+        source = source.replace(old, new);
+    }
+    let g = Gguf::open(&model).expect("open gguf");
+    let tmpl = ChatTemplate::from_gguf(&g, Some(source)).expect("template");
+    let (n, failures) = check_renders(&tmpl, q36["name"].as_str().expect("name"));
     println!("{n} render cases, {} failures", failures.len());
     assert!(n >= 20);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
