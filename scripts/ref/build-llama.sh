@@ -12,9 +12,10 @@
 #     LLAMA_CPP_SRC);
 #   * if llama-server is missing (the crate case), scripts/ref/llama-ref-server
 #     is built instead: libllama + libllama-common from the vendored tree and a
-#     small HTTP server exposing the llama-server endpoints the fixture script
-#     uses (/health /props /tokenize /detokenize /apply-template /completion),
-#     implemented with the same common/ helpers llama-server uses.
+#     small HTTP server exposing the llama-server endpoints the fixture scripts
+#     use (/health /props /tokenize /detokenize /apply-template /completion, and
+#     /parse for llama.cpp's parse of a chat reply), implemented with the same
+#     common/ helpers llama-server uses.
 #
 # Env: LLAMA_CPP_SRC (source tree; default: the vendored crate tree),
 #      LLAMA_SYS_VERSION (crate version, default 0.1.161), BLOCKSPEC_LLAMA_REF,

@@ -6,7 +6,7 @@ mod common;
 
 use common::ids;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::runtime::engine::{Engine, EngineConfig};
@@ -33,14 +33,14 @@ fn run_cases(drafter_path: &Path, weight_type: Option<ggml::Type>) -> Vec<(Vec<u
         capture_layers: vec![0, 2],
     };
     let mut engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
-    let mut drafter = DFlashDrafter::load_with(
+    let mut drafter = DFlashDrafter::load(
         drafter_path,
         model,
         backend,
-        256,
-        0,
-        ggml::Type::F16,
-        weight_type,
+        &DrafterOptions {
+            weight_type,
+            ..DrafterOptions::new(256)
+        },
     )
     .expect("drafter");
     let block = fx["block_size"].as_u64().expect("block") as usize;

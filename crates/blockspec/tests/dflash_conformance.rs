@@ -7,7 +7,7 @@ mod common;
 
 use common::ids;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::decode::draft::{DraftCost, Drafter, Features};
 use blockspec::decode::generate::GenerateOptions;
 use blockspec::format::gguf::Gguf;
@@ -64,14 +64,15 @@ fn run_with(
         capture_layers: taps.clone(),
     };
     let mut engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
-    let mut drafter = DFlashDrafter::load_with(
+    let mut drafter = DFlashDrafter::load(
         drafter_path,
         model,
         backend,
-        256,
-        window,
-        ggml::Type::F16,
-        weight_type,
+        &DrafterOptions {
+            window,
+            weight_type,
+            ..DrafterOptions::new(256)
+        },
     )
     .expect("drafter");
     if let Some(t) = weight_type {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::dev::synth::{write_random_dflash, DraftSpec};
 use blockspec::format::gguf::Gguf;
 use blockspec::model::{hparams_for, Model};
@@ -20,7 +20,7 @@ fn tiny_target() -> (Arc<Model>, Arc<ggml::Backend>) {
 
 fn load_err(path: &Path) -> String {
     let (m, b) = tiny_target();
-    match DFlashDrafter::load(path, m, b, 64, 0, ggml::Type::F16) {
+    match DFlashDrafter::load(path, m, b, &DrafterOptions::new(64)) {
         Ok(_) => panic!("{} loaded", path.display()),
         Err(e) => format!("{e:#}"),
     }
@@ -72,7 +72,7 @@ fn drafter_for_another_target() {
     let (m, b) = tiny_target();
     let p = dir.path().join("ok.gguf");
     write_random_dflash(&p, &hp, &spec(vec![1, 2], 500)).expect("write");
-    assert!(DFlashDrafter::load(&p, m, b, 64, 0, ggml::Type::F16).is_ok());
+    assert!(DFlashDrafter::load(&p, m, b, &DrafterOptions::new(64)).is_ok());
 }
 
 #[test]

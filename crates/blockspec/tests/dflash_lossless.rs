@@ -6,7 +6,7 @@ mod common;
 
 use common::ids;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::dev::synth::{write_random_dflash, DraftSpec};
 use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
@@ -48,7 +48,7 @@ fn check(file: &str, n_prompts: usize, n_tokens: usize) {
         capture_layers: taps,
     };
     let mut engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
-    let mut drafter = DFlashDrafter::load(&draft_path, model, backend, 1024, 0, ggml::Type::F16)
+    let mut drafter = DFlashDrafter::load(&draft_path, model, backend, &DrafterOptions::new(1024))
         .expect("drafter");
     for case in fx["cases"]
         .as_array()

@@ -7,7 +7,7 @@
 
 mod common;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::decode::generate::{generate, GenerateOptions};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts};
@@ -38,9 +38,7 @@ fn speculative_sampling_reproduces_plain_sampling() {
         &common::fixture("dflash/tiny-qwen3-drafter"),
         model,
         backend,
-        128,
-        0,
-        ggml::Type::F16,
+        &DrafterOptions::new(128),
     )
     .expect("drafter");
     // A prompt the drafter predicts well (memorised in training), so drafts get accepted.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::decode::generate::GenerateOptions;
 use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
@@ -58,9 +58,7 @@ fn shipped_drafter_is_lossless_and_learned_the_target() {
         &dpath,
         model.clone(),
         backend.clone(),
-        2048,
-        0,
-        ggml::Type::F16,
+        &DrafterOptions::new(2048),
     )
     .expect("drafter");
     let cfg = EngineConfig {

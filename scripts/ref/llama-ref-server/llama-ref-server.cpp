@@ -10,8 +10,13 @@
 //   POST /tokenize        {content, add_special=false, parse_special=true, with_pieces=false}
 //                         -> {"tokens":[ids]}      (common_tokenize)
 //   POST /detokenize      {tokens} -> {"content"}  (concat of common_token_to_piece(special=true))
-//   POST /apply-template  {messages, add_generation_prompt=true, chat_template_kwargs}
-//                         -> {"prompt"}            (common_chat_templates_apply, jinja)
+//   POST /apply-template  {messages, add_generation_prompt=true, chat_template_kwargs, tools,
+//                          tool_choice, parallel_tool_calls, reasoning_format}
+//                         -> {"prompt", "generation_prompt", "format"}
+//                                                  (common_chat_templates_apply, jinja)
+//   POST /parse           the /apply-template body + {text}: `text` (a whole model reply)
+//                         parsed as llama-server parses replies to that request
+//                         -> {"format", "message"} (common_chat_parse; OpenAI message)
 //   POST /completion      {prompt, n_predict, temperature, top_k, top_p, min_p, seed,
 //                          repeat_penalty, return_tokens, cache_prompt(ignored)}
 //                         -> {content, tokens, stop, stop_type, stopping_word,
@@ -44,6 +49,7 @@
 #include <csignal>
 #include <cstdio>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -225,27 +231,81 @@ void handle_detokenize(const httplib::Request & req, httplib::Response & res) {
     send_json(res, json{{"content", content}});
 }
 
-void handle_apply_template(const httplib::Request & req, httplib::Response & res) {
+// The template inputs of an /apply-template or /parse request, read as llama-server reads a chat
+// request: messages, tools, tool_choice, parallel_tool_calls, chat_template_kwargs (whose
+// "enable_thinking" also sets inputs.enable_thinking, as llama-server's
+// oaicompat_chat_params_parse does) and reasoning_format.
+common_chat_templates_inputs template_inputs(const json & body) {
     auto & st = *g_state;
-    const json body = json::parse(req.body);
     if (!body.contains("messages") || !body.at("messages").is_array()) {
-        return send_error(res, "'messages' must be an array");
+        throw std::invalid_argument("'messages' must be an array");
     }
     common_chat_templates_inputs inputs;
     inputs.messages              = common_chat_msgs_parse_oaicompat(common_json::parse(body.at("messages").dump()));
     inputs.use_jinja             = st.params.use_jinja;
     inputs.add_generation_prompt = jv<bool>(body, "add_generation_prompt", true);
     inputs.reasoning_format      = st.params.reasoning_format;
-    inputs.chat_template_kwargs  = st.params.default_template_kwargs;
+    if (body.contains("reasoning_format") && body.at("reasoning_format").is_string()) {
+        inputs.reasoning_format = common_reasoning_format_from_name(body.at("reasoning_format").get<std::string>());
+    }
+    if (body.contains("tools") && !body.at("tools").is_null()) {
+        inputs.tools = common_chat_tools_parse_oaicompat(common_json::parse(body.at("tools").dump()));
+    }
+    if (body.contains("tool_choice") && body.at("tool_choice").is_string()) {
+        inputs.tool_choice = common_chat_tool_choice_parse_oaicompat(body.at("tool_choice").get<std::string>());
+    }
+    inputs.parallel_tool_calls  = jv<bool>(body, "parallel_tool_calls", false);
+    inputs.chat_template_kwargs = st.params.default_template_kwargs;
     if (body.contains("chat_template_kwargs")) {
         for (const auto & [k, v] : body.at("chat_template_kwargs").items()) {
             inputs.chat_template_kwargs[k] = v.dump();
         }
     }
+    const auto it = inputs.chat_template_kwargs.find("enable_thinking");
+    if (it != inputs.chat_template_kwargs.end()) {
+        if (it->second == "true") {
+            inputs.enable_thinking = true;
+        } else if (it->second == "false") {
+            inputs.enable_thinking = false;
+        }
+    }
     inputs.add_bos = llama_vocab_get_add_bos(st.vocab);
     inputs.add_eos = llama_vocab_get_add_eos(st.vocab);
-    const auto chat = common_chat_templates_apply(st.tmpls.get(), inputs);
-    send_json(res, json{{"prompt", chat.prompt}});
+    return inputs;
+}
+
+void handle_apply_template(const httplib::Request & req, httplib::Response & res) {
+    auto & st = *g_state;
+    const json body = json::parse(req.body);
+    const auto chat = common_chat_templates_apply(st.tmpls.get(), template_inputs(body));
+    send_json(res, json{
+        {"prompt",            chat.prompt},
+        {"generation_prompt", chat.generation_prompt},
+        {"format",            common_chat_format_name(chat.format)},
+    });
+}
+
+// llama-server's reply parsing: the request's template inputs give the parser
+// (common_chat_templates_apply), which then parses `text`, the model's whole reply
+// (common_chat_parse, not partial); the message comes back in OpenAI form.
+void handle_parse(const httplib::Request & req, httplib::Response & res) {
+    auto & st = *g_state;
+    const json body = json::parse(req.body);
+    if (!body.contains("text") || !body.at("text").is_string()) {
+        return send_error(res, "'text' must be a string");
+    }
+    const auto inputs = template_inputs(body);
+    const auto chat   = common_chat_templates_apply(st.tmpls.get(), inputs);
+    common_chat_parser_params pp(chat);
+    pp.reasoning_format = inputs.reasoning_format;
+    if (!chat.parser.empty()) {
+        pp.parser.load(chat.parser);
+    }
+    const auto msg = common_chat_parse(body.at("text").get<std::string>(), false, pp);
+    send_json(res, json{
+        {"format",  common_chat_format_name(chat.format)},
+        {"message", json::parse(msg.to_json_oaicompat().dump())},
+    });
 }
 
 void handle_completion(const httplib::Request & req, httplib::Response & res) {
@@ -439,6 +499,7 @@ int main(int argc, char ** argv) {
     svr.Post("/tokenize", locked(handle_tokenize));
     svr.Post("/detokenize", locked(handle_detokenize));
     svr.Post("/apply-template", locked(handle_apply_template));
+    svr.Post("/parse", locked(handle_parse));
     svr.Post("/completion", locked(handle_completion));
     svr.Post("/completions", locked(handle_completion));
 

@@ -77,7 +77,8 @@ pub(super) fn cmd_run(a: RunArgs) -> Result<()> {
     let prompt_text = match chat_messages {
         Some(msgs) => {
             let tmpl = crate::text::chat::ChatTemplate::from_gguf(&m.gguf, template_override)?;
-            tmpl.render(&msgs, true, None, None)?
+            let kwargs = crate::text::chat::llama_default_kwargs(None);
+            tmpl.render(&msgs, true, None, Some(&kwargs))?
         }
         None => raw_prompt.unwrap_or_default(),
     };

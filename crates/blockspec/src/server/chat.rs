@@ -3,12 +3,13 @@
 
 use super::chat_parse::{parse_reply, ChatDelta, ChatParser};
 use super::openai::{
-    chat_logprobs_json, finish_reason, gen_params, short, timings_json, usage_json, ApiError,
-    ApiResult, Endpoint, Fields,
+    chat_logprobs_json, finish_reason, short, timings_json, usage_json, ApiError, ApiResult,
+    Endpoint, Fields,
 };
 use super::relay::{collect, event_frames, sse_data, sse_response, stream_error, submit, Envelope};
 use super::slots::Event;
-use super::{json_body, Ready, Shared};
+use super::{gen_request, GenRequest, Ready, Shared};
+use crate::text::chat::llama_default_kwargs;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,7 +21,10 @@ use serde_json::{json, Value};
 struct ChatRequest {
     prompt_text: String,
     parse_tools: bool,
-    tool_names: Vec<String>,
+    /// The offered tools (after `tool_choice`).
+    tools: Vec<Value>,
+    /// The template writes tool calls in Qwen3-Coder's XML form.
+    xml_tool_calls: bool,
     parse_reasoning: bool,
 }
 
@@ -94,9 +98,7 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
         }
     };
     let tools = tools.filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
-    let kwargs = f
-        .object("chat_template_kwargs")?
-        .map(|o| Value::Object(o.clone()));
+    let kwargs = llama_default_kwargs(f.object("chat_template_kwargs")?);
     if let Some(rf) = f.object("response_format")? {
         match rf.get("type").and_then(Value::as_str) {
             None | Some("text") => {}
@@ -111,19 +113,16 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
     let reasoning_format = f.str("reasoning_format")?.unwrap_or("auto");
     let prompt_text = r
         .template
-        .render(messages, true, tools.as_ref(), kwargs.as_ref())
+        .render(messages, true, tools.as_ref(), Some(&kwargs))
         .map_err(|e| ApiError::bad_request(format!("cannot apply the chat template: {e:#}")))?;
-    let tool_names = tools
-        .iter()
-        .filter_map(Value::as_array)
-        .flatten()
-        .filter_map(|t| t.get("function")?.get("name")?.as_str())
-        .map(str::to_string)
-        .collect();
     Ok(ChatRequest {
         prompt_text,
         parse_tools: tools.is_some(),
-        tool_names,
+        xml_tool_calls: r.template.xml_tool_calls(tools.is_some()),
+        tools: match tools {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
         parse_reasoning: reasoning_format != "none",
     })
 }
@@ -145,11 +144,8 @@ pub(super) async fn chat_completions(
     State(state): State<Shared>,
     body: Body,
 ) -> ApiResult<Response> {
-    let r = state.ready()?;
-    let body = json_body(body, state.cfg.body_limit).await?;
-    let f = Fields::parse(&body)?;
-    let p = gen_params(&f, Endpoint::Chat, &state.cfg.defaults, r.model.n_ctx)?;
-    let chat = chat_request(r, &f)?;
+    let GenRequest { r, fields, p } = gen_request(&state, body, Endpoint::Chat).await?;
+    let chat = chat_request(r, &Fields(&fields))?;
     let prompt = r
         .model
         .tokenizer
@@ -162,7 +158,8 @@ pub(super) async fn chat_completions(
         chat.parse_tools,
         opens_reasoning,
         format!("call_{}_", env.id.trim_start_matches("chatcmpl-")),
-        chat.tool_names,
+        chat.tools,
+        chat.xml_tool_calls,
     );
     let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
     let model = r.model.clone();

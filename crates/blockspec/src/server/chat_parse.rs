@@ -2,7 +2,10 @@
 //!
 //! Reasoning is the text inside `<think>...</think>` (Qwen3, DeepSeek-R1 style; a prompt that
 //! already ends with `<think>` starts inside it). Tool calls are Qwen/Hermes-style
-//! `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks. The same parser serves
+//! `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks, or `<tool_call>` blocks in
+//! Qwen3-Coder's XML form (`<function=NAME>` with `<parameter=ARG>` values, see [`super::tool_xml`];
+//! Qwen3.5 and Qwen3.6 write them so). With templates of that XML family a `<tool_call>` also ends
+//! the reasoning, as in llama.cpp. The same parser serves
 //! streaming (text arrives in pieces; a piece that could be the start of a tag is held back)
 //! and non-streaming replies (one piece), so both give the same result.
 //!
@@ -10,6 +13,7 @@
 //! ```json fence, instead of `<tool_call>`: a reply that starts that way is held back to its end
 //! and becomes a tool call when it is exactly one `{"name": <an offered tool>, "arguments": ..}`.
 
+use super::tool_xml::{is_xml_call, parse_xml_call};
 use serde_json::Value;
 
 const THINK_OPEN: &str = "<think>";
@@ -55,21 +59,26 @@ pub struct ChatParser {
     n_tool_calls: usize,
     /// Prefix of tool call ids (unique per reply).
     id_prefix: String,
-    /// Names of the offered tools (a bare JSON reply must name one of them).
-    tool_names: Vec<String>,
+    /// The offered tools (a bare JSON reply must name one of them; XML calls are typed by their
+    /// schemas).
+    tools: Vec<Value>,
+    /// The template writes tool calls in the XML form: `<tool_call>` also ends reasoning.
+    xml_tool_calls: bool,
     /// Nothing has been emitted as content yet (a bare JSON call can only be the whole reply).
     at_reply_start: bool,
 }
 
 impl ChatParser {
     /// `prompt_opens_reasoning`: the rendered prompt ends inside `<think>` (the template opened
-    /// it), so the reply starts as reasoning.
+    /// it), so the reply starts as reasoning. `tools`: the offered tool definitions (OpenAI
+    /// form). `xml_tool_calls`: the template writes tool calls in Qwen3-Coder's XML form.
     pub fn new(
         parse_reasoning: bool,
         parse_tools: bool,
         prompt_opens_reasoning: bool,
         id_prefix: String,
-        tool_names: Vec<String>,
+        tools: Vec<Value>,
+        xml_tool_calls: bool,
     ) -> ChatParser {
         ChatParser {
             parse_reasoning,
@@ -83,7 +92,8 @@ impl ChatParser {
             trim_start: true,
             n_tool_calls: 0,
             id_prefix,
-            tool_names,
+            tools,
+            xml_tool_calls,
             at_reply_start: true,
         }
     }
@@ -106,19 +116,32 @@ impl ChatParser {
                 self.trim_start = false;
             }
             match self.state {
-                State::Reasoning => match self.buf.find(THINK_CLOSE) {
-                    Some(i) => {
-                        self.emit(&mut out, State::Reasoning, i);
-                        self.buf.drain(..THINK_CLOSE.len());
-                        self.state = State::Content;
-                        self.trim_start = true;
+                State::Reasoning => {
+                    let mut ends = vec![THINK_CLOSE];
+                    if self.parse_tools && self.xml_tool_calls {
+                        ends.push(TOOL_OPEN);
                     }
-                    None => {
-                        let keep = partial_tag_len(&self.buf, &[THINK_CLOSE]);
-                        self.emit(&mut out, State::Reasoning, self.buf.len() - keep);
-                        break;
+                    let found = ends
+                        .iter()
+                        .filter_map(|t| self.buf.find(t).map(|i| (i, *t)))
+                        .min();
+                    match found {
+                        Some((i, tag)) => {
+                            self.emit(&mut out, State::Reasoning, i);
+                            if tag == THINK_CLOSE {
+                                // A `<tool_call>` is left for the content state to open.
+                                self.buf.drain(..THINK_CLOSE.len());
+                            }
+                            self.state = State::Content;
+                            self.trim_start = true;
+                        }
+                        None => {
+                            let keep = partial_tag_len(&self.buf, &ends);
+                            self.emit(&mut out, State::Reasoning, self.buf.len() - keep);
+                            break;
+                        }
                     }
-                },
+                }
                 State::ToolCall => match self.buf.find(TOOL_CLOSE) {
                     Some(i) => {
                         let body: String = self.buf.drain(..i).collect();
@@ -184,7 +207,7 @@ impl ChatParser {
         match self.state {
             State::Reasoning if !rest.is_empty() => out.push(ChatDelta::Reasoning(rest)),
             State::Content if !rest.is_empty() => out.push(ChatDelta::Content(rest)),
-            State::ToolCall => match parse_tool_json(&rest) {
+            State::ToolCall => match self.parse_call(&rest) {
                 Some((name, arguments)) => out.push(self.new_call(name, arguments)),
                 None => out.push(ChatDelta::Content(format!("{TOOL_OPEN}{rest}"))),
             },
@@ -195,7 +218,7 @@ impl ChatParser {
                     .and_then(|b| b.strip_suffix("```"))
                     .unwrap_or(body);
                 match parse_tool_json(body) {
-                    Some((name, arguments)) if self.tool_names.contains(&name) => {
+                    Some((name, arguments)) if self.offers(&name) => {
                         out.push(self.new_call(name, arguments))
                     }
                     _ => out.push(ChatDelta::Content(rest)),
@@ -221,8 +244,27 @@ impl ChatParser {
         });
     }
 
+    /// Whether a tool of that name was offered.
+    fn offers(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| {
+            t.get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                == Some(name)
+        })
+    }
+
+    /// A tool call body, JSON or XML -> (name, arguments as JSON text).
+    fn parse_call(&self, body: &str) -> Option<(String, String)> {
+        if is_xml_call(body) {
+            parse_xml_call(body, &self.tools)
+        } else {
+            parse_tool_json(body)
+        }
+    }
+
     fn tool_call(&mut self, body: &str) -> ChatDelta {
-        match parse_tool_json(body) {
+        match self.parse_call(body) {
             Some((name, arguments)) => self.new_call(name, arguments),
             // Not a call after all: keep the text.
             None => ChatDelta::Content(format!("{TOOL_OPEN}{body}{TOOL_CLOSE}")),
@@ -301,13 +343,11 @@ mod tests {
     use super::*;
 
     fn parser(prompt_opens: bool) -> ChatParser {
-        ChatParser::new(
-            true,
-            true,
-            prompt_opens,
-            "call_".into(),
-            vec!["get_weather".into(), "f".into()],
-        )
+        let tools = ["get_weather", "f"]
+            .iter()
+            .map(|n| serde_json::json!({"type": "function", "function": {"name": n}}))
+            .collect();
+        ChatParser::new(true, true, prompt_opens, "call_".into(), tools, false)
     }
 
     #[test]
@@ -352,6 +392,34 @@ mod tests {
         assert!(c.is_some());
         let (_, c, _) = parse_reply(&mut parser(false), "```python\nx\n```");
         assert_eq!(c.as_deref(), Some("```python\nx\n```"));
+    }
+
+    #[test]
+    fn xml_tool_calls_parsed() {
+        let tools = vec![serde_json::json!({"type": "function", "function": {
+            "name": "get_weather",
+            "parameters": {"properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}})];
+        let xml = |prompt_opens| {
+            ChatParser::new(true, true, prompt_opens, "c".into(), tools.clone(), true)
+        };
+        let call = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n\
+                    <parameter=days>\n2\n</parameter>\n</function>\n</tool_call>";
+        let (r, c, calls) = parse_reply(&mut xml(true), &format!("Check.\n</think>\n\n{call}"));
+        assert_eq!((r.as_deref(), c), (Some("Check."), None));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].arguments, r#"{"city":"Paris","days":2}"#);
+        // In the XML family a tool call also ends the reasoning; elsewhere it stays reasoning.
+        let text = format!("Thinking {call}");
+        let (r, _, calls) = parse_reply(&mut xml(true), &text);
+        assert_eq!((r.as_deref(), calls.len()), (Some("Thinking"), 1));
+        let mut json_family = ChatParser::new(true, true, true, "c".into(), tools.clone(), false);
+        let (r, _, calls) = parse_reply(&mut json_family, &text);
+        assert_eq!((r.as_deref(), calls.len()), (Some(text.as_str()), 0));
+        // A function that was not offered is content.
+        let other = call.replace("get_weather", "rm");
+        let (_, c, calls) = parse_reply(&mut xml(false), &other);
+        assert!(calls.is_empty());
+        assert_eq!(c.as_deref(), Some(other.as_str()));
     }
 
     #[test]

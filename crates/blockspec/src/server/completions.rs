@@ -2,12 +2,12 @@
 
 use super::info::{settings_json, token_ids};
 use super::openai::{
-    completion_logprobs_json, finish_reason, gen_params, native_probs_json, prompt_input,
-    timings_json, usage_json, ApiError, ApiResult, Endpoint, Fields, PromptInput,
+    completion_logprobs_json, finish_reason, native_probs_json, prompt_input, timings_json,
+    usage_json, ApiError, ApiResult, Endpoint, Fields, PromptInput,
 };
 use super::relay::{collect, event_frames, sse_data, sse_response, stream_error, submit, Envelope};
 use super::slots::{Event, Finished};
-use super::{json_body, Ready, Shared};
+use super::{gen_request, GenRequest, Ready, Shared};
 use crate::decode::generate::StopReason;
 use axum::body::Body;
 use axum::extract::State;
@@ -29,15 +29,8 @@ fn completion_prompt(r: &Ready, f: &Fields) -> ApiResult<Vec<u32>> {
 }
 
 pub(super) async fn completions(State(state): State<Shared>, body: Body) -> ApiResult<Response> {
-    let r = state.ready()?;
-    let body = json_body(body, state.cfg.body_limit).await?;
-    let f = Fields::parse(&body)?;
-    let p = gen_params(
-        &f,
-        Endpoint::Completions,
-        &state.cfg.defaults,
-        r.model.n_ctx,
-    )?;
+    let GenRequest { r, fields, p } = gen_request(&state, body, Endpoint::Completions).await?;
+    let f = Fields(&fields);
     if f.bool("echo")? == Some(true) {
         return Err(ApiError::bad_request("'echo' is not supported"));
     }
@@ -106,10 +99,8 @@ pub(super) async fn native_completion(
     State(state): State<Shared>,
     body: Body,
 ) -> ApiResult<Response> {
-    let r = state.ready()?;
-    let body = json_body(body, state.cfg.body_limit).await?;
-    let f = Fields::parse(&body)?;
-    let p = gen_params(&f, Endpoint::Native, &state.cfg.defaults, r.model.n_ctx)?;
+    let GenRequest { r, fields, p } = gen_request(&state, body, Endpoint::Native).await?;
+    let f = Fields(&fields);
     let prompt = completion_prompt(r, &f)?;
     let stops = p.stop.clone();
     let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;

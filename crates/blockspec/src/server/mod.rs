@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openai;
 mod relay;
 pub mod slots;
+mod tool_xml;
 
 use crate::decode::sampling::SamplingParams;
 use crate::session::load::LoadConfig;
@@ -27,8 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics::Metrics;
-use openai::{ApiError, ApiResult};
-use serde_json::Value;
+use openai::{body_object, gen_params, ApiError, ApiResult, Endpoint, Fields, GenParams};
+use serde_json::{Map, Value};
 use slots::SlotPool;
 use std::sync::{Arc, OnceLock};
 
@@ -199,6 +200,32 @@ async fn check_api_key(State(state): State<Shared>, req: Request, next: Next) ->
         }
     }
     next.run(req).await
+}
+
+/// The opening every generation endpoint shares: the loaded model, the request's fields and
+/// its generation parameters.
+struct GenRequest<'s> {
+    r: &'s Ready,
+    fields: Map<String, Value>,
+    p: GenParams,
+}
+
+/// Read a generation request: 503 while the model loads, then the JSON body (413/400), its
+/// object of fields (400) and the generation parameters for `endpoint` (400), in that order.
+async fn gen_request(
+    state: &AppState,
+    body: Body,
+    endpoint: Endpoint,
+) -> ApiResult<GenRequest<'_>> {
+    let r = state.ready()?;
+    let fields = body_object(json_body(body, state.cfg.body_limit).await?)?;
+    let p = gen_params(
+        &Fields(&fields),
+        endpoint,
+        &state.cfg.defaults,
+        r.model.n_ctx,
+    )?;
+    Ok(GenRequest { r, fields, p })
 }
 
 /// The JSON body, or an error: 413 over the size limit, 400 for anything that is not JSON.

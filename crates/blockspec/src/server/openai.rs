@@ -55,17 +55,25 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+fn not_an_object() -> ApiError {
+    ApiError::bad_request("the request body must be a JSON object")
+}
+
+/// The request body's object of fields (owned), or 400 as [`Fields::parse`] answers.
+pub fn body_object(body: Value) -> ApiResult<Map<String, Value>> {
+    match body {
+        Value::Object(m) => Ok(m),
+        _ => Err(not_an_object()),
+    }
+}
+
 /// Typed access to a request object's fields; errors name the field.
 pub struct Fields<'a>(pub &'a Map<String, Value>);
 
 impl<'a> Fields<'a> {
+    /// The fields of a request body, or 400 if it is not a JSON object.
     pub fn parse(body: &'a Value) -> ApiResult<Fields<'a>> {
-        match body {
-            Value::Object(m) => Ok(Fields(m)),
-            _ => Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            )),
-        }
+        body.as_object().map(Fields).ok_or_else(not_an_object)
     }
     /// The field, with `null` treated as absent.
     pub fn get(&self, name: &str) -> Option<&'a Value> {

@@ -64,6 +64,18 @@ use time::{strftime, unix_now};
 /// llama.cpp's fallback template (`CHATML_TEMPLATE_SRC`) for models without one.
 pub const CHATML_TEMPLATE: &str = "{%- for message in messages -%}\n  {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n  {{- '<|im_start|>assistant\\n' -}}\n{%- endif -%}";
 
+/// The template kwargs of a request as llama.cpp's tools (llama-server, llama-cli) pass them:
+/// `preserve_reasoning` on (their `--reasoning-preserve` default, which sets `preserve_thinking`
+/// for templates such as Qwen3.6's), then the request's own `kwargs`, which win.
+pub fn llama_default_kwargs(kwargs: Option<&Map<String, Json>>) -> Json {
+    let mut out = Map::new();
+    out.insert("preserve_reasoning".into(), json!(true));
+    for (k, v) in kwargs.into_iter().flatten() {
+        out.insert(k.clone(), v.clone());
+    }
+    Json::Object(out)
+}
+
 /// A chat template ready to render conversations.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -143,6 +155,20 @@ impl ChatTemplate {
     /// The default template's source (after llama.cpp's source patches).
     pub fn source(&self) -> &str {
         &self.default.source
+    }
+
+    /// Whether the template used for a request (with or without tools) writes tool calls in
+    /// Qwen3-Coder's XML form (`<tool_call>`, `<function=NAME>`, `<parameter=ARG>`: Qwen3-Coder,
+    /// Qwen3.5, Qwen3.6), detected from its source as llama.cpp detects it.
+    pub fn xml_tool_calls(&self, with_tools: bool) -> bool {
+        let src = match &self.tool_use {
+            Some(tu) if with_tools => &tu.source,
+            _ => &self.default.source,
+        };
+        ["<tool_call>", "<function=", "<parameter="]
+            .iter()
+            .all(|s| src.contains(s))
+            && !src.contains("'<tool_call><function=' ~ tool_call.name ~ '>'")
     }
 
     pub fn caps(&self) -> Caps {

@@ -52,6 +52,32 @@ struct DraftCacheStore {
     _buffer: Buffer,
 }
 
+/// How [`DFlashDrafter::load`] sets a drafter up.
+#[derive(Clone, Copy, Debug)]
+pub struct DrafterOptions {
+    /// Positions the draft cache holds (the target's context).
+    pub n_ctx: usize,
+    /// Attend to at most this many context cells before the block (0: all).
+    pub window: usize,
+    /// The draft KV cache's element type (f16 normally; f32 for reference checks).
+    pub cache_type: Type,
+    /// Quantize the drafter's float matrices (f32, f16, bf16) to this type at load
+    /// (`--draft-type q8_0` / `q4_0`); None keeps them as stored.
+    pub weight_type: Option<Type>,
+}
+
+impl DrafterOptions {
+    /// A draft cache of `n_ctx` positions in f16, no window, weights as stored.
+    pub fn new(n_ctx: usize) -> DrafterOptions {
+        DrafterOptions {
+            n_ctx,
+            window: 0,
+            cache_type: Type::F16,
+            weight_type: None,
+        }
+    }
+}
+
 /// One session's DFlash drafter: its draft KV cache, cached step graphs and the context it has
 /// not injected yet, over weights shared with other sessions.
 pub struct DFlashDrafter {
@@ -85,32 +111,23 @@ pub struct DFlashDrafter {
 }
 
 impl DFlashDrafter {
-    /// Load a drafter (directory or GGUF) for `target`, with a draft cache for `n_ctx` positions.
-    /// `cache_type`: the draft KV cache's element type (f16 normally; f32 for reference checks).
+    /// Load a drafter (directory or GGUF) for `target`, set up as `opts` says (context, window,
+    /// draft cache type, optional weight quantization).
     pub fn load(
         path: &Path,
         target: Arc<Model>,
         backend: Arc<Backend>,
-        n_ctx: usize,
-        window: usize,
-        cache_type: Type,
+        opts: &DrafterOptions,
     ) -> Result<DFlashDrafter> {
-        Self::load_with(path, target, backend, n_ctx, window, cache_type, None)
-    }
-
-    /// Like [`load`](Self::load); `weight_type` quantizes the drafter's float matrices (f32,
-    /// f16, bf16) to that type at load (`--draft-type q8_0` / `q4_0`).
-    pub fn load_with(
-        path: &Path,
-        target: Arc<Model>,
-        backend: Arc<Backend>,
-        n_ctx: usize,
-        window: usize,
-        cache_type: Type,
-        weight_type: Option<Type>,
-    ) -> Result<DFlashDrafter> {
-        let weights = DFlashWeights::load(path, &target, &backend, weight_type)?;
-        DFlashDrafter::new(weights, target, backend, n_ctx, window, cache_type)
+        let weights = DFlashWeights::load(path, &target, &backend, opts.weight_type)?;
+        DFlashDrafter::new(
+            weights,
+            target,
+            backend,
+            opts.n_ctx,
+            opts.window,
+            opts.cache_type,
+        )
     }
 
     /// A drafter (its own draft cache and graphs) over weights loaded once: concurrent
