@@ -24,14 +24,19 @@
 
 mod common;
 
+use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::model::{check_vocab, DraftModel};
+use blockspec::decode::draft::ngram::NgramDrafter;
 use blockspec::decode::draft::{DraftCost, Drafter, Features};
 use blockspec::decode::generate::{generate, GenerateOptions, Generation};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
+use blockspec::dev::synth::{write_random_dflash, DraftSpec};
 use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use blockspec::text::tokenizer::Tokenizer;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const N_CTX: usize = 256;
@@ -47,6 +52,8 @@ const MAX_VERIFY: usize = 16;
 
 /// One tiny fixture: its model on a CPU backend, its tokenizer and its reference prompts.
 struct Fixture {
+    name: &'static str,
+    gguf: Gguf,
     tok: Tokenizer,
     model: Arc<Model>,
     backend: Arc<ggml::Backend>,
@@ -59,7 +66,9 @@ fn fixture(name: &'static str) -> Fixture {
     let path = common::fixture(&format!("hybrid/{name}/model-f32.gguf"));
     let gguf = Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer");
-    let backend = Arc::new(ggml::Backend::cpu(2));
+    // One thread: these models are too small to gain from two, and a shared machine cannot
+    // stall a thread barrier.
+    let backend = Arc::new(ggml::Backend::cpu(1));
     let model =
         Arc::new(Model::load_with(&gguf, &backend, false, false).expect("load the tiny model"));
     assert!(model.is_hybrid(), "{name}: not a hybrid model");
@@ -71,6 +80,8 @@ fn fixture(name: &'static str) -> Fixture {
         .map(|s| common::ids(&s["ids"]))
         .collect();
     Fixture {
+        name,
+        gguf,
         tok,
         model,
         backend,
@@ -165,8 +176,8 @@ struct Scripted {
     /// Generated tokens committed so far: the next step's `last` is truth[done].
     done: usize,
     step: usize,
-    /// The drafts and j of the step being verified.
-    in_flight: Option<(usize, usize)>,
+    /// The script step, drafts and j of the step being verified.
+    in_flight: Option<(usize, usize, usize)>,
     /// Per draft position: steps rejected there.
     rejected_at: Vec<usize>,
     /// Per verify length: steps of that length, and steps of it whose drafts were all accepted.
@@ -235,7 +246,8 @@ impl Drafter for Scripted {
                 self.truth.get(self.done)
             ));
         }
-        let (l, j) = self.script[self.step % self.script.len()];
+        let step = self.step;
+        let (l, j) = self.script[step % self.script.len()];
         let n = (l - 1).min(len - 1);
         // A step cut short by the token limit is played again in the next generation.
         if n == l - 1 {
@@ -252,16 +264,15 @@ impl Drafter for Scripted {
                 }
             })
             .collect();
-        self.in_flight = Some((n, j));
+        self.in_flight = Some((step, n, j));
         Ok(drafts)
     }
     fn commit(&mut self, tokens: &[u32], _features: Features) -> anyhow::Result<()> {
-        if let Some((n, j)) = self.in_flight.take() {
+        if let Some((step, n, j)) = self.in_flight.take() {
             let accepted = tokens.len() - 1;
             if accepted != j {
                 self.surprises.push(format!(
-                    "step {}: {accepted} of {n} drafts accepted, expected {j}",
-                    self.step
+                    "step {step}: {accepted} of {n} drafts accepted, expected {j}"
                 ));
             }
             self.len_seen[n + 1] += 1;
@@ -477,4 +488,416 @@ fn exact_state_after_commit_qwen35moe() {
 #[test]
 fn exact_state_after_commit_qwen3next() {
     exact_state_after_commit("qwen3next");
+}
+
+/// Speculative greedy generation with `d` on `f`'s target equals plain generation for `prompts`
+/// (`n` tokens each) at each verify length of `lengths` (None: adaptive), with one target forward
+/// per step; returns (drafted, accepted) over all of them.
+fn lossless_with(
+    f: &Fixture,
+    spec_e: &mut Engine,
+    d: &mut dyn Drafter,
+    prompts: &[Vec<u32>],
+    n: usize,
+    lengths: &[Option<usize>],
+) -> (usize, usize) {
+    let mut plain_e = f.engine();
+    let (mut drafted, mut accepted) = (0, 0);
+    for (pi, prompt) in prompts.iter().enumerate() {
+        let what = format!("{} prompt {pi} ({} tokens)", f.name, prompt.len());
+        let plain = plain_greedy(&mut plain_e, &f.tok, &what, prompt, n);
+        for &len in lengths {
+            let (g, stats) = spec_greedy(spec_e, d, &f.tok, prompt, &greedy_opts(n), len);
+            assert_eq!(
+                g.tokens,
+                plain,
+                "{what}: {} drafts, verify length {len:?}: speculative output != plain",
+                d.name()
+            );
+            assert_eq!(
+                stats.target_forwards,
+                stats.steps as u64,
+                "{what}: {} drafts, verify length {len:?}: target forwards vs steps",
+                d.name()
+            );
+            drafted += stats.drafted;
+            accepted += stats.accepted;
+        }
+    }
+    (drafted, accepted)
+}
+
+/// n-gram lookup on a hybrid target; returns (drafted, accepted).
+fn ngram_on(name: &'static str) -> (usize, usize) {
+    let f = fixture(name);
+    let mut e = f.engine();
+    let mut d = NgramDrafter::new(3, MAX_VERIFY).expect("ngram");
+    let lengths = [Some(MAX_VERIFY), None];
+    let (drafted, accepted) = lossless_with(&f, &mut e, &mut d, &f.prompts[..3], 64, &lengths);
+    eprintln!("{name}: n-gram drafted {drafted}, accepted {accepted}");
+    assert!(drafted > 0, "{name}: the n-gram lookup never proposed");
+    (drafted, accepted)
+}
+
+// On these three the lookup finds short repeats whose continuations the target rejects.
+#[test]
+fn ngram_drafts_on_qwen35() {
+    ngram_on("qwen35");
+}
+
+#[test]
+fn ngram_drafts_on_qwen35moe() {
+    ngram_on("qwen35moe");
+}
+
+#[test]
+fn ngram_drafts_on_qwen3next() {
+    ngram_on("qwen3next");
+}
+
+/// qwen35-tied falls into a loop of one or two tokens at once: the lookup's drafts are accepted.
+#[test]
+fn ngram_drafts_accepted_on_qwen35_tied() {
+    let (drafted, accepted) = ngram_on("qwen35-tied");
+    assert!(
+        accepted * 2 > drafted,
+        "n-gram drafts on a looping target: {accepted} of {drafted} accepted"
+    );
+}
+
+/// A classic draft model (another tiny hybrid model with the same toy tokenizer) drafting for a
+/// hybrid target: its own recurrent state goes back to the checkpoint it saves before drafting.
+fn draft_model_for(target: &'static str, draft: &'static str) -> (usize, usize) {
+    let f = fixture(target);
+    let df = fixture(draft);
+    check_vocab(&f.gguf, &df.gguf).expect("the tiny hybrid models share a tokenizer");
+    let mut d = DraftModel::new(df.engine(), 6, 0.0).expect("draft model");
+    let mut e = f.engine();
+    let lengths = [Some(6), None];
+    let (drafted, accepted) = lossless_with(&f, &mut e, &mut d, &f.prompts[1..3], 40, &lengths);
+    eprintln!("{target} drafted by {draft}: drafted {drafted}, accepted {accepted}");
+    assert!(drafted > 0, "{target} drafted by {draft}: no drafts");
+    (drafted, accepted)
+}
+
+#[test]
+fn draft_model_qwen35_for_qwen35moe() {
+    draft_model_for("qwen35moe", "qwen35");
+}
+
+#[test]
+fn draft_model_qwen35moe_for_qwen35() {
+    draft_model_for("qwen35", "qwen35moe");
+}
+
+/// The same weights drafting: the drafts are the target's own greedy tokens, so they are
+/// accepted (the other pairs, unrelated random models, are rejected at once).
+#[test]
+fn draft_model_qwen35_for_itself() {
+    let (drafted, accepted) = draft_model_for("qwen35", "qwen35");
+    assert_eq!(accepted, drafted, "the target's own tokens were rejected");
+}
+
+/// A random-weight DFlash drafter tapping two of the qwen35 target's layers (its drafts are
+/// almost never accepted): lossless, no extra forward.
+#[test]
+fn random_dflash_drafter_on_qwen35() {
+    let f = fixture("qwen35");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("random-dflash.gguf");
+    let taps = vec![1, 2];
+    let spec = DraftSpec {
+        n_layer: 1,
+        block_size: MAX_VERIFY,
+        target_layers: taps.clone(),
+        mask_token_id: N_REGULAR,
+        seed: 7,
+        scale: 0.02,
+    };
+    write_random_dflash(&path, &f.model.hp, &spec).expect("write the drafter");
+    let mut e = f.engine_with(N_UBATCH, taps);
+    let mut d = DFlashDrafter::load(
+        &path,
+        f.model.clone(),
+        f.backend.clone(),
+        N_CTX,
+        0,
+        ggml::Type::F32,
+    )
+    .expect("load the drafter");
+    let lengths = [Some(MAX_VERIFY), None];
+    let (drafted, accepted) = lossless_with(&f, &mut e, &mut d, &f.prompts[1..3], 40, &lengths);
+    eprintln!("qwen35, random DFlash: drafted {drafted}, accepted {accepted}");
+    assert!(drafted > 0, "the DFlash drafter never ran");
+}
+
+/// Sampling parameters of the T > 0 test: top-k 4 keeps the exact joint distribution of three
+/// tokens small (at most 64 outcomes); the temperature spreads it.
+fn sampling_params(temperature: f32, seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature,
+        top_k: 4,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed,
+        ..Default::default()
+    }
+}
+
+/// The exact probability of each first-`depth`-tokens outcome under the sampler's distribution
+/// (top-k, temperature) of the target's logits, each prefix evaluated by a fresh prefill.
+fn exact_joint(
+    e: &mut Engine,
+    prompt: &[u32],
+    depth: usize,
+    temperature: f32,
+) -> HashMap<Vec<u32>, f64> {
+    let sampler = Sampler::new(sampling_params(temperature, 0));
+    let mut out = HashMap::new();
+    let mut frontier = vec![(Vec::<u32>::new(), 1f64)];
+    for level in 0..depth {
+        let mut next = Vec::new();
+        for (prefix, p) in frontier {
+            let seq: Vec<u32> = prompt.iter().chain(&prefix).copied().collect();
+            e.reset();
+            let logits = e.decode(&seq, Outputs::Last).expect("prefill");
+            let d = sampler.distribution(logits.last());
+            for (&t, &q) in d.tokens.iter().zip(&d.probs) {
+                let mut k = prefix.clone();
+                k.push(t);
+                if level + 1 == depth {
+                    out.insert(k, p * q as f64);
+                } else {
+                    next.push((k, p * q as f64));
+                }
+            }
+        }
+        frontier = next;
+    }
+    out
+}
+
+/// Pearson's chi-square of `counts` against the probabilities `exact`, outcomes with an expected
+/// count below 5 pooled into one bin: (statistic, degrees of freedom).
+fn chi_square(counts: &HashMap<Vec<u32>, usize>, exact: &HashMap<Vec<u32>, f64>) -> (f64, usize) {
+    let n: usize = counts.values().sum();
+    let (mut stat, mut bins) = (0.0, 0);
+    let (mut pooled_e, mut pooled_o) = (0.0, 0usize);
+    let mut keys: Vec<&Vec<u32>> = exact.keys().chain(counts.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        let e = exact.get(k).copied().unwrap_or(0.0) * n as f64;
+        let o = counts.get(k).copied().unwrap_or(0);
+        if e >= 5.0 {
+            stat += (o as f64 - e).powi(2) / e;
+            bins += 1;
+        } else {
+            pooled_e += e;
+            pooled_o += o;
+        }
+    }
+    if pooled_e > 0.0 {
+        stat += (pooled_o as f64 - pooled_e).powi(2) / pooled_e;
+        bins += 1;
+    } else if pooled_o > 0 {
+        // Outcomes the exact distribution says are impossible.
+        return (f64::INFINITY, bins);
+    }
+    (stat, bins.max(2) - 1)
+}
+
+/// The chi-square value exceeded with probability 1e-3 (Wilson-Hilferty approximation).
+fn chi_square_critical(df: usize) -> f64 {
+    let z = 3.09; // the standard normal's 1 - 1e-3 quantile
+    let k = df as f64;
+    let a = 2.0 / (9.0 * k);
+    k * (1.0 - a + z * a.sqrt()).powi(3)
+}
+
+/// T > 0 on qwen35: speculative sampling reproduces plain sampling seed by seed (one draw per
+/// committed token from the sampler's stream), and the first three tokens over many seeds follow
+/// the exact joint distribution computed from the target's logits (chi-square, alpha 1e-3); the
+/// same samples fail against the distribution at another temperature, so the check has power.
+/// The drafter is the same model run greedily: its drafts are the most likely tokens, rejected
+/// whenever the draw is another one.
+#[test]
+fn sampling_is_distributed_as_plain_sampling() {
+    let f = fixture("qwen35");
+    let temperature = 3.0;
+    let depth = 3;
+    let n_seeds = 500;
+    let prompt = &f.prompts[1];
+    let mut e = f.engine();
+    let exact = exact_joint(&mut e, prompt, depth, temperature);
+    let total: f64 = exact.values().sum();
+    assert!((total - 1.0).abs() < 1e-4, "exact joint sums to {total}");
+    let mut d = DraftModel::new(f.engine(), 3, 0.0).expect("draft model");
+    let opts = greedy_opts(depth);
+    let mut counts: HashMap<Vec<u32>, usize> = HashMap::new();
+    let (mut drafted, mut accepted, mut forwards, mut steps) = (0, 0, 0, 0);
+    for seed in 0..n_seeds {
+        let p = sampling_params(temperature, seed);
+        let plain = generate(
+            &mut e,
+            &f.tok,
+            &mut Sampler::new(p.clone()),
+            prompt,
+            &opts,
+            |_| {},
+        )
+        .expect("plain");
+        let (spec, stats) = generate_speculative(
+            SpecParts {
+                engine: &mut e,
+                drafter: &mut d,
+                tok: &f.tok,
+                sampler: &mut Sampler::new(p),
+            },
+            prompt,
+            &opts,
+            &mut SpecOptions {
+                fixed_len: Some(3),
+                allow_inexact_batches: true,
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .expect("speculative");
+        assert_eq!(spec.tokens, plain.tokens, "seed {seed}: spec != plain");
+        *counts.entry(spec.tokens.clone()).or_default() += 1;
+        drafted += stats.drafted;
+        accepted += stats.accepted;
+        forwards += stats.target_forwards;
+        steps += stats.steps;
+    }
+    assert_eq!(forwards, steps as u64, "target forwards vs steps");
+    let (stat, df) = chi_square(&counts, &exact);
+    let crit = chi_square_critical(df);
+    let p_max = exact.values().fold(0f64, |m, &p| m.max(p));
+    eprintln!(
+        "T {temperature}: {} outcomes (exact {}, most likely {p_max:.3}); chi-square {stat:.1} \
+         on {df} df, critical {crit:.1}; drafted {drafted}, accepted {accepted}",
+        counts.len(),
+        exact.len()
+    );
+    assert!(
+        stat < crit,
+        "speculative samples vs the exact distribution: chi-square {stat:.1} >= {crit:.1} ({df} df)"
+    );
+    assert!(
+        accepted > 0 && accepted < drafted,
+        "drafts accepted {accepted} of {drafted}: both acceptance and rejection must occur"
+    );
+    let other = exact_joint(&mut e, prompt, depth, temperature * 1.5);
+    let (stat2, df2) = chi_square(&counts, &other);
+    eprintln!(
+        "against T {}: chi-square {stat2:.1} on {df2} df",
+        temperature * 1.5
+    );
+    assert!(
+        stat2 >= chi_square_critical(df2),
+        "the chi-square check cannot tell T {temperature} from T {}: {stat2:.1} on {df2} df",
+        temperature * 1.5
+    );
+}
+
+/// The tokens a session's cache holds after a generation: the prompt and the generated tokens
+/// the engine evaluated (as server::slots / session::Session record them).
+fn cached_after(e: &Engine, prompt: &[u32], g: &Generation) -> Vec<u32> {
+    prompt
+        .iter()
+        .chain(&g.tokens)
+        .copied()
+        .take(e.n_past())
+        .collect()
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Prompt-cache reuse on a hybrid target through `generate`'s `reuse_kv`: the recurrent state
+/// goes back only to a checkpoint saved after an earlier prompt (exactly at its length), else
+/// the prompt is evaluated afresh; either way the output equals a fresh engine's.
+#[test]
+fn prompt_cache_reuse_on_qwen35() {
+    let f = fixture("qwen35");
+    let n = 12;
+    let mut e = f.engine();
+    let mut fresh = f.engine();
+    let base = f.prompts[2].clone(); // 40 tokens
+    let extend = |p: &[u32], salt: u32, k: usize| -> Vec<u32> {
+        p.iter().copied().chain(tokens(k, salt)).collect()
+    };
+    // (prompt, positions expected from the cache)
+    let p1 = base[..20].to_vec();
+    let p2 = extend(&base, 3, 8); // extends p1: back to p1's checkpoint (20)
+    let p3 = extend(&p2, 4, 5); // extends p2: its checkpoint (48)
+    let p4 = extend(&base[..30], 5, 6); // shares 30 with p3: the checkpoint at 20
+    let p5 = extend(&base[..10], 6, 9); // shares 10 with p4: no checkpoint that short, all again
+                                        // The same prompt again: its last token must be evaluated, and the only checkpoint is at
+                                        // its full length, so today it is all evaluated again (a checkpoint one token before a
+                                        // prompt's end would let it reuse len - 1): either is right, nothing else.
+    let p6 = p5.clone();
+    let cases: [(&str, &Vec<u32>, usize); 6] = [
+        ("first prompt", &p1, 0),
+        ("extends the first", &p2, 20),
+        ("extends the second", &p3, 48),
+        ("shares 30 tokens with the third", &p4, 20),
+        ("shares 10 tokens with the fourth", &p5, 0),
+        ("the fifth again", &p6, usize::MAX),
+    ];
+    let mut cached: Vec<u32> = Vec::new();
+    for (what, prompt, reused) in cases {
+        let opts = GenerateOptions {
+            reuse_kv: common_prefix(&cached, prompt),
+            ..greedy_opts(n)
+        };
+        let mut s = Sampler::new(SamplingParams::greedy());
+        let g = generate(&mut e, &f.tok, &mut s, prompt, &opts, |_| {}).expect("generate");
+        let want = plain_greedy(&mut fresh, &f.tok, what, prompt, n);
+        assert_eq!(g.tokens, want, "{what}: output != a fresh engine's");
+        let reused = if reused == usize::MAX {
+            assert!(
+                [0, prompt.len() - 1].contains(&g.cached_prompt_n),
+                "{what}: {} positions from the cache",
+                g.cached_prompt_n
+            );
+            g.cached_prompt_n
+        } else {
+            reused
+        };
+        assert_eq!(
+            (g.cached_prompt_n, g.timings.prompt_n),
+            (reused, prompt.len() - reused),
+            "{what} (reuse_kv {}): (positions from the cache, prompt tokens evaluated)",
+            opts.reuse_kv
+        );
+        cached = cached_after(&e, prompt, &g);
+    }
+
+    // The same through speculative generation (n-gram drafts, which resume any prefix).
+    let mut d = NgramDrafter::new(2, 8).expect("ngram");
+    let mut cached: Vec<u32> = Vec::new();
+    for (what, prompt, reused) in cases {
+        let opts = GenerateOptions {
+            reuse_kv: common_prefix(&cached, prompt),
+            ..greedy_opts(n)
+        };
+        let (g, stats) = spec_greedy(&mut e, &mut d, &f.tok, prompt, &opts, Some(8));
+        let want = plain_greedy(&mut fresh, &f.tok, what, prompt, n);
+        assert_eq!(
+            g.tokens, want,
+            "{what} (speculative): output != a fresh engine's"
+        );
+        if reused != usize::MAX {
+            assert_eq!(
+                g.cached_prompt_n, reused,
+                "{what} (speculative): positions from the cache"
+            );
+        }
+        assert_eq!(stats.target_forwards, stats.steps as u64);
+        cached = cached_after(&e, prompt, &g);
+    }
 }
