@@ -14,6 +14,8 @@
 //! 3. Sampling (T > 0): speculative sampling reproduces plain sampling seed by seed, and the
 //!    first tokens follow the target's exact joint distribution (chi-square).
 //! 4. Prompt-cache reuse through the recurrent-state checkpoint saved after each prompt.
+//! 5. Verifies the engine cannot roll back in one piece: longer than n_ubatch (run in chunks)
+//!    or than the per-token states it keeps (MAX_KEPT_TOKENS).
 //!
 //! Verify batches are allowed to be inexact (`allow_inexact_batches`): on the CPU a batch of >= 2
 //! rows uses other f32 matmul kernels than a one-token step (rows differ by ~2e-5, and
@@ -629,6 +631,97 @@ fn random_dflash_drafter_on_qwen35() {
     let (drafted, accepted) = lossless_with(&f, &mut e, &mut d, &f.prompts[1..3], 40, &lengths);
     eprintln!("qwen35, random DFlash: drafted {drafted}, accepted {accepted}");
     assert!(drafted > 0, "the DFlash drafter never ran");
+}
+
+/// A verify batch longer than the engine's n_ubatch runs in chunks. On a hybrid target every
+/// chunk of 2..=32 tokens with all rows output keeps its per-token states instead of writing its
+/// final state, so the next chunk must still start from the state after the previous one: its
+/// rows equal those of one unchunked batch.
+///
+/// Fails today: `Engine::eval_chunk` (runtime/engine.rs) sets `keep_states` per chunk and
+/// leaves the previous chunk's `pending` states uncommitted (they are settled only at the start
+/// of `evaluate`), so the second chunk reads the state from before the first (rows off by ~85%).
+#[test]
+fn verify_in_chunks_continues_from_each_chunk() {
+    let f = fixture("qwen35");
+    let mut e = f.engine_with(8, vec![]);
+    let mut r = f.engine();
+    let prompt = tokens(7, 1);
+    let batch = tokens(16, 2);
+    r.reset();
+    r.decode(&prompt, Outputs::Last).expect("prompt");
+    let want = r.decode(&batch, Outputs::All).expect("one batch");
+    e.reset();
+    e.decode(&prompt, Outputs::Last).expect("prompt");
+    let got = e.decode(&batch, Outputs::All).expect("two chunks");
+    for i in 0..batch.len() {
+        let scale = want.row(i).iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = max_diff(got.row(i), want.row(i)) / scale;
+        assert!(
+            d <= 1e-4,
+            "row {i} of a 16-token verify in chunks of 8 differs from the unchunked batch by \
+             {d:.3e} (relative): the second chunk did not start from the first chunk's state"
+        );
+    }
+}
+
+/// Speculation on a hybrid target whose n_ubatch (8) is below the verify length (up to 16):
+/// however the engine splits or the loop caps such verifies, output == plain. Fails today (the
+/// chunk bug above, and a commit inside the first chunk cannot be rolled back to).
+#[test]
+fn verify_longer_than_ubatch_is_lossless() {
+    let f = fixture("qwen35");
+    let mut plain_e = f.engine();
+    let mut spec_e = f.engine_with(8, vec![]);
+    let prompt = &f.prompts[1];
+    let n = 64;
+    let plain = plain_greedy(&mut plain_e, &f.tok, "qwen35 prompt 1", prompt, n);
+    let mut d = Scripted::new(vec![(16, 15), (16, 3), (16, 10), (12, 9), (4, 1)]);
+    d.truth = plain.clone();
+    let (g, _) = spec_greedy(
+        &mut spec_e,
+        &mut d,
+        &f.tok,
+        prompt,
+        &greedy_opts(n),
+        Some(16),
+    );
+    assert_eq!(
+        g.tokens, plain,
+        "n_ubatch 8, verifies of 16: output != plain"
+    );
+    assert!(d.surprises.is_empty(), "{:#?}", d.surprises);
+}
+
+/// Verify lengths beyond the per-token states the engine keeps (MAX_KEPT_TOKENS = 32): a
+/// rejection must still leave the target exactly after the accepted tokens (or the loop must
+/// not verify that many at once on a hybrid target). Output == plain, one forward per step.
+///
+/// Fails today: such a verify keeps no per-token states, so `commit_accepted` falls back to the
+/// prompt's checkpoint (or position 0), and `SpecRun::commit` (decode/spec/mod.rs) ignores
+/// that the engine kept fewer positions than `start + rows`: the loop goes on from the wrong
+/// state and position and the output is garbage (reachable with --spec-draft-n-max >= 32).
+#[test]
+fn verify_longer_than_the_kept_states() {
+    let f = fixture("qwen35");
+    let mut plain_e = f.engine();
+    let mut spec_e = f.engine();
+    let prompt = &f.prompts[1];
+    let n = 64;
+    let plain = plain_greedy(&mut plain_e, &f.tok, "qwen35 prompt 1", prompt, n);
+    let mut d = Scripted::new(vec![(40, 3), (40, 39), (40, 20), (4, 1)]);
+    d.truth = plain.clone();
+    let (g, stats) = spec_greedy(
+        &mut spec_e,
+        &mut d,
+        &f.tok,
+        prompt,
+        &greedy_opts(n),
+        Some(40),
+    );
+    assert_eq!(g.tokens, plain, "verifies of 40 tokens: output != plain");
+    assert!(d.surprises.is_empty(), "{:#?}", d.surprises);
+    assert_eq!(stats.target_forwards, stats.steps as u64);
 }
 
 /// Sampling parameters of the T > 0 test: top-k 4 keeps the exact joint distribution of three
