@@ -600,11 +600,10 @@ fn draft_model_qwen35_for_itself() {
     assert_eq!(accepted, drafted, "the target's own tokens were rejected");
 }
 
-/// A random-weight DFlash drafter tapping two of the qwen35 target's layers (its drafts are
-/// almost never accepted): lossless, no extra forward.
-#[test]
-fn random_dflash_drafter_on_qwen35() {
-    let f = fixture("qwen35");
+/// A random-weight DFlash drafter tapping two of the target's layers (its drafts are almost
+/// never accepted): lossless, no extra forward.
+fn random_dflash_drafter_on(name: &'static str) {
+    let f = fixture(name);
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("random-dflash.gguf");
     let taps = vec![1, 2];
@@ -616,7 +615,10 @@ fn random_dflash_drafter_on_qwen35() {
         seed: 7,
         scale: 0.02,
     };
-    write_random_dflash(&path, &f.model.hp, &spec).expect("write the drafter");
+    // The drafter's own feed-forward width (the MoE targets have none, or an unused default).
+    let mut hp = f.model.hp.clone();
+    hp.n_ff = 32;
+    write_random_dflash(&path, &hp, &spec).expect("write the drafter");
     let mut e = f.engine_with(N_UBATCH, taps);
     let mut d = DFlashDrafter::load(
         &path,
@@ -629,8 +631,110 @@ fn random_dflash_drafter_on_qwen35() {
     .expect("load the drafter");
     let lengths = [Some(MAX_VERIFY), None];
     let (drafted, accepted) = lossless_with(&f, &mut e, &mut d, &f.prompts[1..3], 40, &lengths);
-    eprintln!("qwen35, random DFlash: drafted {drafted}, accepted {accepted}");
-    assert!(drafted > 0, "the DFlash drafter never ran");
+    eprintln!("{name}, random DFlash: drafted {drafted}, accepted {accepted}");
+    assert!(drafted > 0, "{name}: the DFlash drafter never ran");
+}
+
+#[test]
+fn random_dflash_drafter_on_qwen35() {
+    random_dflash_drafter_on("qwen35");
+}
+
+#[test]
+fn random_dflash_drafter_on_qwen35moe() {
+    random_dflash_drafter_on("qwen35moe");
+}
+
+#[test]
+fn random_dflash_drafter_on_qwen3next() {
+    random_dflash_drafter_on("qwen3next");
+}
+
+/// A drafter whose drafts are `inner`'s, made wrong from a position that cycles 0, 1, ...
+/// (wrapping at the number of drafts, which then all stay right): the target rejects there, so
+/// `inner` is rolled back in the middle of its drafts. It records whether exactly the untouched
+/// drafts were accepted every step.
+struct Corrupting<D: Drafter> {
+    inner: D,
+    step: usize,
+    in_flight: Option<(usize, usize)>,
+    rejected_at: Vec<usize>,
+    surprises: Vec<String>,
+}
+
+impl<D: Drafter> Drafter for Corrupting<D> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn max_verify_len(&self) -> usize {
+        self.inner.max_verify_len()
+    }
+    fn cost(&self) -> DraftCost {
+        self.inner.cost()
+    }
+    fn begin(&mut self, prompt: &[u32], features: &[f32]) -> anyhow::Result<()> {
+        self.in_flight = None;
+        self.inner.begin(prompt, features)
+    }
+    fn sync(&mut self) -> anyhow::Result<()> {
+        self.inner.sync()
+    }
+    fn draft(&mut self, last: u32, len: usize) -> anyhow::Result<Vec<u32>> {
+        let mut drafts = self.inner.draft(last, len)?;
+        let j = self.step % (drafts.len() + 1);
+        self.step += 1;
+        for t in &mut drafts[j..] {
+            *t = wrong(*t);
+        }
+        self.in_flight = Some((drafts.len(), j));
+        Ok(drafts)
+    }
+    fn commit(&mut self, tokens: &[u32], features: Features) -> anyhow::Result<()> {
+        if let Some((n, j)) = self.in_flight.take() {
+            let accepted = tokens.len() - 1;
+            if accepted != j {
+                self.surprises.push(format!(
+                    "step {}: {accepted} of {n} drafts accepted, expected {j}",
+                    self.step - 1
+                ));
+            }
+            if j < n {
+                self.rejected_at[j] += 1;
+            }
+        }
+        self.inner.commit(tokens, features)
+    }
+}
+
+/// The classic draft model rolled back mid-draft: qwen35 drafting for itself (its drafts are the
+/// target's greedy tokens) with its drafts made wrong from a cycling position. Its recurrent
+/// state must come back exactly to the last accepted token (through its checkpoint and
+/// re-evaluation of what it lost), or its next drafts stop being the target's tokens: so exactly
+/// the untouched drafts are accepted at every step, and the output equals plain decoding.
+#[test]
+fn draft_model_rolled_back_mid_draft() {
+    let f = fixture("qwen35");
+    let df = fixture("qwen35");
+    let inner = DraftModel::new(df.engine(), 8, 0.0).expect("draft model");
+    let mut d = Corrupting {
+        inner,
+        step: 0,
+        in_flight: None,
+        rejected_at: vec![0; 8],
+        surprises: Vec::new(),
+    };
+    let mut e = f.engine();
+    let (drafted, accepted) =
+        lossless_with(&f, &mut e, &mut d, &f.prompts[..3], 64, &[Some(8), None]);
+    eprintln!(
+        "qwen35 drafted by itself, corrupted: drafted {drafted}, accepted {accepted}, rejected \
+         at positions 0..: {:?}",
+        d.rejected_at
+    );
+    assert!(d.surprises.is_empty(), "{:#?}", d.surprises);
+    for (j, &r) in d.rejected_at[..7].iter().enumerate() {
+        assert!(r > 0, "no rejection at draft position {j}");
+    }
 }
 
 /// A verify batch longer than the engine's n_ubatch runs in chunks. On a hybrid target every
