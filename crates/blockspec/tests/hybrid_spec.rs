@@ -9,13 +9,15 @@
 //!    really happened at every draft position. Engine level: after a verify of n tokens and
 //!    `commit_accepted(start, a)` for every a in 0..=n, the next token's logits equal bit for bit
 //!    those of an engine that evaluated the accepted prefix without any rollback.
-//! 2. The real drafters on hybrid targets: n-gram lookup, a classic (hybrid) draft model, a
-//!    random DFlash drafter.
-//! 3. Sampling (T > 0): speculative sampling reproduces plain sampling seed by seed, and the
-//!    first tokens follow the target's exact joint distribution (chi-square).
+//! 2. The real drafters on hybrid targets: n-gram lookup, a classic draft model (another tiny
+//!    hybrid model; also rolled back in the middle of its drafts), random DFlash drafters.
+//! 3. Sampling (T > 0, qwen35 and qwen3next): speculative sampling reproduces plain sampling
+//!    seed by seed, and the first three tokens over 500 seeds follow the target's exact joint
+//!    distribution (chi-square, alpha 1e-3, with a power check).
 //! 4. Prompt-cache reuse through the recurrent-state checkpoint saved after each prompt.
 //! 5. Verifies the engine cannot roll back in one piece: longer than n_ubatch (run in chunks)
-//!    or than the per-token states it keeps (MAX_KEPT_TOKENS).
+//!    or than the per-token states it keeps (MAX_KEPT_TOKENS). These `verify_*` tests fail
+//!    until the library handles them (see their comments).
 //!
 //! Verify batches are allowed to be inexact (`allow_inexact_batches`): on the CPU a batch of >= 2
 //! rows uses other f32 matmul kernels than a one-token step (rows differ by ~2e-5, and
@@ -918,9 +920,8 @@ fn chi_square_critical(df: usize) -> f64 {
 /// same samples fail against the distribution at another temperature, so the check has power.
 /// The drafter is the same model run greedily: its drafts are the most likely tokens, rejected
 /// whenever the draw is another one.
-#[test]
-fn sampling_is_distributed_as_plain_sampling() {
-    let f = fixture("qwen35");
+fn sampling_on(name: &'static str) {
+    let f = fixture(name);
     let temperature = 3.0;
     let depth = 3;
     let n_seeds = 500;
@@ -973,7 +974,7 @@ fn sampling_is_distributed_as_plain_sampling() {
     let crit = chi_square_critical(df);
     let p_max = exact.values().fold(0f64, |m, &p| m.max(p));
     eprintln!(
-        "T {temperature}: {} outcomes (exact {}, most likely {p_max:.3}); chi-square {stat:.1} \
+        "{name} T {temperature}: {} outcomes (exact {}, most likely {p_max:.3}); chi-square {stat:.1} \
          on {df} df, critical {crit:.1}; drafted {drafted}, accepted {accepted}",
         counts.len(),
         exact.len()
@@ -997,6 +998,16 @@ fn sampling_is_distributed_as_plain_sampling() {
         "the chi-square check cannot tell T {temperature} from T {}: {stat2:.1} on {df2} df",
         temperature * 1.5
     );
+}
+
+#[test]
+fn sampling_is_distributed_as_plain_sampling_qwen35() {
+    sampling_on("qwen35");
+}
+
+#[test]
+fn sampling_is_distributed_as_plain_sampling_qwen3next() {
+    sampling_on("qwen3next");
 }
 
 /// The tokens a session's cache holds after a generation: the prompt and the generated tokens
