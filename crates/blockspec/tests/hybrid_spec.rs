@@ -32,7 +32,7 @@ use blockspec::decode::draft::dflash::DFlashDrafter;
 use blockspec::decode::draft::model::{check_vocab, DraftModel};
 use blockspec::decode::draft::ngram::NgramDrafter;
 use blockspec::decode::draft::{DraftCost, Drafter, Features};
-use blockspec::decode::generate::{generate, GenerateOptions, Generation};
+use blockspec::decode::generate::{generate, GenerateOptions, Generation, StopReason};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
 use blockspec::dev::synth::{write_random_dflash, DraftSpec};
@@ -359,6 +359,53 @@ fn rollback_at_every_position_qwen35moe() {
 #[test]
 fn rollback_at_every_position_qwen3next() {
     rollback_at_every_position("qwen3next");
+}
+
+/// Up to a full context (64 cells, a 40-token prompt): the last steps' verifies shrink to the
+/// room left, and speculative and plain decoding stop at the same token for the same reason.
+#[test]
+fn rollback_up_to_a_full_context() {
+    let f = fixture("qwen35");
+    let n_ctx = 64;
+    let cfg = EngineConfig {
+        n_ctx,
+        n_ubatch: N_UBATCH,
+        type_k: ggml::Type::F32,
+        type_v: ggml::Type::F32,
+        capture_layers: vec![],
+    };
+    let mut small = Engine::new(f.model.clone(), f.backend.clone(), cfg).expect("engine");
+    let prompt = &f.prompts[2];
+    let opts = GenerateOptions {
+        max_tokens: None,
+        ..greedy_opts(0)
+    };
+    let mut s = Sampler::new(SamplingParams::greedy());
+    let plain = generate(&mut small, &f.tok, &mut s, prompt, &opts, |_| {}).expect("plain");
+    assert_eq!(plain.stop, StopReason::Context);
+    let n = plain.tokens.len();
+    assert_eq!(
+        n,
+        n_ctx - prompt.len() + 1,
+        "plain tokens up to a full context"
+    );
+    // The same tokens, their margins checked, from the big engine.
+    let truth = plain_greedy(&mut f.engine(), &f.tok, "qwen35 prompt 2", prompt, n);
+    assert_eq!(plain.tokens, truth);
+    for script in [
+        vec![(16, 15)],
+        vec![(16, 10), (5, 2)],
+        vec![(3, 0), (16, 14)],
+    ] {
+        let mut d = Scripted::new(script);
+        d.truth = truth.clone();
+        let (g, stats) = spec_greedy(&mut small, &mut d, &f.tok, prompt, &opts, Some(16));
+        assert_eq!(g.stop, StopReason::Context, "speculative stop");
+        assert_eq!(g.tokens, truth, "speculative output up to a full context");
+        assert!(d.surprises.is_empty(), "{:#?}", d.surprises);
+        assert_eq!(stats.target_forwards, stats.steps as u64);
+        assert_eq!(small.n_past(), n_ctx, "the context is full");
+    }
 }
 
 /// max |a - b|.
