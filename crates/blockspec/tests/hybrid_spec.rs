@@ -1131,6 +1131,22 @@ fn prompt_cache_reuse_on_qwen35() {
         );
         cached = cached_after(&e, prompt, &g);
     }
+    // A follow-up turn: the last prompt, its answer, more. The state is at the end of what the
+    // engine holds, so all of it is kept (no checkpoint needed).
+    let p7: Vec<u32> = cached.iter().copied().chain(tokens(4, 7)).collect();
+    let opts = GenerateOptions {
+        reuse_kv: common_prefix(&cached, &p7),
+        ..greedy_opts(n)
+    };
+    let mut s = Sampler::new(SamplingParams::greedy());
+    let g = generate(&mut e, &f.tok, &mut s, &p7, &opts, |_| {}).expect("generate");
+    let want = plain_greedy(&mut fresh, &f.tok, "follow-up turn", &p7, n);
+    assert_eq!(g.tokens, want, "follow-up turn: output != a fresh engine's");
+    assert_eq!(
+        g.cached_prompt_n,
+        cached.len(),
+        "follow-up turn: positions from the cache"
+    );
 
     // The same through speculative generation (n-gram drafts, which resume any prefix).
     let mut d = NgramDrafter::new(2, 8).expect("ngram");
