@@ -28,7 +28,7 @@
 
 mod common;
 
-use blockspec::decode::draft::dflash::DFlashDrafter;
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::decode::draft::model::{check_vocab, DraftModel};
 use blockspec::decode::draft::ngram::NgramDrafter;
 use blockspec::decode::draft::{DraftCost, Drafter, Features};
@@ -669,15 +669,12 @@ fn random_dflash_drafter_on(name: &'static str) {
     hp.n_ff = 32;
     write_random_dflash(&path, &hp, &spec).expect("write the drafter");
     let mut e = f.engine_with(N_UBATCH, taps);
-    let mut d = DFlashDrafter::load(
-        &path,
-        f.model.clone(),
-        f.backend.clone(),
-        N_CTX,
-        0,
-        ggml::Type::F32,
-    )
-    .expect("load the drafter");
+    let opts = DrafterOptions {
+        cache_type: ggml::Type::F32,
+        ..DrafterOptions::new(N_CTX)
+    };
+    let mut d = DFlashDrafter::load(&path, f.model.clone(), f.backend.clone(), &opts)
+        .expect("load the drafter");
     let lengths = [Some(MAX_VERIFY), None];
     let (drafted, accepted) = lossless_with(&f, &mut e, &mut d, &f.prompts[1..3], 40, &lengths);
     eprintln!("{name}, random DFlash: drafted {drafted}, accepted {accepted}");

@@ -251,9 +251,16 @@ pub fn prefill(
     sampler.accept_all(prompt);
     timings.prompt_n = prompt.len() - reuse;
     let t0 = Instant::now();
-    let logits = engine.decode(&prompt[reuse..], Outputs::Last)?;
-    // A recurrent state cannot be cut back: keep this prompt's, for the next request that
-    // extends it.
+    // A recurrent state cannot be cut back: keep this prompt's (for a next request that extends
+    // it) and the one a token before its end (the same prompt again re-evaluates its last
+    // token to get its logits).
+    let mut rest = &prompt[reuse..];
+    if engine.is_hybrid() && rest.len() > 1 {
+        engine.decode(&rest[..rest.len() - 1], Outputs::Last)?;
+        engine.save_checkpoint()?;
+        rest = &rest[rest.len() - 1..];
+    }
+    let logits = engine.decode(rest, Outputs::Last)?;
     engine.save_checkpoint()?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Ok(logits)

@@ -19,8 +19,9 @@ const MAX_CACHED_GRAPHS: usize = 24;
 /// long (all rows output), so any prefix of them commits without another forward. Longer
 /// batches write only their final state.
 pub const MAX_KEPT_TOKENS: usize = 32;
-/// Recurrent-state checkpoints kept per engine (see [`Engine::save_checkpoint`]).
-const MAX_CHECKPOINTS: usize = 4;
+/// Recurrent-state checkpoints kept per engine, in host memory (see
+/// [`Engine::save_checkpoint`]; llama-server keeps 8 too).
+const MAX_CHECKPOINTS: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -205,6 +206,11 @@ impl Engine {
         Ok(e)
     }
 
+    /// Whether the model keeps a recurrent state (which cannot be cut back like KV cells).
+    pub fn is_hybrid(&self) -> bool {
+        self.state.is_some()
+    }
+
     /// Target graph evaluations since the engine was made (a speculative step costs one).
     pub fn forwards(&self) -> u64 {
         self.forwards
@@ -305,7 +311,13 @@ impl Engine {
             Some(s) => s,
             None => {
                 let hp = &self.model.hp;
-                RecurrentState::new(&self.backend, state.ssm, hp.n_layer, &hp.recurrent_layers())?
+                // In host memory: device memory is for weights and caches.
+                RecurrentState::new_in(
+                    ggml::BufferType::cpu(),
+                    state.ssm,
+                    hp.n_layer,
+                    &hp.recurrent_layers(),
+                )?
             }
         };
         saved.copy_from(state);
@@ -318,8 +330,20 @@ impl Engine {
     /// keep the target's state after them only (forget the KV cells of the rejected rows; a
     /// recurrent state takes the one kept after the last accepted token, without a forward).
     /// Speculative decoding commits target state through this alone.
-    pub fn commit_accepted(&mut self, start: usize, rows: usize) {
-        self.truncate(start + rows);
+    /// Returns the positions kept: `start + rows` unless the batch kept no per-token states
+    /// (longer than [`max_rollback_len`](Self::max_rollback_len)).
+    pub fn commit_accepted(&mut self, start: usize, rows: usize) -> usize {
+        self.truncate(start + rows)
+    }
+
+    /// The longest batch any prefix of which can be committed without another forward:
+    /// unbounded for attention-only models; for a hybrid model, the longest batch that keeps
+    /// its per-token recurrent states (one graph, at most [`MAX_KEPT_TOKENS`]).
+    pub fn max_rollback_len(&self) -> usize {
+        match self.state {
+            Some(_) => MAX_KEPT_TOKENS.min(self.cfg.n_ubatch),
+            None => usize::MAX,
+        }
     }
 
     pub fn reset(&mut self) {

@@ -29,9 +29,19 @@ pub struct RecurrentState {
 }
 
 impl RecurrentState {
-    /// Zeroed state for the recurrent `layers` (of `n_layer`).
+    /// Zeroed state for the recurrent `layers` (of `n_layer`), in `backend`'s memory.
     pub fn new(
         backend: &Backend,
+        ssm: SsmParams,
+        n_layer: usize,
+        layers: &[usize],
+    ) -> Result<RecurrentState> {
+        RecurrentState::new_in(backend.default_buffer_type(), ssm, n_layer, layers)
+    }
+
+    /// As [`new`](Self::new), in memory of `buft` (host memory for checkpoints).
+    pub fn new_in(
+        buft: ggml::BufferType,
         ssm: SsmParams,
         n_layer: usize,
         layers: &[usize],
@@ -52,7 +62,7 @@ impl RecurrentState {
             conv.push(c);
             delta.push(d);
         }
-        let buffer = Buffer::alloc_ctx_tensors(&ctx, backend.default_buffer_type())
+        let buffer = Buffer::alloc_ctx_tensors(&ctx, buft)
             .context("out of memory allocating the recurrent state")?;
         buffer.clear(0);
         Ok(RecurrentState {

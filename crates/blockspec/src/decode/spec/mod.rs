@@ -19,7 +19,7 @@ use crate::decode::sampling::Sampler;
 use crate::runtime::engine::{Engine, Logits};
 use crate::runtime::profile;
 use crate::text::tokenizer::Tokenizer;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use policy::LengthPolicy;
 use stats::{ms_since, StepRecorder};
 use std::time::Instant;
@@ -142,10 +142,12 @@ pub fn generate_speculative(
 /// The longest verify a step may make: the drafter's longest, capped (unless inexact batches
 /// are allowed) at the largest batch the backend computes exactly like one-token steps.
 fn max_verify_len(engine: &mut Engine, drafter: &dyn Drafter, spec: &SpecOptions) -> Result<usize> {
+    // A hybrid target can commit any prefix only of a verify whose per-token states it kept.
+    let wanted = drafter.max_verify_len().min(engine.max_rollback_len());
     let len = if spec.allow_inexact_batches {
-        drafter.max_verify_len()
+        wanted
     } else {
-        engine.largest_exact_batch(drafter.max_verify_len())?
+        engine.largest_exact_batch(wanted)?
     };
     if let Some(f) = spec.fixed_len {
         if f > len {
@@ -310,7 +312,13 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
     /// `start`), and give the drafter the path's tokens and their target features.
     fn commit(&mut self, start: usize, accepted: &Accepted) -> Result<()> {
         let rows = accepted.path.len();
-        self.engine.commit_accepted(start, rows);
+        let kept = self.engine.commit_accepted(start, rows);
+        if kept != start + rows {
+            bail!(
+                "the target could keep only {kept} of {} positions after a verify (a recurrent state cannot go back there)",
+                start + rows
+            );
+        }
         let _p = profile::scope("spec.commit");
         // A drafter that reads features on the device gets them where the verify left them;
         // otherwise (or when they are not all there) they are read back.
