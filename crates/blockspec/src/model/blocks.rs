@@ -75,7 +75,11 @@ pub fn positions(start: usize, n: usize, sections: usize) -> Vec<i32> {
 
 /// Graph node budget: ~30 nodes per layer plus slack.
 pub(crate) fn graph_size(hp: &Hparams) -> usize {
-    (hp.n_layer * 40 + 64).max(2048)
+    // Nodes and leaves per layer: ~40 for attention + SwiGLU; routed experts add a view and
+    // an add per used expert and ~30 more; a Gated DeltaNet layer ~60.
+    let moe = hp.moe.map_or(0, |m| 2 * m.n_expert_used + 30);
+    let ssm = if hp.ssm.is_some() { 60 } else { 0 };
+    (hp.n_layer * (40 + moe + ssm) + 256).max(2048)
 }
 
 /// The RoPE scalars of `hp` (NeoX or normal mode; see [`AttnSpec::sections`] for M-RoPE).

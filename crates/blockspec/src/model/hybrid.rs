@@ -237,7 +237,7 @@ pub fn build(
     capture: Option<&CaptureBuffer>,
     shape: GraphShape,
 ) -> ForwardGraph {
-    let nodes = graph_size(hp) + hp.n_layer * 40;
+    let nodes = graph_size(hp);
     let mut c = Context::new(nodes * 2, nodes);
     c.keep(w.owner());
     c.keep(kv.owner());

@@ -156,7 +156,8 @@ impl Engine {
         };
         // Room for a 16-token verify's logits (the largest read in a speculative step).
         let staging = backend.pinned_host_memory(16 * hp.n_vocab * 4);
-        let graph_nodes = (hp.n_layer * 80 + 64).max(2048);
+        // The scheduler's hash set must hold every node and leaf of the largest graph.
+        let graph_nodes = 2 * crate::model::blocks::graph_size(hp);
         let sched = Sched::new(backend.sched_backends(), graph_nodes);
         let graphs = GraphCache::new(sched, !backend.is_cpu(), MAX_CACHED_GRAPHS, "engine");
         let mut e = Engine {
