@@ -8,6 +8,7 @@
 pub mod policy;
 pub mod replay;
 pub mod stats;
+pub mod tree;
 pub mod verify;
 
 pub use replay::ReplayAcceptance;
