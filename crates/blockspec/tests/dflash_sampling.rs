@@ -93,6 +93,8 @@ fn speculative_sampling_reproduces_plain_sampling() {
                     allow_inexact_batches: true,
                     policy: None,
                     replay: None,
+                    tree_budget: 0,
+                    tree_chain_seed: false,
                 },
                 |_| {},
             )

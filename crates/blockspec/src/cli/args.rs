@@ -50,6 +50,10 @@ pub(super) struct ModelArgs {
     /// on this machine.
     #[arg(long = "block-size")]
     pub(super) fixed_verify_len: Option<usize>,
+    /// DDTree: verify a tree of this many drafted tokens per step, built from the DFlash
+    /// drafter's per-position candidates, instead of a chain (0: chains). Dense targets only.
+    #[arg(long = "spec-tree", default_value_t = 0)]
+    pub(super) spec_tree: usize,
     /// At most this many drafts per step for a draft model or n-gram lookup (the length is
     /// still chosen adaptively below it). DFlash drafts up to its trained block size - 1.
     #[arg(long = "spec-draft-n-max", default_value_t = 15)]
@@ -163,6 +167,7 @@ impl ModelArgs {
             type_v,
             draft,
             fixed_verify_len: self.fixed_verify_len,
+            spec_tree: self.spec_tree,
             verify,
             batch_invariant: self.batch_invariant,
             show_progress,

@@ -10,6 +10,8 @@ use anyhow::{bail, Result};
 use ggml::{Backend, Sched, Type};
 use std::sync::Arc;
 
+pub mod tree;
+
 /// KV cells are attended in multiples of this (as llama.cpp pads n_kv), so a graph serves 256
 /// positions before the next shape is needed.
 pub const KV_PAD: usize = 256;

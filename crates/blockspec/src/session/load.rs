@@ -150,6 +150,8 @@ pub struct LoadConfig {
     pub draft: DraftConfig,
     /// `--block-size`: verify exactly this many tokens per step.
     pub fixed_verify_len: Option<usize>,
+    /// `--spec-tree`: DDTree nodes per step (0: chains).
+    pub spec_tree: usize,
     pub verify: VerifyMode,
     /// Batch-invariant kernels also without a drafter (speculation always uses them with
     /// [`VerifyMode::Exact`]).
@@ -308,6 +310,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         draft_verify_len,
         fast_verify,
         fixed_verify_len: cfg.fixed_verify_len,
+        spec_tree: cfg.spec_tree,
         backend_choice,
         planned_bytes: plan.total(),
         device_free_at_start,

@@ -59,6 +59,8 @@ pub struct LoadedModel {
     pub fast_verify: bool,
     /// `--block-size`: a fixed verify length.
     pub fixed_verify_len: Option<usize>,
+    /// `--spec-tree`: DDTree nodes per step (0: chains).
+    pub spec_tree: usize,
     /// The device and threads `backend` was opened with (see [`LoadedModel::open_backend`]).
     pub backend_choice: BackendChoice,
     /// The memory plan computed before loading (weights, caches, features, drafter).
@@ -166,6 +168,8 @@ impl LoadedModel {
             allow_inexact_batches: self.fast_verify,
             policy: None,
             replay: None,
+            tree_budget: self.spec_tree,
+            tree_chain_seed: false,
         };
         Ok(Session {
             engine,

@@ -112,6 +112,8 @@ pub fn fixed_block_greedy(
             allow_inexact_batches: true,
             policy: None,
             replay: None,
+            tree_budget: 0,
+            tree_chain_seed: false,
         },
         |_| {},
     )

@@ -51,6 +51,14 @@ impl Context {
             sys::ggml_argsort_top_k(self.ctx(), a.raw(), k as i32)
         })
     }
+    /// I32 indices of the `k` largest entries of each row, in no particular order (cheaper than
+    /// [`argsort_top_k`](Self::argsort_top_k) on long rows: no full sort).
+    pub fn top_k(&mut self, a: &Tensor, k: usize) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe {
+            sys::ggml_top_k(self.ctx(), a.raw(), k as i32)
+        })
+    }
     /// Per token, the product of `b`'s rows with the experts of `a` (`[k, m, n_expert]`) that
     /// `ids` (I32 `[n_used, n_tokens]`) selects: `b` `[k, n_used or 1, n_tokens]` ->
     /// `[m, n_used, n_tokens]`.
@@ -136,16 +144,18 @@ impl Context {
 impl Tensor {
     /// Copy `n` bytes of `src` from byte `src_offset` into this tensor at byte `dst_offset`,
     /// where the two live (device to device on a GPU; no graph). Both must be allocated, of one
-    /// element type, and the ranges whole elements inside each tensor.
+    /// element type, and the ranges whole elements (whole blocks of a quantized type) inside
+    /// each tensor.
     pub fn copy_bytes_from(&self, src: &Tensor, src_offset: usize, dst_offset: usize, n: usize) {
         assert!(
             self.is_allocated() && src.is_allocated(),
             "copy between unallocated tensors"
         );
         assert_eq!(self.ty(), src.ty(), "copy between element types");
-        let es = self.ty().row_bytes(1).expect("copy of a non-scalar type") as usize;
+        let bb = self.ty().block_bytes() as usize;
+        let per_block = self.ty().block_size() as usize;
         assert!(
-            n.is_multiple_of(es) && src_offset.is_multiple_of(es) && dst_offset.is_multiple_of(es)
+            n.is_multiple_of(bb) && src_offset.is_multiple_of(bb) && dst_offset.is_multiple_of(bb)
         );
         assert!(src_offset + n <= src.nbytes() && dst_offset + n <= self.nbytes());
         if n == 0 {
@@ -156,8 +166,9 @@ impl Tensor {
         // its (checked, allocated) source, and ggml_backend_view_init points it at the
         // source's buffer memory. The sources' buffers are alive: the handles keep them.
         unsafe {
-            let sv = sys::ggml_view_1d(tmp.ctx(), src.raw(), (n / es) as i64, src_offset);
-            let dv = sys::ggml_view_1d(tmp.ctx(), self.raw(), (n / es) as i64, dst_offset);
+            let ne = (n / bb * per_block) as i64;
+            let sv = sys::ggml_view_1d(tmp.ctx(), src.raw(), ne, src_offset);
+            let dv = sys::ggml_view_1d(tmp.ctx(), self.raw(), ne, dst_offset);
             let (sv, dv) = (
                 NonNull::new(sv).expect("view"),
                 NonNull::new(dv).expect("view"),

@@ -56,6 +56,8 @@ pub(super) fn bench_spec(
         allow_inexact_batches: l.model.fast_verify,
         policy: None,
         replay: replay.clone(),
+        tree_budget: l.model.spec_tree,
+        tree_chain_seed: false,
     };
     let prompts = bench_prompts()?;
     for p in &prompts {

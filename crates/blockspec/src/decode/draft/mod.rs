@@ -21,6 +21,36 @@ pub enum Features<'a> {
     Device(CapturedRows),
 }
 
+/// The drafter's candidates from one forward: for each drafted position (depth 1..), its `k`
+/// most likely tokens, most likely first, and their log-probabilities.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DraftTopK {
+    /// Candidates per depth.
+    pub k: usize,
+    /// Token ids, depth-major (`depth * k`).
+    pub ids: Vec<u32>,
+    /// Log-probabilities, laid out as `ids`.
+    pub logprobs: Vec<f32>,
+}
+
+impl DraftTopK {
+    /// Drafted positions.
+    pub fn depth(&self) -> usize {
+        self.ids.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    /// The rank-`r` token at depth `d` (1-based).
+    pub fn id(&self, d: usize, r: usize) -> u32 {
+        self.ids[(d - 1) * self.k + r]
+    }
+
+    /// Keep the first `depth` positions only.
+    pub fn truncate_depth(&mut self, depth: usize) {
+        self.ids.truncate(depth * self.k);
+        self.logprobs.truncate(depth * self.k);
+    }
+}
+
 /// How a drafter's time grows with the number of tokens it drafts (the verify-length policy
 /// weighs it against the verify cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +126,12 @@ pub trait Drafter {
     /// there by reference.
     fn release_capture(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// The per-depth top-`k` candidates (`k` at most the vocabulary) of a draft after `last`
+    /// over every position the drafter fills, for a tree verify; `None` when the drafter has
+    /// no such distribution (only DFlash has: one forward drafts every position).
+    fn draft_top_k(&mut self, _last: u32, _k: usize) -> Result<Option<DraftTopK>> {
+        Ok(None)
     }
     /// Propose up to `len - 1` tokens to follow `last`: the newest committed token, which the
     /// target has not evaluated yet. May return fewer, or none.

@@ -24,7 +24,7 @@ use anyhow::{bail, Result};
 use policy::LengthPolicy;
 use stats::{ms_since, StepRecorder};
 use std::time::Instant;
-use verify::{Accepted, ChainVerifier, Verdict, Verifier};
+use verify::{Accepted, ChainVerifier, TreeVerifier, Verdict, Verifier};
 
 /// How a speculative generation chooses its verify lengths, and what it carries between
 /// generations.
@@ -42,6 +42,11 @@ pub struct SpecOptions {
     /// What the length policy learned (costs on this machine, acceptance), carried from one
     /// generation to the next when the same options are passed again. Start with `None`.
     pub policy: Option<LengthPolicy>,
+    /// DDTree (`--spec-tree`): verify a tree of this many drafted nodes each step, built from
+    /// the drafter's per-position candidates (DFlash); 0 verifies chains. Dense targets only.
+    pub tree_budget: usize,
+    /// Put the drafter's top-1 chain into each tree first (see `tree::DraftTree::build`).
+    pub tree_chain_seed: bool,
 }
 
 /// What a speculative generation drives: the target engine, the drafter proposing its tokens,
@@ -73,6 +78,7 @@ pub fn generate_speculative(
         sampler,
     } = parts;
     let max_len = max_verify_len(engine, drafter, spec)?;
+    let tree_rows = tree_rows(engine, spec)?;
     let mut timings = Timings::default();
     let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
@@ -91,6 +97,11 @@ pub fn generate_speculative(
         _ => LengthPolicy::new(max_len, fixed, drafter.cost()),
     };
     let forwards_before = engine.forwards();
+    let tree = tree_rows.map(|rows| {
+        let mut t = TreeVerifier::new(rows - 1, device_argmax, opts.logprobs);
+        t.chain_seed = spec.tree_chain_seed;
+        t
+    });
     let mut run = SpecRun {
         engine,
         drafter,
@@ -99,10 +110,12 @@ pub fn generate_speculative(
             device_argmax,
             logprobs: opts.logprobs,
         }),
+        tree,
+        tree_step: false,
         policy,
         replay: spec.replay.as_mut(),
         out: Output::new(tok, opts, on_text),
-        rec: StepRecorder::new(max_len),
+        rec: StepRecorder::new(max_len.max(tree_rows.unwrap_or(0))),
         max_tokens: opts.max_tokens,
         warned_foreign_id: false,
     };
@@ -160,6 +173,33 @@ fn max_verify_len(engine: &mut Engine, drafter: &dyn Drafter, spec: &SpecOptions
     Ok(len)
 }
 
+/// The rows of a tree verify (`1 + tree_budget`), or `None` for chains. Trees need a dense
+/// target, fit one batch, and (unless inexact batches are allowed) a batch the backend computes
+/// exactly like one-token steps: a larger budget is capped to it, with a warning.
+fn tree_rows(engine: &mut Engine, spec: &SpecOptions) -> Result<Option<usize>> {
+    let budget = spec.tree_budget;
+    if budget == 0 {
+        return Ok(None);
+    }
+    if engine.is_hybrid() {
+        bail!(
+            "--spec-tree {budget}: tree verification is not supported on hybrid (recurrent) targets yet; use --spec-tree 0"
+        );
+    }
+    let mut rows = 1 + budget;
+    if !spec.allow_inexact_batches {
+        let exact = engine.largest_exact_batch(rows)?;
+        if exact < rows {
+            tracing::warn!(
+                "--spec-tree {budget} capped at {}: larger batches do not reproduce one-token decoding exactly on this backend",
+                exact - 1
+            );
+            rows = exact;
+        }
+    }
+    Ok((rows > 1).then_some(rows))
+}
+
 /// One speculative generation in progress, after the prompt: the parts it drives and what it
 /// has committed, learned and measured so far.
 struct SpecRun<'a, F: FnMut(&str)> {
@@ -167,6 +207,10 @@ struct SpecRun<'a, F: FnMut(&str)> {
     drafter: &'a mut dyn Drafter,
     sampler: &'a mut Sampler,
     verifier: Box<dyn Verifier>,
+    /// Verifies trees instead of chains (`--spec-tree`).
+    tree: Option<TreeVerifier>,
+    /// Whether the current step verifies a tree.
+    tree_step: bool,
     policy: LengthPolicy,
     replay: Option<&'a mut ReplayAcceptance>,
     out: Output<'a, F>,
@@ -218,6 +262,12 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         if room == 0 {
             return None;
         }
+        if let Some(t) = &self.tree {
+            // A tree every step; a plain step where none fits (the end of the context).
+            let rows = t.batch_rows();
+            self.tree_step = room >= rows;
+            return Some(if self.tree_step { rows } else { 1 });
+        }
         let mut n = self.policy.choose().min(room);
         if let Some(m) = self.max_tokens {
             // No point verifying past the token limit.
@@ -239,6 +289,9 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         self.drafter.sync()?;
         drop(_p);
         self.rec.synced(ms_since(tsync));
+        if self.tree_step {
+            return self.draft_tree(last);
+        }
         let td = Instant::now();
         let mut drafts = self.drafter.draft(last, n)?;
         let ms = ms_since(td);
@@ -251,6 +304,21 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         self.cut_at_foreign_id(&mut drafts);
         batch.extend_from_slice(&drafts);
         Ok(batch)
+    }
+
+    /// The batch of a tree step: the tree built from the drafter's per-position candidates.
+    fn draft_tree(&mut self, last: u32) -> Result<Vec<u32>> {
+        let t = self.tree.as_mut().expect("a tree step has a tree verifier");
+        let k = t.budget.min(self.engine.n_vocab());
+        let td = Instant::now();
+        let Some(cand) = self.drafter.draft_top_k(last, k)? else {
+            bail!(
+                "--spec-tree needs a drafter that gives per-position candidates (DFlash); the {} drafter does not",
+                self.drafter.name()
+            );
+        };
+        self.rec.drafted(ms_since(td));
+        Ok(t.plan(last, &cand))
     }
 
     /// Cut `drafts` at the first id outside the target's vocabulary (reported once).
@@ -272,12 +340,20 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
     /// Evaluate the batch on the target; its cost goes to the statistics and the length policy.
     fn verify(&mut self, batch: &[u32]) -> Result<Verdict> {
         let tv = Instant::now();
-        let verdict = self.verifier.evaluate(self.engine, batch)?;
+        let engine = &mut *self.engine;
+        let verifier: &mut dyn Verifier = match &mut self.tree {
+            Some(t) if self.tree_step => t,
+            _ => &mut *self.verifier,
+        };
+        let verdict = verifier.evaluate(engine, batch)?;
         let ms = ms_since(tv);
         // Timings of freshly built graphs (first uses, CUDA graph capture) would make a length
-        // look slower than it is; the policy learns from steady steps only.
+        // look slower than it is; the policy learns from steady steps only. (Tree steps do not
+        // use it.)
         let cold = self.engine.last_decode_was_cold();
-        self.policy.record_verify(batch.len(), ms, cold);
+        if !self.tree_step {
+            self.policy.record_verify(batch.len(), ms, cold);
+        }
         self.rec.verified(batch.len(), ms);
         Ok(verdict)
     }
@@ -288,11 +364,22 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         let ts = Instant::now();
         let _p = profile::scope("spec.walk");
         let replay = self.replay.as_deref_mut();
-        let accepted = self.verifier.walk(verdict, batch, self.sampler, replay);
+        let verifier: &dyn Verifier = match &self.tree {
+            Some(t) if self.tree_step => t,
+            _ => &*self.verifier,
+        };
+        let accepted = verifier.walk(verdict, batch, self.sampler, replay);
         drop(_p);
         self.rec.sampled(ms_since(ts));
         let (n, k) = (batch.len(), accepted.n_drafts());
-        if n > 1 {
+        if self.tree_step {
+            self.rec.accepted(n - 1, k);
+            tracing::debug!(
+                "step: tree of {} nodes verified in {:.1} ms, {k} accepted",
+                n - 1,
+                self.rec.step_verify_ms()
+            );
+        } else if n > 1 {
             self.rec.accepted(n - 1, k);
             self.policy.record_accept(n - 1, k);
             // A probe's cost includes building its graphs: that is what probing costs.
@@ -313,12 +400,17 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
     /// `start`), and give the drafter the path's tokens and their target features.
     fn commit(&mut self, start: usize, accepted: &Accepted) -> Result<()> {
         let rows = accepted.path.len();
-        let kept = self.engine.commit_accepted(start, rows);
-        if kept != start + rows {
-            bail!(
-                "the target could keep only {kept} of {} positions after a verify (a recurrent state cannot go back there)",
-                start + rows
-            );
+        match &accepted.rows {
+            Some(tree_rows) => self.engine.commit_tree_path(start, tree_rows)?,
+            None => {
+                let kept = self.engine.commit_accepted(start, rows);
+                if kept != start + rows {
+                    bail!(
+                        "the target could keep only {kept} of {} positions after a verify (a recurrent state cannot go back there)",
+                        start + rows
+                    );
+                }
+            }
         }
         let _p = profile::scope("spec.commit");
         // A drafter that reads features on the device gets them where the verify left them;

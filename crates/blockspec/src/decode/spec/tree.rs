@@ -16,49 +16,20 @@
 //! sibling's), so the same inputs give the same trees bit for bit. Non-finite log-probabilities
 //! count as [`MIN_LOGPROB`].
 
+pub use crate::decode::draft::DraftTopK;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 /// What a log-probability that is not finite (an underflow, a NaN) counts as.
 pub const MIN_LOGPROB: f64 = -1e30;
 
-/// The drafter's candidates from one forward: for each drafted position (depth 1..), its `k`
-/// most likely tokens, most likely first, and their log-probabilities.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DraftTopK {
-    /// Candidates per depth.
-    pub k: usize,
-    /// Token ids, depth-major (`depth * k`).
-    pub ids: Vec<u32>,
-    /// Log-probabilities, laid out as `ids`.
-    pub logprobs: Vec<f32>,
-}
-
-impl DraftTopK {
-    /// Drafted positions.
-    pub fn depth(&self) -> usize {
-        self.ids.len().checked_div(self.k).unwrap_or(0)
-    }
-
-    /// The rank-`r` token at depth `d` (1-based).
-    fn id(&self, d: usize, r: usize) -> u32 {
-        self.ids[(d - 1) * self.k + r]
-    }
-
-    /// Its log-probability, as the builder scores it.
-    fn lp(&self, d: usize, r: usize) -> f64 {
-        let x = self.logprobs[(d - 1) * self.k + r] as f64;
-        if x.is_finite() {
-            x
-        } else {
-            MIN_LOGPROB
-        }
-    }
-
-    /// Keep the first `depth` positions only.
-    pub fn truncate_depth(&mut self, depth: usize) {
-        self.ids.truncate(depth * self.k);
-        self.logprobs.truncate(depth * self.k);
+/// The rank-`r` log-probability at depth `d` (1-based), as the builder scores it.
+fn lp(c: &DraftTopK, d: usize, r: usize) -> f64 {
+    let x = c.logprobs[(d - 1) * c.k + r] as f64;
+    if x.is_finite() {
+        x
+    } else {
+        MIN_LOGPROB
     }
 }
 
@@ -137,20 +108,20 @@ impl DraftTree {
                     let mut r = ranks.clone();
                     r.push(1);
                     heap.push(Candidate {
-                        score: score + cand.lp(d, 1),
+                        score: score + lp(cand, d, 1),
                         ranks: r,
                         parent,
                         depth: d,
                         rank: 1,
                     });
                 }
-                score += cand.lp(d, 0);
+                score += lp(cand, d, 0);
                 ranks.push(0);
                 parent = t.add(parent, d, cand.id(d, 0));
             }
         } else {
             heap.push(Candidate {
-                score: cand.lp(1, 0),
+                score: lp(cand, 1, 0),
                 ranks: vec![0],
                 parent: 0,
                 depth: 1,
@@ -164,7 +135,7 @@ impl DraftTree {
                 let mut r = c.ranks.clone();
                 *r.last_mut().expect("a rank") += 1;
                 heap.push(Candidate {
-                    score: c.score - cand.lp(c.depth, c.rank) + cand.lp(c.depth, c.rank + 1),
+                    score: c.score - lp(cand, c.depth, c.rank) + lp(cand, c.depth, c.rank + 1),
                     ranks: r,
                     parent: c.parent,
                     depth: c.depth,
@@ -175,7 +146,7 @@ impl DraftTree {
                 let mut r = c.ranks;
                 r.push(0);
                 heap.push(Candidate {
-                    score: c.score + cand.lp(c.depth + 1, 0),
+                    score: c.score + lp(cand, c.depth + 1, 0),
                     ranks: r,
                     parent: node,
                     depth: c.depth + 1,

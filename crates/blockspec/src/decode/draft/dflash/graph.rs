@@ -26,6 +26,9 @@ pub(super) struct Shape {
     /// The context features are gathered from the target's capture buffer on the device
     /// (`Features::Device`) instead of uploaded from the host.
     pub(super) device_feats: bool,
+    /// Also output each drafted slot's `top_k` candidates (for a tree verify); 0: the argmax
+    /// only.
+    pub(super) top_k: usize,
 }
 
 /// A built step graph and its input/output tensors.
@@ -43,6 +46,16 @@ pub(super) struct StepGraph {
     pub(super) blk_rows: Option<Tensor>,
     pub(super) mask: Option<Tensor>,
     pub(super) argmax: Option<Tensor>,
+    /// With `Shape::top_k`: per drafted slot the candidates' ids (I32, unordered), their logits
+    /// and their probabilities.
+    pub(super) top: Option<TopOutputs>,
+}
+
+/// A block graph's top-k outputs, `[k, n_out]` each.
+pub(super) struct TopOutputs {
+    pub(super) ids: Tensor,
+    pub(super) logits: Tensor,
+    pub(super) probs: Tensor,
 }
 
 impl BuiltGraph for StepGraph {
@@ -132,6 +145,7 @@ impl DFlashDrafter {
             blk_rows: None,
             mask: None,
             argmax: None,
+            top: None,
         };
         if s.block {
             self.build_block(&mut g, gf, &attn, s, &mut sg);
@@ -190,6 +204,26 @@ impl DFlashDrafter {
         let am = g.argmax(&logits);
         g.set_output(&am);
         g.build_forward_expand(&gf, &am);
+        if s.top_k > 0 {
+            // The candidates, their logits, and their probabilities: the log-normalizer is
+            // computed on the host from the most likely one's (never underflowing) probability.
+            let rows = self.head_rows as i64;
+            let ids = g.top_k(&logits, s.top_k);
+            let l3 = g.reshape(&logits, &[1, rows, n_out]);
+            let vals = g.get_rows(&l3, &ids);
+            let p = g.soft_max(&logits);
+            let p3 = g.reshape(&p, &[1, rows, n_out]);
+            let probs = g.get_rows(&p3, &ids);
+            for t in [&ids, &vals, &probs] {
+                g.set_output(t);
+                g.build_forward_expand(&gf, t);
+            }
+            sg.top = Some(TopOutputs {
+                ids,
+                logits: vals,
+                probs,
+            });
+        }
         sg.blk_tokens = Some(toks);
         sg.blk_pos = Some(pos);
         sg.blk_rows = Some(rows);

@@ -30,7 +30,7 @@ pub use config::{
 pub use convert::{convert_draft, ConvertOptions, ConvertReport};
 pub use weights::DFlashWeights;
 
-use super::{Drafter, Features};
+use super::{DraftTopK, Drafter, Features};
 use crate::model::Ffn;
 use crate::model::Model;
 use crate::runtime::capture::CapturedRows;
@@ -201,6 +201,7 @@ impl DFlashDrafter {
                 n_kv: 0,
                 n_out: 0,
                 device_feats: false,
+                top_k: 0,
             },
             Shape {
                 ctx_rows: b,
@@ -208,6 +209,7 @@ impl DFlashDrafter {
                 n_kv: d.n_cells,
                 n_out: b - 1,
                 device_feats: false,
+                top_k: 0,
             },
         ] {
             let g = d.build(s);
@@ -396,8 +398,58 @@ impl DFlashDrafter {
     /// shortens the block near the token budget); the graph stays the same, the mask hides the
     /// slots past `len`. Returns `len - 1` drafts.
     pub fn draft_block(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
+        let len = len.clamp(2, self.cfg.block_size);
+        let s = self.run_block(last, len, 0)?;
+        let _p = profile::scope("draft.read");
+        let am = self
+            .graphs
+            .get(&s)
+            .and_then(|g| g.argmax.clone())
+            .context("drafter: block graph missing after its run")?;
+        let mut out = vec![0i32; len - 1];
+        am.read_i32_into(&mut out, 0);
+        Ok(out.into_iter().map(|t| t as u32).collect())
+    }
+
+    /// The top-`k` candidates (`k` clamped to 1..=the drafted vocabulary) of every drafted
+    /// slot of a full block after `last`, most likely first (equal logits: the smaller id
+    /// first), with their log-probabilities: the input of a DDTree.
+    pub fn draft_top_k(&mut self, last: u32, k: usize) -> Result<DraftTopK> {
         let b = self.cfg.block_size;
-        let len = len.clamp(2, b);
+        let k = k.clamp(1, self.head_rows);
+        let s = self.run_block(last, b, k)?;
+        let _p = profile::scope("draft.read");
+        let top = self.graphs.get(&s).and_then(|g| g.top.as_ref());
+        let top = top.context("drafter: block graph missing after its run")?;
+        let n = k * (b - 1);
+        let mut ids = vec![0i32; n];
+        top.ids.read_i32_into(&mut ids, 0);
+        let (mut vals, mut probs) = (vec![0f32; n], vec![0f32; n]);
+        top.logits.read_f32_into(&mut vals, 0);
+        top.probs.read_f32_into(&mut probs, 0);
+        let mut out = DraftTopK {
+            k,
+            ids: Vec::with_capacity(n),
+            logprobs: Vec::with_capacity(n),
+        };
+        for d in 0..b - 1 {
+            let mut row: Vec<usize> = (d * k..(d + 1) * k).collect();
+            row.sort_by(|&x, &y| vals[y].total_cmp(&vals[x]).then(ids[x].cmp(&ids[y])));
+            // log p = logit - log Z, and log Z = the top logit - log of its probability.
+            let top1 = row[0];
+            let log_z = vals[top1] as f64 - (probs[top1] as f64).ln();
+            for i in row {
+                out.ids.push(ids[i] as u32);
+                out.logprobs.push((vals[i] as f64 - log_z) as f32);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run the block graph for `[last, MASK x (len-1)]` (with `top_k` candidates per slot when
+    /// nonzero) and inject the pending context; returns the graph's shape to read it.
+    fn run_block(&mut self, last: u32, len: usize, top_k: usize) -> Result<Shape> {
+        let b = self.cfg.block_size;
         let nf = self.n_feat();
         self.prepare_context()?;
         // The context comes from the host queue or, after a verify step, straight from the
@@ -425,6 +477,7 @@ impl DFlashDrafter {
             n_kv,
             n_out: len - 1,
             device_feats: device.is_some(),
+            top_k,
         };
         let lo = if self.window > 0 {
             start.saturating_sub(self.window)
@@ -441,7 +494,6 @@ impl DFlashDrafter {
                 *cell = 0;
             }
         }
-        let mut out = vec![0i32; len - 1];
         {
             // The closure fills the graph's inputs while `run` holds `self` mutably.
             let pending = std::mem::take(&mut self.pending);
@@ -456,23 +508,12 @@ impl DFlashDrafter {
             self.pending = pending;
             res?;
         }
-        let _p = profile::scope("draft.read");
-        let am = self
-            .graphs
-            .get(&s)
-            .and_then(|g| g.argmax.clone())
-            .context("drafter: block graph missing after its run")?;
-        let mut bytes = vec![0u8; (len - 1) * 4];
-        am.read_bytes(&mut bytes, 0);
-        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
         if device.is_some() {
             self.n_done += rows;
         } else {
             self.consume(rows);
         }
-        Ok(out.into_iter().map(|t| t as u32).collect())
+        Ok(s)
     }
 
     /// Inject a long backlog of committed context (a prompt, or many plain steps) with
@@ -487,6 +528,7 @@ impl DFlashDrafter {
                 n_kv: 0,
                 n_out: 0,
                 device_feats: false,
+                top_k: 0,
             };
             self.run_inject(s, rows, APPEND_ROWS)?;
             self.consume(rows);
@@ -552,6 +594,9 @@ impl Drafter for DFlashDrafter {
             return Ok(Vec::new());
         }
         self.draft_block(last, len)
+    }
+    fn draft_top_k(&mut self, last: u32, k: usize) -> Result<Option<DraftTopK>> {
+        DFlashDrafter::draft_top_k(self, last, k).map(Some)
     }
     fn reads_device_features(&self) -> bool {
         true

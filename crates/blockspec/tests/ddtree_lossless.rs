@@ -1,0 +1,348 @@
+//! DDTree verification is lossless at temperature 0: with trees of 4, 8 and 16 nodes, the output
+//! equals plain greedy decoding token for token, every step costs one target forward, and the
+//! target's state after a step (KV cache, captured hidden states) is that of the accepted path.
+//! Drafters: the trained tiny DFlash drafter (real acceptance, memorised prompts), a random one
+//! (almost nothing accepted), and an oracle that ranks the true continuation at chosen places
+//! (accepted paths of every depth, rejections at every depth, accepted paths through non-top-1
+//! branches).
+
+mod common;
+
+use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
+use blockspec::decode::draft::{DraftCost, DraftTopK, Drafter, Features};
+use blockspec::decode::generate::{generate, Generation};
+use blockspec::decode::sampling::{Sampler, SamplingParams};
+use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
+use blockspec::dev::synth::{write_random_dflash, DraftSpec};
+use blockspec::format::gguf::Gguf;
+use blockspec::model::Model;
+use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
+use blockspec::text::tokenizer::Tokenizer;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+const TAPS: [usize; 2] = [0, 2];
+
+struct Target {
+    tok: Tokenizer,
+    model: Arc<Model>,
+    backend: Arc<ggml::Backend>,
+    engine: Engine,
+}
+
+fn target(capture: &[usize]) -> Target {
+    let g = Gguf::open(&common::fixture("tiny/qwen3/model-f32.gguf")).expect("target");
+    let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    let model = Arc::new(Model::load_with(&g, &backend, false, false).expect("load"));
+    let cfg = EngineConfig {
+        n_ctx: 256,
+        n_ubatch: 64,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        capture_layers: capture.to_vec(),
+    };
+    let engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
+    Target {
+        tok,
+        model,
+        backend,
+        engine,
+    }
+}
+
+fn plain(t: &mut Target, prompt: &[u32], n: usize) -> Generation {
+    generate(
+        &mut t.engine,
+        &t.tok,
+        &mut Sampler::new(SamplingParams::greedy()),
+        prompt,
+        &common::greedy_opts(n),
+        |_| {},
+    )
+    .expect("plain")
+}
+
+/// Greedy speculative decoding with trees of `budget` nodes. The tiny f32 model's matmuls
+/// change kernel from 2 rows on, so no batch is bit-exact there: inexact batches are allowed
+/// (rounding differences ~1e-6, far below this model's logit margins), as in dflash_sampling.
+fn tree(
+    t: &mut Target,
+    drafter: &mut dyn Drafter,
+    prompt: &[u32],
+    n: usize,
+    budget: usize,
+) -> (Generation, SpecStats) {
+    generate_speculative(
+        SpecParts {
+            engine: &mut t.engine,
+            drafter,
+            tok: &t.tok,
+            sampler: &mut Sampler::new(SamplingParams::greedy()),
+        },
+        prompt,
+        &common::greedy_opts(n),
+        &mut SpecOptions {
+            allow_inexact_batches: true,
+            tree_budget: budget,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .expect("tree")
+}
+
+fn prompts() -> Vec<Vec<u32>> {
+    let fx = common::read_json("dflash/reference.json");
+    let mut out = Vec::new();
+    for key in ["cases_seen", "cases"] {
+        for c in fx[key].as_array().expect("cases").iter().take(3) {
+            out.push(common::ids(&c["prompt"]));
+        }
+    }
+    out
+}
+
+fn check_stats(name: &str, s: &SpecStats, budget: usize) {
+    assert_eq!(s.target_forwards, s.steps as u64, "{name}: forwards");
+    assert!(s.spec_steps > 0, "{name}: no tree step");
+    assert_eq!(s.drafted, s.spec_steps * budget, "{name}: nodes offered");
+}
+
+#[test]
+fn trained_drafter_trees_equal_plain_decoding() {
+    let mut t = target(&TAPS);
+    let mut drafter = DFlashDrafter::load(
+        &common::fixture("dflash/tiny-qwen3-drafter"),
+        t.model.clone(),
+        t.backend.clone(),
+        &DrafterOptions::new(256),
+    )
+    .expect("drafter");
+    let mut lengths = BTreeSet::new();
+    for (i, prompt) in prompts().iter().enumerate() {
+        let want = plain(&mut t, prompt, 40);
+        for budget in [4, 8, 16] {
+            let name = format!("prompt {i}, budget {budget}");
+            let (g, s) = tree(&mut t, &mut drafter, prompt, 40, budget);
+            assert_eq!(g.tokens, want.tokens, "{name}: output differs from plain");
+            check_stats(&name, &s, budget);
+            lengths.extend(s.accept_lengths.iter().copied());
+        }
+    }
+    // Steps committed 1 (a rejection at the root) up to long paths.
+    assert!(lengths.len() >= 5, "accepted lengths {lengths:?}");
+}
+
+#[test]
+fn random_drafter_trees_equal_plain_decoding() {
+    let mut t = target(&TAPS);
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("random-dflash.gguf");
+    let spec = DraftSpec {
+        n_layer: 1,
+        block_size: 8,
+        target_layers: TAPS.to_vec(),
+        mask_token_id: 500,
+        seed: 11,
+        scale: 0.02,
+    };
+    write_random_dflash(&path, &t.model.hp, &spec).expect("write drafter");
+    let mut drafter = DFlashDrafter::load(
+        &path,
+        t.model.clone(),
+        t.backend.clone(),
+        &DrafterOptions::new(256),
+    )
+    .expect("drafter");
+    for (i, prompt) in prompts().iter().enumerate().take(3) {
+        let want = plain(&mut t, prompt, 32);
+        for budget in [4, 8, 16] {
+            let name = format!("prompt {i}, budget {budget}");
+            let (g, s) = tree(&mut t, &mut drafter, prompt, 32, budget);
+            assert_eq!(g.tokens, want.tokens, "{name}: output differs from plain");
+            check_stats(&name, &s, budget);
+        }
+    }
+}
+
+/// Knows the plain output and proposes, per depth, the true next token at a pseudo-random rank
+/// (often the first, sometimes lower, sometimes absent) among distinct decoys. Keeps the target
+/// features it is given, to compare with a prefill of the same tokens.
+struct Oracle {
+    truth: Vec<u32>,
+    known: usize,
+    depth: usize,
+    n_vocab: u32,
+    rng: u64,
+    layers: Vec<usize>,
+    feats: Vec<f32>,
+}
+
+impl Oracle {
+    fn next(&mut self) -> u64 {
+        self.rng = self
+            .rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.rng >> 33
+    }
+}
+
+impl Drafter for Oracle {
+    fn name(&self) -> &'static str {
+        "oracle"
+    }
+    fn max_verify_len(&self) -> usize {
+        self.depth + 1
+    }
+    fn target_layers(&self) -> &[usize] {
+        &self.layers
+    }
+    fn cost(&self) -> DraftCost {
+        DraftCost::PerStep
+    }
+    fn begin(&mut self, prompt: &[u32], features: &[f32]) -> anyhow::Result<()> {
+        self.known = prompt.len();
+        self.feats = features.to_vec();
+        Ok(())
+    }
+    fn draft(&mut self, _last: u32, _len: usize) -> anyhow::Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    fn draft_top_k(&mut self, _last: u32, k: usize) -> anyhow::Result<Option<DraftTopK>> {
+        let mut c = DraftTopK {
+            k,
+            ..Default::default()
+        };
+        for d in 1..=self.depth {
+            let truth = self.truth.get(self.known + d).copied().unwrap_or(0);
+            let rank = match self.next() % 20 {
+                0..=10 => 0,
+                11..=14 => 1,
+                15..=16 => (self.next() as usize) % k,
+                _ => k, // absent
+            };
+            let mut decoy = (truth + 1 + (self.next() % 50) as u32) % self.n_vocab;
+            for r in 0..k {
+                if r == rank {
+                    c.ids.push(truth);
+                } else {
+                    while decoy == truth || c.ids[(d - 1) * k..].contains(&decoy) {
+                        decoy = (decoy + 1) % self.n_vocab;
+                    }
+                    c.ids.push(decoy);
+                }
+                c.logprobs.push(-0.2 - r as f32 * 0.5 - (d as f32) * 0.01);
+            }
+        }
+        Ok(Some(c))
+    }
+    fn commit(&mut self, tokens: &[u32], features: Features) -> anyhow::Result<()> {
+        self.known += tokens.len();
+        match features {
+            Features::Host(f) => self.feats.extend_from_slice(f),
+            Features::Device(rows) => rows.read_into(&mut self.feats),
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn oracle_trees_accept_and_reject_at_every_depth_and_compact_the_state() {
+    let mut t = target(&TAPS);
+    let n_vocab = t.model.hp.n_vocab as u32;
+    let nf = TAPS.len() * t.model.hp.n_embd;
+    let mut lengths = BTreeSet::new();
+    for (i, prompt) in prompts().iter().enumerate() {
+        let want = plain(&mut t, prompt, 48);
+        let mut truth = prompt.clone();
+        truth.extend_from_slice(&want.tokens);
+        for budget in [4, 8, 16] {
+            let name = format!("prompt {i}, budget {budget}");
+            let mut oracle = Oracle {
+                truth: truth.clone(),
+                known: 0,
+                depth: 7,
+                n_vocab,
+                rng: (i * 100 + budget) as u64,
+                layers: TAPS.to_vec(),
+                feats: Vec::new(),
+            };
+            let (g, s) = tree(&mut t, &mut oracle, prompt, 48, budget);
+            assert_eq!(g.tokens, want.tokens, "{name}: output differs from plain");
+            check_stats(&name, &s, budget);
+            lengths.extend(s.accept_lengths.iter().copied());
+            // The features the drafter got (prompt, then each step's compacted path) are those
+            // of the committed tokens at their positions: a prefill of them says the same. (The
+            // last step may commit past the token limit, beyond the known truth.)
+            assert_eq!(
+                oracle.feats.len(),
+                oracle.known * nf,
+                "{name}: feature rows"
+            );
+            let m = oracle.known.min(truth.len());
+            t.engine.reset();
+            t.engine
+                .decode(&truth[..m], Outputs::Last)
+                .expect("prefill");
+            let want_f = t.engine.captured().to_vec();
+            for (row, (a, b)) in oracle.feats.chunks(nf).zip(want_f.chunks(nf)).enumerate() {
+                let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+                let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    err / scale < 1e-3,
+                    "{name}: features of position {row} differ ({err} of {scale})"
+                );
+            }
+            t.engine.reset();
+        }
+    }
+    // Paths of many depths accepted (1: rejected at the root, 8: the whole depth + bonus).
+    assert!(lengths.len() >= 6, "accepted lengths {lengths:?}");
+}
+
+#[test]
+fn a_hybrid_target_refuses_tree_verification() {
+    let g = Gguf::open(&common::fixture("hybrid/qwen35/model-f32.gguf")).expect("hybrid");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
+    let cfg = EngineConfig {
+        n_ctx: 64,
+        n_ubatch: 32,
+        type_k: ggml::Type::F32,
+        type_v: ggml::Type::F32,
+        capture_layers: vec![],
+    };
+    let mut engine = Engine::new(model.clone(), backend, cfg).expect("engine");
+    let tok = target(&[]).tok;
+    let mut oracle = Oracle {
+        truth: vec![],
+        known: 0,
+        depth: 3,
+        n_vocab: model.hp.n_vocab as u32,
+        rng: 1,
+        layers: vec![],
+        feats: vec![],
+    };
+    let res = generate_speculative(
+        SpecParts {
+            engine: &mut engine,
+            drafter: &mut oracle,
+            tok: &tok,
+            sampler: &mut Sampler::new(SamplingParams::greedy()),
+        },
+        &[1, 2, 3],
+        &common::greedy_opts(4),
+        &mut SpecOptions {
+            tree_budget: 4,
+            ..Default::default()
+        },
+        |_| {},
+    );
+    let Err(err) = res else {
+        panic!("a hybrid target must refuse trees");
+    };
+    let msg = format!("{err:#}");
+    assert!(msg.contains("hybrid"), "{msg}");
+}
