@@ -346,3 +346,68 @@ fn a_hybrid_target_refuses_tree_verification() {
     let msg = format!("{err:#}");
     assert!(msg.contains("hybrid"), "{msg}");
 }
+
+/// The real 1.5B target (`--verify exact`: exact batches only, so a budget past the largest
+/// exact batch is capped to it) with the shipped DFlash drafter: trees give plain decoding's
+/// tokens. Skipped when the model has not been fetched.
+#[test]
+fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
+    let Some(path) = common::model(common::MODEL_15B) else {
+        return;
+    };
+    let fx = common::read_json("llama/generate-qwen2.5-coder-1.5b-instruct-q4_k_m.json");
+    let g = Gguf::open(&path).expect("open");
+    let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+    let backend = Arc::new(ggml::Backend::cpu(2));
+    let model = Arc::new(Model::load_with(&g, &backend, false, false).expect("load"));
+    let draft_path =
+        common::repo_file("training/drafters/qwen2.5-coder-1.5b-instruct-dflash-q8_0.gguf");
+    let drafter_opts = DrafterOptions::new(512);
+    let mut drafter =
+        DFlashDrafter::load(&draft_path, model.clone(), backend.clone(), &drafter_opts)
+            .expect("drafter");
+    let cfg = EngineConfig {
+        n_ctx: 512,
+        n_ubatch: 512,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        capture_layers: drafter.target_layers().to_vec(),
+    };
+    let engine = Engine::new(model.clone(), backend.clone(), cfg).expect("engine");
+    let mut t = Target {
+        tok,
+        model,
+        backend,
+        engine,
+    };
+    let mut accepted = 0;
+    for case in fx["cases"].as_array().expect("cases").iter().take(3) {
+        let prompt = common::ids(&case["prompt_tokens"]);
+        let want = plain(&mut t, &prompt, 32);
+        for budget in [4, 8] {
+            let (g, s) = generate_speculative(
+                SpecParts {
+                    engine: &mut t.engine,
+                    drafter: &mut drafter,
+                    tok: &t.tok,
+                    sampler: &mut Sampler::new(SamplingParams::greedy()),
+                },
+                &prompt,
+                &common::greedy_opts(32),
+                &mut SpecOptions {
+                    tree_budget: budget,
+                    ..Default::default()
+                },
+                |_| {},
+            )
+            .expect("tree");
+            assert_eq!(g.tokens, want.tokens, "budget {budget}: output differs");
+            assert_eq!(s.target_forwards, s.steps as u64);
+            accepted += s.accepted;
+        }
+    }
+    assert!(
+        accepted > 0,
+        "the shipped drafter's trees were never accepted"
+    );
+}
