@@ -213,15 +213,18 @@ impl Engine {
             );
         }
         let _p = profile::scope("engine.compact_tree");
-        for (j, &r) in rows.iter().enumerate().filter(|(j, r)| *j != **r) {
+        // One copy per tensor for each piece of the path that moves as a block (consecutive
+        // entries, same shift), at most `shift` rows long so source and destination never
+        // overlap; pieces go in increasing order, so none overwrites a later one's source.
+        for (j, r, n) in copy_pieces(rows) {
             for t in self.kv.k.iter().chain(&self.kv.v) {
                 let row = t.nb()[1];
-                t.copy_bytes_from(t, (start + r) * row, (start + j) * row, row);
+                t.copy_bytes_from(t, (start + r) * row, (start + j) * row, n * row);
             }
             if let Some(cap) = &self.capture {
                 let row = cap.tensor.nb()[1];
                 cap.tensor
-                    .copy_bytes_from(&cap.tensor, r * row, j * row, row);
+                    .copy_bytes_from(&cap.tensor, r * row, j * row, n * row);
             }
         }
         // Host copies of captured rows are of the tree's order: read them again.
@@ -232,5 +235,51 @@ impl Engine {
         }
         self.truncate(start + rows.len());
         Ok(())
+    }
+}
+
+/// The copies that move the entries `rows` (increasing, the root first) to `0..rows.len()`: as
+/// `(to, from, count)`, in order; entries already in place are skipped.
+fn copy_pieces(rows: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (j, &r) in rows.iter().enumerate().filter(|(j, r)| *j != **r) {
+        match out.last_mut() {
+            // Extends the last piece: the next entry, the same shift, no overlap yet.
+            Some((to, from, n)) if *to + *n == j && *from + *n == r && *n < r - j => *n += 1,
+            _ => out.push((j, r, 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_pieces;
+
+    /// Applying the pieces in order moves every path entry to its place, whatever overlaps.
+    #[test]
+    fn copy_pieces_compact_any_path() {
+        let paths: [&[usize]; 6] = [
+            &[0],
+            &[0, 1, 2, 3],
+            &[0, 2, 3, 4, 5, 6, 7],
+            &[0, 5, 6, 9, 10, 11, 12],
+            &[0, 1, 4, 8, 9],
+            &[0, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+        ];
+        for rows in paths {
+            let mut cells: Vec<usize> = (0..16).collect();
+            for (to, from, n) in copy_pieces(rows) {
+                assert!(from >= to + n || n == 0, "{rows:?}: overlapping piece");
+                let src: Vec<usize> = cells[from..from + n].to_vec();
+                cells[to..to + n].copy_from_slice(&src);
+            }
+            assert_eq!(&cells[..rows.len()], rows, "{rows:?}");
+        }
+        assert_eq!(
+            copy_pieces(&[0, 2, 3, 4, 5]),
+            vec![(1, 2, 1), (2, 3, 1), (3, 4, 1), (4, 5, 1)]
+        );
+        assert_eq!(copy_pieces(&[0, 5, 6, 7]), vec![(1, 5, 3)]);
     }
 }
