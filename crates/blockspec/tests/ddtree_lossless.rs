@@ -73,6 +73,18 @@ fn tree(
     n: usize,
     budget: usize,
 ) -> (Generation, SpecStats) {
+    tree_with(t, drafter, prompt, n, budget, false)
+}
+
+/// [`tree`], optionally with the drafter's top-1 chain seeded into every tree.
+fn tree_with(
+    t: &mut Target,
+    drafter: &mut dyn Drafter,
+    prompt: &[u32],
+    n: usize,
+    budget: usize,
+    chain_seed: bool,
+) -> (Generation, SpecStats) {
     generate_speculative(
         SpecParts {
             engine: &mut t.engine,
@@ -85,6 +97,7 @@ fn tree(
         &mut SpecOptions {
             allow_inexact_batches: true,
             tree_budget: budget,
+            tree_chain_seed: chain_seed,
             ..Default::default()
         },
         |_| {},
@@ -128,6 +141,9 @@ fn trained_drafter_trees_equal_plain_decoding() {
             assert_eq!(g.tokens, want.tokens, "{name}: output differs from plain");
             check_stats(&name, &s, budget);
             lengths.extend(s.accept_lengths.iter().copied());
+            let (g, s) = tree_with(&mut t, &mut drafter, prompt, 40, budget, true);
+            assert_eq!(g.tokens, want.tokens, "{name}, chain seed: output differs");
+            check_stats(&name, &s, budget);
         }
     }
     // Steps committed 1 (a rejection at the root) up to long paths.
