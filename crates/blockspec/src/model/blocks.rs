@@ -53,6 +53,34 @@ pub struct ForwardGraph {
     pub kept: Vec<crate::runtime::recurrent_state::KeptStates>,
 }
 
+impl ForwardGraph {
+    /// A built graph from its context, inputs, output head (logits, argmax) and, for a
+    /// `keep_states` graph, the recurrent layers' kept states.
+    pub(crate) fn from_parts(
+        ctx: Context,
+        graph: Graph,
+        shape: GraphShape,
+        inp: Inputs,
+        (logits, argmax): (Tensor, Tensor),
+        kept: Vec<crate::runtime::recurrent_state::KeptStates>,
+    ) -> ForwardGraph {
+        ForwardGraph {
+            ctx,
+            graph,
+            shape,
+            tokens: inp.tokens,
+            pos: inp.pos,
+            pos_sections: inp.pos_sections,
+            kv_rows: inp.kv_rows,
+            mask: inp.mask,
+            out_ids: inp.out_ids,
+            logits,
+            argmax,
+            kept,
+        }
+    }
+}
+
 /// The position input for `n` tokens from `start`: `sections` = 1 gives the positions; 4 gives
 /// multi-section RoPE's text positions, section-major `[p.., p.., p.., 0..]` (as llama.cpp).
 pub fn positions(start: usize, n: usize, sections: usize) -> Vec<i32> {
@@ -216,20 +244,7 @@ pub fn build(
         inp_l = out;
     }
     let (logits, argmax) = output_head(&mut c, &gf, hp, w, &inp_l);
-    ForwardGraph {
-        ctx: c,
-        graph: gf,
-        shape,
-        tokens: inp.tokens,
-        pos: inp.pos,
-        pos_sections: inp.pos_sections,
-        kv_rows: inp.kv_rows,
-        mask: inp.mask,
-        out_ids: inp.out_ids,
-        logits,
-        argmax,
-        kept: Vec::new(),
-    }
+    ForwardGraph::from_parts(c, gf, shape, inp, (logits, argmax), Vec::new())
 }
 
 /// The attention geometry and constants shared by every layer of one decoder stack.

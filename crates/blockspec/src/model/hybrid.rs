@@ -296,18 +296,5 @@ pub fn build(
         h = out;
     }
     let (logits, argmax) = output_head(&mut c, &gf, hp, w, &h);
-    ForwardGraph {
-        ctx: c,
-        graph: gf,
-        shape,
-        tokens: inp.tokens,
-        pos: inp.pos,
-        pos_sections: inp.pos_sections,
-        kv_rows: inp.kv_rows,
-        mask: inp.mask,
-        out_ids: inp.out_ids,
-        logits,
-        argmax,
-        kept,
-    }
+    ForwardGraph::from_parts(c, gf, shape, inp, (logits, argmax), kept)
 }
