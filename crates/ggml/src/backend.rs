@@ -150,6 +150,12 @@ impl Backend {
         }
     }
 
+    /// Wait until everything queued on this backend (graphs, async copies) has finished.
+    pub fn synchronize(&self) {
+        // SAFETY: live backend.
+        unsafe { sys::ggml_backend_synchronize(self.raw) }
+    }
+
     pub fn name(&self) -> String {
         // SAFETY: live backend; static C string.
         unsafe { CStr::from_ptr(sys::ggml_backend_name(self.raw)) }

@@ -265,8 +265,9 @@ impl Engine {
                 if accepted > 0 {
                     let _p = profile::scope("engine.commit_state");
                     for k in &p.kept {
-                        k.commit(state, accepted, p.n);
+                        k.commit(&self.backend, state, accepted, p.n);
                     }
+                    self.backend.synchronize();
                 }
                 self.n_past = p.start + accepted;
                 return self.n_past;

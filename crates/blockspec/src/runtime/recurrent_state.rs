@@ -119,15 +119,24 @@ pub struct KeptStates {
 
 impl KeptStates {
     /// Make `state` the state after the first `accepted` (>= 1) of the `n` tokens.
-    pub fn commit(&self, state: &RecurrentState, accepted: usize, n: usize) {
+    /// The copies are queued on `backend`: synchronize it before the host or another stream
+    /// reads the state.
+    pub fn commit(&self, backend: &Backend, state: &RecurrentState, accepted: usize, n: usize) {
         assert!((1..=n).contains(&accepted));
         let (conv, delta) = state.layer(self.layer);
         let f = 4; // f32
         let ch = state.ssm.conv_channels();
-        conv.copy_bytes_from(&self.conv_rows, accepted * ch * f, 0, conv.nbytes());
+        conv.copy_bytes_from_on(
+            backend,
+            &self.conv_rows,
+            accepted * ch * f,
+            0,
+            conv.nbytes(),
+        );
         let outputs = state.ssm.d_inner() * n * f;
         let back = n - accepted;
-        delta.copy_bytes_from(
+        delta.copy_bytes_from_on(
+            backend,
             &self.delta_out,
             outputs + back * delta.nbytes(),
             0,

@@ -3,6 +3,7 @@
 //! speculative step commits recurrent state with.
 
 use super::{Context, Tensor};
+use crate::backend::Backend;
 use crate::sys;
 use std::ptr::NonNull;
 
@@ -147,6 +148,33 @@ impl Tensor {
     /// element type, and the ranges whole elements (whole blocks of a quantized type) inside
     /// each tensor.
     pub fn copy_bytes_from(&self, src: &Tensor, src_offset: usize, dst_offset: usize, n: usize) {
+        self.copy_bytes(None, src, src_offset, dst_offset, n);
+    }
+
+    /// As [`copy_bytes_from`](Self::copy_bytes_from), queued on `backend`'s stream where both
+    /// tensors live on that device (a plain blocking copy elsewhere): many small copies then
+    /// cost one [`Backend::synchronize`] instead of one wait each. Work queued on `backend`
+    /// later (the next graph) runs after it; call `synchronize` before anything reads the
+    /// destination from another stream or the host.
+    pub fn copy_bytes_from_on(
+        &self,
+        backend: &Backend,
+        src: &Tensor,
+        src_offset: usize,
+        dst_offset: usize,
+        n: usize,
+    ) {
+        self.copy_bytes(Some(backend), src, src_offset, dst_offset, n);
+    }
+
+    fn copy_bytes(
+        &self,
+        backend: Option<&Backend>,
+        src: &Tensor,
+        src_offset: usize,
+        dst_offset: usize,
+        n: usize,
+    ) {
         assert!(
             self.is_allocated() && src.is_allocated(),
             "copy between unallocated tensors"
@@ -181,7 +209,14 @@ impl Tensor {
                 sys::ggml_backend_view_init(dv.as_ptr()),
                 sys::GGML_STATUS_SUCCESS
             );
-            sys::ggml_backend_tensor_copy(sv.as_ptr(), dv.as_ptr());
+            // The copy reads only the views' data pointers and sizes, at the call: dropping
+            // `tmp` before a queued copy runs is fine.
+            match backend {
+                Some(b) => {
+                    sys::ggml_backend_tensor_copy_async(b.raw(), b.raw(), sv.as_ptr(), dv.as_ptr())
+                }
+                None => sys::ggml_backend_tensor_copy(sv.as_ptr(), dv.as_ptr()),
+            }
         }
     }
 }

@@ -219,14 +219,26 @@ impl Engine {
         for (j, r, n) in copy_pieces(rows) {
             for t in self.kv.k.iter().chain(&self.kv.v) {
                 let row = t.nb()[1];
-                t.copy_bytes_from(t, (start + r) * row, (start + j) * row, n * row);
+                t.copy_bytes_from_on(
+                    &self.backend,
+                    t,
+                    (start + r) * row,
+                    (start + j) * row,
+                    n * row,
+                );
             }
             if let Some(cap) = &self.capture {
                 let row = cap.tensor.nb()[1];
-                cap.tensor
-                    .copy_bytes_from(&cap.tensor, r * row, j * row, n * row);
+                cap.tensor.copy_bytes_from_on(
+                    &self.backend,
+                    &cap.tensor,
+                    r * row,
+                    j * row,
+                    n * row,
+                );
             }
         }
+        self.backend.synchronize();
         // Host copies of captured rows are of the tree's order: read them again.
         if self.capture.is_some() {
             self.captured.clear();
