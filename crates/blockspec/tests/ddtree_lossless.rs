@@ -318,51 +318,6 @@ fn oracle_trees_accept_and_reject_at_every_depth_and_compact_the_state() {
     assert!(lengths.len() >= 6, "accepted lengths {lengths:?}");
 }
 
-#[test]
-fn a_hybrid_target_refuses_tree_verification() {
-    let g = Gguf::open(&common::fixture("hybrid/qwen35/model-f32.gguf")).expect("hybrid");
-    let backend = Arc::new(ggml::Backend::cpu(2));
-    let model = Arc::new(Model::load(&g, &backend, false).expect("load"));
-    let cfg = EngineConfig {
-        n_ctx: 64,
-        n_ubatch: 32,
-        type_k: ggml::Type::F32,
-        type_v: ggml::Type::F32,
-        capture_layers: vec![],
-    };
-    let mut engine = Engine::new(model.clone(), backend, cfg).expect("engine");
-    let tok = target(&[]).tok;
-    let mut oracle = Oracle {
-        truth: vec![],
-        known: 0,
-        depth: 3,
-        n_vocab: model.hp.n_vocab as u32,
-        rng: 1,
-        layers: vec![],
-        feats: vec![],
-    };
-    let res = generate_speculative(
-        SpecParts {
-            engine: &mut engine,
-            drafter: &mut oracle,
-            tok: &tok,
-            sampler: &mut Sampler::new(SamplingParams::greedy()),
-        },
-        &[1, 2, 3],
-        &common::greedy_opts(4),
-        &mut SpecOptions {
-            tree_budget: 4,
-            ..Default::default()
-        },
-        |_| {},
-    );
-    let Err(err) = res else {
-        panic!("a hybrid target must refuse trees");
-    };
-    let msg = format!("{err:#}");
-    assert!(msg.contains("hybrid"), "{msg}");
-}
-
 /// The real 1.5B target (`--verify exact`: exact batches only, so a budget past the largest
 /// exact batch is capped to it) with the shipped DFlash drafter: trees give plain decoding's
 /// tokens. Skipped when the model has not been fetched.

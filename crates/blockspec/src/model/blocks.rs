@@ -8,6 +8,7 @@
 //! KV write rows, the attention mask, output row ids), so a graph built for a shape is reused for
 //! every step of that shape.
 
+use super::tree_levels::TreeLevels;
 use super::{Ffn, Hparams, LayerWeights, Weights};
 use crate::runtime::capture::CaptureBuffer;
 use crate::runtime::kv_cache::KvCache;
@@ -24,6 +25,10 @@ pub struct GraphShape {
     /// Recurrent layers keep their state after every token (a verify whose prefix is committed
     /// later) instead of writing the state after the last one. Always false for dense models.
     pub keep_states: bool,
+    /// A draft tree on a hybrid target: the recurrent layers step level by level (see
+    /// [`TreeLevels`]). `None` for chains, and for trees on dense targets (whose graph is
+    /// that of a chain with another mask).
+    pub tree: Option<TreeLevels>,
 }
 
 /// A built graph and its input/output tensors.
@@ -51,6 +56,11 @@ pub struct ForwardGraph {
     pub argmax: Tensor,
     /// Per recurrent layer of a `keep_states` graph: the per-token states to commit from.
     pub kept: Vec<crate::runtime::recurrent_state::KeptStates>,
+    /// I32 [`TreeLevels::index_len`] for a `tree` graph: the tree's layout
+    /// ([`TreeLevels::index`]).
+    pub tree_index: Option<Tensor>,
+    /// Per recurrent layer of a `tree` graph: every node's state to commit from.
+    pub kept_tree: Vec<crate::runtime::recurrent_state::KeptTreeStates>,
 }
 
 impl ForwardGraph {
@@ -62,7 +72,10 @@ impl ForwardGraph {
         shape: GraphShape,
         inp: Inputs,
         (logits, argmax): (Tensor, Tensor),
-        kept: Vec<crate::runtime::recurrent_state::KeptStates>,
+        (kept, kept_tree): (
+            Vec<crate::runtime::recurrent_state::KeptStates>,
+            Vec<crate::runtime::recurrent_state::KeptTreeStates>,
+        ),
     ) -> ForwardGraph {
         ForwardGraph {
             ctx,
@@ -77,6 +90,8 @@ impl ForwardGraph {
             logits,
             argmax,
             kept,
+            tree_index: inp.tree_index,
+            kept_tree,
         }
     }
 }
@@ -101,12 +116,17 @@ pub fn positions(start: usize, n: usize, sections: usize) -> Vec<i32> {
     }
 }
 
-/// Graph node budget: ~30 nodes per layer plus slack.
-pub(crate) fn graph_size(hp: &Hparams) -> usize {
+/// Graph node budget for a graph whose recurrent layers step through `tree_levels` levels of
+/// a draft tree (0 for a chain).
+pub(crate) fn graph_size(hp: &Hparams, tree_levels: usize) -> usize {
     // Nodes and leaves per layer: ~40 for attention + SwiGLU; routed experts add a view and
-    // an add per used expert and ~30 more; a Gated DeltaNet layer ~60.
+    // an add per used expert and ~30 more; a Gated DeltaNet layer ~60, and ~24 per tree level.
     let moe = hp.moe.map_or(0, |m| 2 * m.n_expert_used + 30);
-    let ssm = if hp.ssm.is_some() { 60 } else { 0 };
+    let ssm = if hp.ssm.is_some() {
+        60 + 24 * tree_levels
+    } else {
+        0
+    };
     (hp.n_layer * (40 + moe + ssm) + 256).max(2048)
 }
 
@@ -140,6 +160,7 @@ pub(crate) struct Inputs {
     pub kv_rows: Tensor,
     pub mask: Tensor,
     pub out_ids: Option<Tensor>,
+    pub tree_index: Option<Tensor>,
 }
 
 impl Inputs {
@@ -154,6 +175,9 @@ impl Inputs {
             mask: c.input(Type::F16, &[shape.n_kv as i64, nt, 1, 1], "inp_kq_mask"),
             out_ids: (shape.n_outputs < shape.n_tokens)
                 .then(|| c.input(Type::I32, &[shape.n_outputs as i64], "inp_out_ids")),
+            tree_index: shape.tree.zip(hp.ssm).map(|(t, s)| {
+                c.input(Type::I32, &[t.index_len(s.d_conv) as i64], "inp_tree_index")
+            }),
         }
     }
 }
@@ -211,7 +235,7 @@ pub fn build(
     capture: Option<&CaptureBuffer>,
     shape: GraphShape,
 ) -> ForwardGraph {
-    let nodes = graph_size(hp);
+    let nodes = graph_size(hp, 0);
     let mut c = Context::new(nodes * 2, nodes);
     c.keep(w.owner());
     c.keep(kv.owner());
@@ -244,7 +268,14 @@ pub fn build(
         inp_l = out;
     }
     let (logits, argmax) = output_head(&mut c, &gf, hp, w, &inp_l);
-    ForwardGraph::from_parts(c, gf, shape, inp, (logits, argmax), Vec::new())
+    ForwardGraph::from_parts(
+        c,
+        gf,
+        shape,
+        inp,
+        (logits, argmax),
+        (Vec::new(), Vec::new()),
+    )
 }
 
 /// The attention geometry and constants shared by every layer of one decoder stack.

@@ -6,9 +6,10 @@
 //! and the batch's inputs are appended to it column-wise, so the state after any token of the
 //! batch is one contiguous run of that tensor: committing a verify's prefix is one copy.
 
+use super::tree_levels::TreeLevels;
 use super::weights::Loader;
 use super::SsmParams;
-use crate::runtime::recurrent_state::KeptStates;
+use crate::runtime::recurrent_state::{KeptStates, KeptTreeStates};
 use anyhow::Result;
 use ggml::{Context, Graph, Tensor, WeightUse};
 
@@ -117,6 +118,17 @@ pub struct StateIo<'a> {
     pub delta: &'a Tensor,
     /// Keep the state after every token (a verify) instead of writing the final one.
     pub keep: bool,
+    /// The rows are a draft tree (level widths and the graph's index input): every row steps
+    /// from its parent's state, and every row's state is kept; nothing is written.
+    pub tree: Option<(TreeLevels, &'a Tensor)>,
+}
+
+/// What a layer's graph leaves to commit from.
+pub enum Kept {
+    /// The state after the last token was written.
+    Nothing,
+    Chain(KeptStates),
+    Tree(KeptTreeStates),
 }
 
 /// L2-normalise each row of `x` as llama.cpp does (RMS norm, then 1/sqrt(n)).
@@ -127,7 +139,7 @@ fn l2_norm(c: &mut Context, x: &Tensor, eps: f32) -> Tensor {
 }
 
 /// The layer on the normed rows `x` (`[n_embd, n]`): returns its output `[n_embd, n]` and, when
-/// `io.keep`, the per-token states to commit from.
+/// `io.keep` or `io.tree`, the per-token states to commit from.
 pub fn build(
     c: &mut Context,
     gf: &Graph,
@@ -135,7 +147,7 @@ pub fn build(
     w: &DeltaNetWeights,
     io: StateIo,
     x: &Tensor,
-) -> (Tensor, Option<KeptStates>) {
+) -> (Tensor, Kept) {
     let (s, eps) = (&spec.ssm, spec.eps);
     let n = x.ne()[1];
     let (hd, nk, nv) = (s.head_dim as i64, s.n_k_heads as i64, s.n_v_heads as i64);
@@ -170,12 +182,29 @@ pub fn build(
     let gate = c.mul(&a, &w.a);
     let gate = c.reshape(&gate, &[1, nv, n, 1]);
 
-    // The convolution over [state columns | new columns], then SiLU.
+    // The convolution over [state columns | new columns], then SiLU. A tree gathers each
+    // row's window (its ancestors' columns) and convolves the rows as one-token sequences.
     let rows = c.concat(io.conv, &qkv, 1);
-    let sx = c.transpose(&rows);
-    let sx = c.cont(&sx);
-    let sx = c.reshape(&sx, &[s.d_conv as i64 - 1 + n, ch, 1]);
-    let conv = c.ssm_conv(&sx, &w.conv);
+    let dc = s.d_conv as i64;
+    let mut windows = None;
+    let conv = match &io.tree {
+        None => {
+            let sx = c.transpose(&rows);
+            let sx = c.cont(&sx);
+            let sx = c.reshape(&sx, &[dc - 1 + n, ch, 1]);
+            c.ssm_conv(&sx, &w.conv)
+        }
+        Some((_, index)) => {
+            let cols = c.view(index, &[dc * n], &[], 0);
+            let win = c.get_rows(&rows, &cols);
+            let sx = c.reshape(&win, &[ch, dc, n]);
+            let sx = c.permute(&sx, [1, 0, 2, 3]);
+            let sx = c.cont(&sx);
+            windows = Some(win);
+            let conv = c.ssm_conv(&sx, &w.conv);
+            c.reshape(&conv, &[ch, n])
+        }
+    };
     let conv = c.silu(&conv);
 
     let row = ch as usize * f;
@@ -206,6 +235,21 @@ pub fn build(
     }
 
     let state = c.reshape(io.delta, &[hd, hd, nv, 1]);
+    if let (Some((levels, index)), Some(windows)) = (&io.tree, windows) {
+        let (out, levels) = tree_levels(c, s, levels, index, [&q, &k, &v], &gate, &beta, &state);
+        c.set_output(&windows);
+        c.build_forward_expand(gf, &windows);
+        for r in &levels {
+            c.set_output(r);
+            c.build_forward_expand(gf, r);
+        }
+        let kept = Kept::Tree(KeptTreeStates {
+            layer: io.layer,
+            windows,
+            levels,
+        });
+        return (gated_out(c, w, spec, &z, &out), kept);
+    }
     let snapshots = if io.keep { n as usize } else { 1 };
     let result = c.gated_delta_net([&q, &k, &v], &gate, &beta, &state, snapshots);
     let out_bytes = (hd * nv * n) as usize * f;
@@ -221,7 +265,7 @@ pub fn build(
         c.set_output(&rows);
         c.build_forward_expand(gf, &result);
         c.build_forward_expand(gf, &rows);
-        Some(KeptStates {
+        Kept::Chain(KeptStates {
             layer: io.layer,
             conv_rows: rows.clone(),
             delta_out: result.clone(),
@@ -238,16 +282,101 @@ pub fn build(
         let dst = flat(c, io.delta);
         let st = c.cpy(&fin, &dst);
         c.build_forward_expand(gf, &st);
-        None
+        Kept::Nothing
     };
+    (gated_out(c, w, spec, &z, &out), kept)
+}
 
-    let z = c.reshape(&z, &[hd, nv, n, 1]);
-    let y = c.rms_norm(&out, eps);
+/// The delta rule's output `[hd, nv, n]` through the gated norm and the output projection.
+fn gated_out(
+    c: &mut Context,
+    w: &DeltaNetWeights,
+    spec: &DeltaNetSpec,
+    z: &Tensor,
+    out: &Tensor,
+) -> Tensor {
+    let s = &spec.ssm;
+    let (hd, nv) = (s.head_dim as i64, s.n_v_heads as i64);
+    let n = out.ne()[2];
+    let z = c.reshape(z, &[hd, nv, n, 1]);
+    let y = c.rms_norm(out, spec.eps);
     let y = c.mul(&y, &w.norm);
     let zs = c.silu(&z);
     let y = c.mul(&y, &zs);
     let y = c.reshape(&y, &[hd * nv, n]);
-    (c.mul_mat(&w.out, &y), kept)
+    c.mul_mat(&w.out, &y)
+}
+
+/// The delta rule over a tree, one level at a time: level `l`'s rows are one-token sequences
+/// started from their parents' states in level `l - 1`'s result (the root's from `state`).
+/// Returns the output rows `[hd, nv, n]` in batch order and each level's result (outputs,
+/// then one state per row).
+#[allow(clippy::too_many_arguments)]
+fn tree_levels(
+    c: &mut Context,
+    s: &SsmParams,
+    levels: &TreeLevels,
+    index: &Tensor,
+    [q, k, v]: [&Tensor; 3],
+    gate: &Tensor,
+    beta: &Tensor,
+    state: &Tensor,
+) -> (Tensor, Vec<Tensor>) {
+    let f = 4usize;
+    let dc = s.d_conv;
+    let (hd, nv) = (s.head_dim as i64, s.n_v_heads as i64);
+    let n = levels.n_rows() as i64;
+    let nq = q.ne()[1];
+    // Rows of one token each, to gather level by level.
+    let q2 = c.reshape(q, &[hd * nq, n]);
+    let k2 = c.reshape(k, &[hd * nq, n]);
+    let v2 = c.cont(v);
+    let v2 = c.reshape(&v2, &[hd * nv, n]);
+    let g2 = c.reshape(gate, &[nv, n]);
+    let b2 = c.reshape(beta, &[nv, n]);
+    let state_len = hd * hd * nv;
+    let mut results: Vec<Tensor> = Vec::with_capacity(levels.n_levels());
+    let mut outs: Option<Tensor> = None;
+    for (l, w) in levels.widths().enumerate() {
+        let wi = w as i64;
+        let ids = c.view(index, &[wi], &[], levels.rows_at(l, dc) * f);
+        let ql = c.get_rows(&q2, &ids);
+        let ql = c.reshape(&ql, &[hd, nq, 1, wi]);
+        let kl = c.get_rows(&k2, &ids);
+        let kl = c.reshape(&kl, &[hd, nq, 1, wi]);
+        let vl = c.get_rows(&v2, &ids);
+        let vl = c.reshape(&vl, &[hd, nv, 1, wi]);
+        let gl = c.get_rows(&g2, &ids);
+        let gl = c.reshape(&gl, &[1, nv, 1, wi]);
+        let bl = c.get_rows(&b2, &ids);
+        let bl = c.reshape(&bl, &[1, nv, 1, wi]);
+        let start = match results.last() {
+            None => state.clone(),
+            Some(prev) => {
+                let pw = prev.ne()[1] / (1 + hd);
+                let states = c.view(
+                    prev,
+                    &[state_len, pw],
+                    &[state_len as usize * f],
+                    (hd * nv * pw) as usize * f,
+                );
+                let pid = c.view(index, &[wi], &[], levels.parents_at(l, dc) * f);
+                let st = c.get_rows(&states, &pid);
+                c.reshape(&st, &[hd, hd, nv, wi])
+            }
+        };
+        let r = c.gated_delta_net([&ql, &kl, &vl], &gl, &bl, &start, 1);
+        let o = c.view(&r, &[hd * nv, wi], &[(hd * nv) as usize * f], 0);
+        outs = Some(match outs {
+            None => c.cont(&o),
+            Some(a) => c.concat(&a, &o, 1),
+        });
+        results.push(r);
+    }
+    let outs = outs.expect("a tree has a root");
+    let back = c.view(index, &[n], &[], levels.unpermute_at(dc) * f);
+    let out = c.get_rows(&outs, &back);
+    (c.reshape(&out, &[hd, nv, n, 1]), results)
 }
 
 /// A state tensor as one flat row (a view), the destination of a state write.

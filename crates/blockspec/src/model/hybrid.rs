@@ -8,7 +8,7 @@ use super::blocks::{
     attend, capture_layer, graph_size, norm, output_head, AttnSpec, ForwardGraph, GraphShape,
     Inputs, StepInputs,
 };
-use super::delta_net::{self, DeltaNetSpec, DeltaNetWeights, KeySharing, StateIo};
+use super::delta_net::{self, DeltaNetSpec, DeltaNetWeights, Kept, KeySharing, StateIo};
 use super::weights::{declare_ffn, declare_head, Loader};
 use super::{Arch, Ffn, Hparams, Layers, Weights};
 use crate::format::gguf::{Gguf, GgufError};
@@ -237,7 +237,7 @@ pub fn build(
     capture: Option<&CaptureBuffer>,
     shape: GraphShape,
 ) -> ForwardGraph {
-    let nodes = graph_size(hp);
+    let nodes = graph_size(hp, shape.tree.map_or(0, |t| t.n_levels()));
     let mut c = Context::new(nodes * 2, nodes);
     c.keep(w.owner());
     c.keep(kv.owner());
@@ -262,6 +262,7 @@ pub fn build(
         out_rows: None,
     };
     let mut kept = Vec::new();
+    let mut kept_tree = Vec::new();
     let mut h = c.get_rows(&w.tok_embd, &inp.tokens);
     for (il, l) in layers.iter().enumerate() {
         let x = norm(&mut c, &h, &l.attn_norm, hp.rms_eps);
@@ -275,9 +276,14 @@ pub fn build(
                     conv,
                     delta,
                     keep: shape.keep_states,
+                    tree: shape.tree.zip(inp.tree_index.as_ref()),
                 };
                 let (out, k) = delta_net::build(&mut c, &gf, &dn, d, io, &x);
-                kept.extend(k);
+                match k {
+                    Kept::Nothing => {}
+                    Kept::Chain(k) => kept.push(k),
+                    Kept::Tree(k) => kept_tree.push(k),
+                }
                 out
             }
         };
@@ -296,5 +302,5 @@ pub fn build(
         h = out;
     }
     let (logits, argmax) = output_head(&mut c, &gf, hp, w, &h);
-    ForwardGraph::from_parts(c, gf, shape, inp, (logits, argmax), kept)
+    ForwardGraph::from_parts(c, gf, shape, inp, (logits, argmax), (kept, kept_tree))
 }

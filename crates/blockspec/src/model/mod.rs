@@ -13,6 +13,7 @@ pub mod qwen35;
 pub mod qwen35moe;
 pub mod qwen3moe;
 pub mod qwen3next;
+pub mod tree_levels;
 pub mod weights;
 
 pub use blocks::{ForwardGraph, GraphShape};

@@ -1,11 +1,12 @@
 //! The evaluation engine of one sequence: KV cache, graph reuse, batched evaluation.
 
+use crate::model::tree_levels::LevelSlot;
 use crate::model::{ForwardGraph, GraphShape, Model};
 use crate::runtime::capture::{read_f32_staged, CaptureBuffer, CapturedRows};
 use crate::runtime::graph_cache::{BuiltGraph, GraphCache};
 use crate::runtime::kv_cache::KvCache;
 use crate::runtime::profile;
-use crate::runtime::recurrent_state::{KeptStates, RecurrentState};
+use crate::runtime::recurrent_state::{KeptStates, KeptTreeStates, RecurrentState};
 use anyhow::{bail, Result};
 use ggml::{Backend, Sched, Type};
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub struct Engine {
     /// The last decode kept its per-token recurrent states: its start position and length,
     /// and where the states are. Settled (a prefix committed) before anything else runs.
     pending: Option<PendingStates>,
+    pending_tree: Option<PendingTree>,
     /// Target graph evaluations so far.
     forwards: u64,
     /// Saved recurrent states, by position (oldest first), to go back to without recomputing.
@@ -109,6 +111,16 @@ struct PendingStates {
     start: usize,
     n: usize,
     kept: Vec<KeptStates>,
+}
+
+/// The states a tree verify of a hybrid model kept, until
+/// [`commit_tree_path`](Engine::commit_tree_path) takes one node's (or anything else drops
+/// them: the state is then still the one before the tree).
+struct PendingTree {
+    start: usize,
+    /// Each row's place among the tree's depth levels.
+    slots: Vec<LevelSlot>,
+    kept: Vec<KeptTreeStates>,
 }
 
 impl Engine {
@@ -159,7 +171,9 @@ impl Engine {
         // Room for a 16-token verify's logits (the largest read in a speculative step).
         let staging = backend.pinned_host_memory(16 * hp.n_vocab * 4);
         // The scheduler's hash set must hold every node and leaf of the largest graph.
-        let graph_nodes = 2 * crate::model::blocks::graph_size(hp);
+        // The largest graph: a tree of the most levels on a hybrid model.
+        let graph_nodes =
+            2 * crate::model::blocks::graph_size(hp, crate::model::tree_levels::MAX_TREE_LEVELS);
         let sched = Sched::new(backend.sched_backends(), graph_nodes);
         let graphs = GraphCache::new(sched, !backend.is_cpu(), MAX_CACHED_GRAPHS, "engine");
         let mut e = Engine {
@@ -178,6 +192,7 @@ impl Engine {
             exact_batch: None,
             state,
             pending: None,
+            pending_tree: None,
             forwards: 0,
             checkpoints: Vec::new(),
         };
@@ -195,6 +210,7 @@ impl Engine {
                 n_outputs: n,
                 capture: e.capture.is_some(),
                 keep_states,
+                tree: None,
             };
             let g = e
                 .model
@@ -258,6 +274,10 @@ impl Engine {
             self.n_past = self.n_past.min(n);
             return self.n_past;
         };
+        if let Some(t) = self.pending_tree.take() {
+            // A tree left without a commit: the state is still the one before it.
+            self.n_past = t.start;
+        }
         if let Some(p) = self.pending.take() {
             let end = p.start + p.n;
             if n >= p.start {
@@ -297,7 +317,7 @@ impl Engine {
     ///
     /// [`truncate`]: Self::truncate
     pub fn save_checkpoint(&mut self) -> Result<()> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.pending_tree.is_some() {
             self.truncate(self.n_past);
         }
         let Some(state) = &self.state else {
@@ -353,6 +373,7 @@ impl Engine {
     pub fn reset(&mut self) {
         self.n_past = 0;
         self.pending = None;
+        self.pending_tree = None;
         self.checkpoints.clear();
         if let Some(s) = &self.state {
             s.clear();
@@ -522,7 +543,7 @@ impl Engine {
     fn eval_chunk(&mut self, chunk: &[u32], n_outputs: usize, read: &mut ReadBack) -> Result<()> {
         // Anything that runs after a verify (or an earlier chunk that kept its states, which
         // the next chunk reads) accepts all of it.
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.pending_tree.is_some() {
             self.truncate(self.n_past);
         }
         // This chunk overwrites the capture buffer: keep the rows of the one before.
@@ -555,6 +576,7 @@ impl Engine {
             n_outputs: n_rows,
             capture,
             keep_states,
+            tree: None,
         };
         if !self.graphs.contains(&shape) {
             let g =

@@ -6,6 +6,7 @@
 //! the state after its last token (prompt chunks, plain decoding) or keeps the state after every
 //! token as outputs (a verify) and the engine commits the one after the last accepted token.
 
+use crate::model::tree_levels::LevelSlot;
 use crate::model::SsmParams;
 use anyhow::{Context as _, Result};
 use ggml::{Backend, Buffer, Context, Tensor, Type};
@@ -139,6 +140,49 @@ impl KeptStates {
             backend,
             &self.delta_out,
             outputs + back * delta.nbytes(),
+            0,
+            delta.nbytes(),
+        );
+    }
+}
+
+/// What a tree verify graph keeps of one recurrent layer: every row's state, so that the
+/// state after any node can be committed without another forward.
+#[derive(Clone)]
+pub struct KeptTreeStates {
+    /// The model layer.
+    pub layer: usize,
+    /// F32 `[conv_channels, d_conv, rows]`: each row's convolution window (its ancestors'
+    /// inputs then its own); the state after a row is its window's last `d_conv - 1` columns.
+    pub windows: Tensor,
+    /// Per depth level, the delta-net result of its rows as one-token sequences: the output
+    /// rows, then one state per row.
+    pub levels: Vec<Tensor>,
+}
+
+impl KeptTreeStates {
+    /// Make `state` the state after the tree's row `row`, which sits at `slot` among the levels.
+    /// The copies are queued on `backend`: synchronize it before the host or another stream
+    /// reads the state.
+    pub fn commit(&self, backend: &Backend, state: &RecurrentState, row: usize, slot: LevelSlot) {
+        let (conv, delta) = state.layer(self.layer);
+        let f = 4; // f32
+        let ch = state.ssm.conv_channels();
+        let dc = state.ssm.d_conv;
+        conv.copy_bytes_from_on(
+            backend,
+            &self.windows,
+            (row * dc + 1) * ch * f,
+            0,
+            conv.nbytes(),
+        );
+        let result = &self.levels[slot.level];
+        let width = result.ne()[1] as usize / (1 + state.ssm.head_dim);
+        let outputs = state.ssm.d_inner() * width * f;
+        delta.copy_bytes_from_on(
+            backend,
+            result,
+            outputs + slot.index * delta.nbytes(),
             0,
             delta.nbytes(),
         );

@@ -173,20 +173,24 @@ fn max_verify_len(engine: &mut Engine, drafter: &dyn Drafter, spec: &SpecOptions
     Ok(len)
 }
 
-/// The rows of a tree verify (`1 + tree_budget`), or `None` for chains. Trees need a dense
-/// target, fit one batch, and (unless inexact batches are allowed) a batch the backend computes
+/// The rows of a tree verify (`1 + tree_budget`), or `None` for chains. Trees fit one batch
+/// (on a hybrid target, one whose states are kept), and (unless inexact batches are allowed) a batch the backend computes
 /// exactly like one-token steps: a larger budget is capped to it, with a warning.
 fn tree_rows(engine: &mut Engine, spec: &SpecOptions) -> Result<Option<usize>> {
     let budget = spec.tree_budget;
     if budget == 0 {
         return Ok(None);
     }
-    if engine.is_hybrid() {
-        bail!(
-            "--spec-tree {budget}: tree verification is not supported on hybrid (recurrent) targets yet; use --spec-tree 0"
-        );
-    }
     let mut rows = 1 + budget;
+    // A hybrid target keeps every row's recurrent state: as many as a chain verify may have.
+    let keepable = engine.max_rollback_len();
+    if rows > keepable {
+        tracing::warn!(
+            "--spec-tree {budget} capped at {}: a hybrid target keeps the states of at most {keepable} rows",
+            keepable - 1
+        );
+        rows = keepable;
+    }
     if !spec.allow_inexact_batches {
         let exact = engine.largest_exact_batch(rows)?;
         if exact < rows {

@@ -10,7 +10,8 @@
 //! feature rows to `start + 1..` (device copies) and truncates there: the cache then holds what
 //! evaluating the path as a chain would have written.
 
-use super::{Engine, Logits, ReadBack, F16_NEG_INF, F16_ZERO, KV_PAD};
+use super::{Engine, Logits, PendingTree, ReadBack, F16_NEG_INF, F16_ZERO, KV_PAD};
+use crate::model::tree_levels::TreeLevels;
 use crate::model::GraphShape;
 use crate::runtime::capture::read_f32_staged;
 use crate::runtime::profile;
@@ -98,13 +99,16 @@ impl Engine {
     }
 
     fn eval_tree(&mut self, tree: TreeBatch, padded: usize, read: &mut ReadBack) -> Result<()> {
-        if self.state.is_some() {
-            bail!("tree verification (--spec-tree) is not supported on hybrid (recurrent) targets yet: use the chain (--spec-tree 0)");
-        }
         tree.check()?;
         let n = tree.tokens.len();
         if padded < n {
             bail!("tree verify: {n} entries do not fit a batch of {padded}");
+        }
+        if self.state.is_some() && padded > self.max_rollback_len() {
+            bail!(
+                "tree verify: a batch of {padded} on a hybrid target keeps at most {} rows' states",
+                self.max_rollback_len()
+            );
         }
         if padded > self.cfg.n_ubatch.min(self.cfg.n_ctx) {
             bail!(
@@ -123,9 +127,18 @@ impl Engine {
         if let Some(&bad) = tree.tokens.iter().find(|&&t| t as usize >= n_vocab) {
             bail!("token id {bad} out of range (vocabulary size {n_vocab})");
         }
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.pending_tree.is_some() {
             self.truncate(self.n_past);
         }
+        // A hybrid target's recurrent layers go down the tree level by level; padded rows
+        // hang under the root.
+        let (mut parents, mut depths) = (tree.parents.to_vec(), tree.depths.to_vec());
+        parents.resize(padded, 0);
+        depths.resize(padded, 1);
+        let levels = match &self.state {
+            Some(_) => Some(TreeLevels::of(&parents, &depths)?),
+            None => None,
+        };
         self.captured.clear();
         (self.chunk_rows, self.chunk_read) = (0, 0);
         self.last_cold = false;
@@ -140,15 +153,20 @@ impl Engine {
             n_outputs: padded,
             capture: self.capture.is_some(),
             keep_states: false,
+            tree: levels,
         };
         if !self.graphs.contains(&shape) {
-            let g = self
-                .model
-                .build_graph(&self.kv, None, self.capture.as_ref(), shape);
+            let g =
+                self.model
+                    .build_graph(&self.kv, self.state.as_ref(), self.capture.as_ref(), shape);
             self.graphs.insert(shape, g);
         }
         let g = self.graphs.prepare(shape)?;
         let inputs = profile::scope("engine.inputs");
+        if let (Some(levels), Some(index), Some(state)) = (&levels, &g.tree_index, &self.state) {
+            index.write_i32(&levels.index(&parents, &depths, state.ssm.d_conv));
+        }
+        let kept_tree = g.kept_tree.clone();
         let mut toks: Vec<i32> = tree.tokens.iter().map(|&t| t as i32).collect();
         toks.resize(padded, toks[0]);
         g.tokens.write_i32(&toks);
@@ -174,6 +192,13 @@ impl Engine {
             self.last_cold |= self.graphs.compute(shape)?;
         }
         self.forwards += 1;
+        if levels.is_some() {
+            self.pending_tree = Some(PendingTree {
+                start,
+                slots: TreeLevels::slots(&depths),
+                kept: kept_tree,
+            });
+        }
         self.n_past += padded;
         let _p = profile::scope("engine.read");
         match read {
@@ -199,9 +224,6 @@ impl Engine {
     /// after a chain verify of the path ([`captured_rows`](Self::captured_rows),
     /// [`captured_on_device`](Self::captured_on_device)).
     pub fn commit_tree_path(&mut self, start: usize, rows: &[usize]) -> Result<()> {
-        if self.state.is_some() {
-            bail!("tree verification is not supported on hybrid (recurrent) targets yet");
-        }
         let ordered = rows.first() == Some(&0) && rows.windows(2).all(|w| w[0] < w[1]);
         let last = rows.last().copied().unwrap_or(0);
         let captured = self.capture.is_none() || last < self.chunk_rows;
@@ -213,6 +235,18 @@ impl Engine {
             );
         }
         let _p = profile::scope("engine.compact_tree");
+        if let Some(state) = &self.state {
+            // The recurrent state after the path's last node, kept by the tree's graph.
+            let tree = match self.pending_tree.take() {
+                Some(t) if t.start == start => t,
+                _ => {
+                    bail!("tree commit at {start}: no tree verify of this hybrid target is pending")
+                }
+            };
+            for k in &tree.kept {
+                k.commit(&self.backend, state, last, tree.slots[last]);
+            }
+        }
         // One copy per tensor for each piece of the path that moves as a block (consecutive
         // entries, same shift), at most `shift` rows long so source and destination never
         // overlap; pieces go in increasing order, so none overwrites a later one's source.
@@ -245,7 +279,8 @@ impl Engine {
             self.chunk_read = 0;
             self.chunk_rows = rows.len();
         }
-        self.truncate(start + rows.len());
+        // Not `truncate`: a hybrid target's state is already the path's.
+        self.n_past = start + rows.len();
         Ok(())
     }
 }
