@@ -279,6 +279,24 @@ impl Graph {
         // SAFETY: valid graph of a live context.
         unsafe { sys::ggml_graph_n_nodes(self.as_ptr()) }
     }
+
+    /// How many nodes of each operation the graph runs (views and reshapes included, though
+    /// they launch no kernel), most frequent first: what a GPU step is made of.
+    pub fn op_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        // SAFETY: valid graph of a live context; nodes are valid for its lifetime; op names
+        // are static C strings.
+        unsafe {
+            for i in 0..self.n_nodes() {
+                let node = sys::ggml_graph_node(self.as_ptr(), i);
+                let name = std::ffi::CStr::from_ptr(sys::ggml_op_desc(node)).to_string_lossy();
+                *counts.entry(name.into_owned()).or_default() += 1;
+            }
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
 }
 
 /// Wrap a tensor ggml just made in this context (`$self`).

@@ -357,7 +357,7 @@ impl Model {
         capture: Option<&crate::runtime::capture::CaptureBuffer>,
         shape: GraphShape,
     ) -> ForwardGraph {
-        match &self.weights.layers {
+        let g = match &self.weights.layers {
             Layers::Dense(layers) => {
                 blocks::build(&self.hp, &self.weights, layers, kv, capture, shape)
             }
@@ -365,6 +365,20 @@ impl Model {
                 let state = state.expect("a hybrid model's graph needs its recurrent state");
                 hybrid::build(&self.hp, &self.weights, layers, kv, state, capture, shape)
             }
+        };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let ops: Vec<String> = g
+                .graph
+                .op_counts()
+                .iter()
+                .map(|(op, n)| format!("{op} {n}"))
+                .collect();
+            tracing::debug!(
+                "graph {shape:?}: {} nodes: {}",
+                g.graph.n_nodes(),
+                ops.join(", ")
+            );
         }
+        g
     }
 }
