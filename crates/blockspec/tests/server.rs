@@ -982,3 +982,88 @@ fn hybrid_prompt_cache_resumes_only_from_checkpoints() {
     assert_eq!(third["content"], fresh3["content"]);
     s.check_alive();
 }
+
+/// DDTree behind the server (`--spec-tree`, the real 1.5B and the shipped DFlash drafter,
+/// `--verify exact`): replies equal the plain server's, a tool call comes out whole (streamed
+/// and not), and the speculation counters count the trees' nodes.
+#[test]
+fn tree_verification_keeps_replies_and_tool_calls() {
+    let Some(m) = common::model(common::MODEL_15B) else {
+        return;
+    };
+    let drafter =
+        common::repo_file("training/drafters/qwen2.5-coder-1.5b-instruct-dflash-q8_0.gguf");
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]);
+    let ask = json!({"role": "user", "content": "What is the weather in Paris?"});
+    let tool_req = json!({"messages": [ask], "tools": tools, "max_tokens": 32, "temperature": 0});
+    let code_req = chat("Write a Python function that reverses a string.", 24);
+    let run = |s: &Server| -> (Value, Value) {
+        let t = s.ok("/v1/chat/completions", &tool_req);
+        let c = s.ok("/v1/chat/completions", &code_req);
+        (t, c)
+    };
+    let (plain_tool, plain_code) = {
+        let s = Server::start(&m, &["-c", "1024", "--batch-invariant"]);
+        run(&s)
+    };
+    let budget = 6;
+    let s = Server::start(
+        &m,
+        &[
+            "-c",
+            "1024",
+            "--draft",
+            drafter.to_str().unwrap(),
+            "--verify",
+            "exact",
+            "--spec-tree",
+            &budget.to_string(),
+        ],
+    );
+    let (tool, code) = run(&s);
+    // (Call ids are fresh per reply.)
+    let (msg, want) = (
+        &tool["choices"][0]["message"],
+        &plain_tool["choices"][0]["message"],
+    );
+    assert_eq!(
+        msg["content"], want["content"],
+        "tool-call reply with trees"
+    );
+    assert_eq!(
+        msg["tool_calls"][0]["function"], want["tool_calls"][0]["function"],
+        "tool call with trees"
+    );
+    assert_eq!(tool["choices"][0]["finish_reason"], "tool_calls", "{tool}");
+    let call = &tool["choices"][0]["message"]["tool_calls"][0];
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args["city"], "Paris");
+    assert_eq!(
+        code["choices"][0]["message"]["content"], plain_code["choices"][0]["message"]["content"],
+        "code reply with trees"
+    );
+    // Every tree step offers `budget` nodes; accepted ones are among them.
+    let t = &code["timings"];
+    let (drafted, accepted) = (
+        t["draft_n"].as_u64().unwrap(),
+        t["draft_n_accepted"].as_u64().unwrap(),
+    );
+    assert!(drafted > 0 && drafted % budget == 0, "{t}");
+    assert!(accepted > 0 && accepted <= drafted, "{t}");
+    // Streamed: the same call as one tool_calls delta.
+    let mut sreq = tool_req.clone();
+    sreq["stream"] = json!(true);
+    let ev = s.stream("/v1/chat/completions", &sreq);
+    let calls: Vec<&Value> = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(calls.len(), 1, "{ev:?}");
+    assert_eq!(calls[0]["function"], call["function"]);
+}
