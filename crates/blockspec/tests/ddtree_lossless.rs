@@ -319,8 +319,10 @@ fn oracle_trees_accept_and_reject_at_every_depth_and_compact_the_state() {
 }
 
 /// The real 1.5B target (`--verify exact`: exact batches only, so a budget past the largest
-/// exact batch is capped to it) with the shipped DFlash drafter: trees give plain decoding's
-/// tokens. Skipped when the model has not been fetched.
+/// exact batch is capped to it: 6 nodes with this CPU's kernels, which switch at 8 rows) with
+/// the shipped DFlash drafter: trees give plain decoding's tokens over 20 prompts (the 14
+/// llama.cpp reference prompts and 6 held-out chat prompts) and budgets 4 to 32. Skipped when
+/// the model has not been fetched.
 #[test]
 fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
     let Some(path) = common::model(common::MODEL_15B) else {
@@ -351,11 +353,38 @@ fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
         backend,
         engine,
     };
+    let mut prompts: Vec<Vec<u32>> = fx["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| common::ids(&c["prompt_tokens"]))
+        .collect();
+    let held_out: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_file("training/eval_prompts.json"))
+            .expect("held-out prompts"),
+    )
+    .expect("json");
+    for p in held_out["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .take(6)
+    {
+        let text = p["text"].as_str().expect("text");
+        prompts.push(t.tok.encode(text, false, false).expect("encode"));
+    }
+    assert_eq!(prompts.len(), 20);
     let mut accepted = 0;
-    for case in fx["cases"].as_array().expect("cases").iter().take(3) {
-        let prompt = common::ids(&case["prompt_tokens"]);
-        let want = plain(&mut t, &prompt, 32);
-        for budget in [4, 8] {
+    let budgets = [4, 8, 16, 22, 32];
+    for (i, prompt) in prompts.iter().enumerate() {
+        let want = plain(&mut t, prompt, 12);
+        // Every budget on two prompts; 4 or 8 on the others (the larger ones cap alike).
+        let these = if i < 2 {
+            &budgets[..]
+        } else {
+            &budgets[i % 2..i % 2 + 1]
+        };
+        for &budget in these {
             let (g, s) = generate_speculative(
                 SpecParts {
                     engine: &mut t.engine,
@@ -363,8 +392,8 @@ fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
                     tok: &t.tok,
                     sampler: &mut Sampler::new(SamplingParams::greedy()),
                 },
-                &prompt,
-                &common::greedy_opts(32),
+                prompt,
+                &common::greedy_opts(12),
                 &mut SpecOptions {
                     tree_budget: budget,
                     ..Default::default()
@@ -372,7 +401,10 @@ fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
                 |_| {},
             )
             .expect("tree");
-            assert_eq!(g.tokens, want.tokens, "budget {budget}: output differs");
+            assert_eq!(
+                g.tokens, want.tokens,
+                "prompt {i}, budget {budget}: output differs"
+            );
             assert_eq!(s.target_forwards, s.steps as u64);
             accepted += s.accepted;
         }
