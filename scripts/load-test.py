@@ -98,7 +98,11 @@ MALFORMED = [
     ("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}],
                                                  "temperature": "hot"})),
     ("POST", "/v1/completions", json.dumps({"prompt": 5})),
-    ("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 10 ** 9})),
+    # Out of range (a limit beyond the context is capped, as llama-server does, not refused).
+    ("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2 ** 63})),
+    ("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "wizard", "content": "x"}]})),
+    ("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}],
+                                                 "tool_choice": "required"})),
     ("POST", "/v1/nothing", "{}"),
     ("POST", "/detokenize", json.dumps({"tokens": [-1]})),
 ]

@@ -321,3 +321,51 @@ fn cli_draft_model_and_ngram_match_plain() {
     assert!(drafted > 0, "{v}");
     assert!(accepted * 4 >= drafted * 3, "{v}");
 }
+
+/// Issue 19's command-line edges: a directory as the model is named as such, once; a context
+/// far beyond the machine's memory is one clean error line (no ggml log lines before it); a
+/// prompt that begins with a dash is a prompt; -n 0 generates nothing.
+#[test]
+fn cli_loose_edges() {
+    let m = tiny();
+    let m = m.to_str().expect("utf8 path");
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf8 path");
+    let one_error_line = |args: &[&str], want: &str| {
+        let (code, _out, err) = blockspec(args);
+        assert_eq!(code, 2, "{args:?}: exit {code}, stderr {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: stderr {err:?}");
+        assert!(lines[0].starts_with("error: "), "{args:?}: {err:?}");
+        assert_eq!(
+            err.matches(want).count(),
+            1,
+            "{args:?}: {err:?} lacks {want:?}"
+        );
+    };
+    one_error_line(&["run", "-m", dir, "-p", "hi"], "is a directory");
+    one_error_line(&["info", "-m", dir], "is a directory");
+    // 4e9 tokens of KV cache (about 2 TB for this model) fit no machine.
+    one_error_line(
+        &["run", "-m", m, "-p", "hi", "-c", "4000000000"],
+        "lower -c",
+    );
+
+    for prompt in ["-- Table orders(id, total)", "- item one", "-5"] {
+        let (code, out, err) = blockspec(&[
+            "run", "-m", m, "-p", prompt, "-n", "2", "--temp", "0", "--json",
+        ]);
+        assert_eq!(code, 0, "{prompt:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(v["prompt"], prompt);
+    }
+    let (code, out, err) = blockspec(&["tokenize", "-m", m, "--text", "-x", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('['), "{out}");
+
+    let (code, out, err) = blockspec(&["run", "-m", m, "-p", "hello", "-n", "0", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["tokens"], serde_json::json!([]));
+    assert_eq!(v["text"], "");
+}

@@ -5,7 +5,8 @@
 mod common;
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -486,12 +487,6 @@ fn endpoints_formats_and_errors() {
     expect_error(
         400,
         "/v1/chat/completions",
-        r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}"#,
-        "context",
-    );
-    expect_error(
-        400,
-        "/v1/chat/completions",
         r#"{"messages": "hi"}"#,
         "'messages'",
     );
@@ -783,8 +778,15 @@ fn cancel_frees_the_slot_and_full_queue_is_503() {
             assert!(t0.elapsed() < Duration::from_secs(30), "{}", s.metrics());
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (st, v) = s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 2}));
-        assert_eq!(st, 503, "{v}");
+        let refused = s
+            .request("POST", "/v1/completions")
+            .send_string(&json!({"prompt": "x", "max_tokens": 2}).to_string());
+        let Err(ureq::Error::Status(503, resp)) = refused else {
+            panic!("a request beyond the queue was not refused: {refused:?}");
+        };
+        // Every 503 says when to come back.
+        assert_eq!(resp.header("retry-after"), Some("1"));
+        let v: Value = resp.into_json().expect("JSON error");
         assert_eq!(v["error"]["type"], "unavailable_error");
         // Disconnect the long stream: its generation stops and the queued request runs.
         let t_cancel = Instant::now();
@@ -1066,4 +1068,203 @@ fn tree_verification_keeps_replies_and_tool_calls() {
         .collect();
     assert_eq!(calls.len(), 1, "{ev:?}");
     assert_eq!(calls[0]["function"], call["function"]);
+
+fn tiny_model() -> std::path::PathBuf {
+    common::fixture("tiny/qwen3/model-f32.gguf")
+}
+
+/// Write `bytes` one at a time, `gap` apart, reading what comes back; returns what came back
+/// and when the server closed the connection (None: it never did, all bytes sent).
+fn trickle(stream: &mut TcpStream, bytes: &[u8], gap: Duration) -> (Vec<u8>, Option<Duration>) {
+    stream.set_read_timeout(Some(gap)).unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    for &b in bytes {
+        if stream.write_all(&[b]).is_err() {
+            return (got, Some(t0.elapsed()));
+        }
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, Some(t0.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (got, Some(t0.elapsed())),
+        }
+    }
+    (got, None)
+}
+
+/// Slow clients (issue 19): a request whose headers, or whose body, arrive a byte at a time is
+/// cut off after --timeout (the body with a 408), and an idle connection is closed too.
+#[test]
+fn slow_clients_are_cut_off() {
+    let s = Server::start(&tiny_model(), &["-c", "128", "--timeout", "1"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let gap = Duration::from_millis(200);
+    // 60 bytes at 5 per second would take 12 s; the server must close it after about 1 s.
+    let head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n";
+    let mut c = TcpStream::connect(&addr).unwrap();
+    let (_, closed) = trickle(&mut c, head, gap);
+    let t = closed.expect("slow headers were never cut off");
+    assert!(t < Duration::from_secs(6), "cut off only after {t:?}");
+    // Headers at once, then the body a byte every 200 ms: 408 naming --timeout.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(head).unwrap();
+    let (got, closed) = trickle(&mut c, &[b' '; 40], gap);
+    let t = closed.expect("a slow body was never cut off");
+    assert!(t < Duration::from_secs(6), "cut off only after {t:?}");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("--timeout"), "{got}");
+    // A connection that sends nothing is closed as well.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let n = c.read(&mut [0u8; 16]).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    // The server still answers.
+    let (st, _) = s.get("/health");
+    assert_eq!(st, 200);
+}
+
+/// One raw keep-alive `GET /health`: the response's head and body.
+fn raw_health(addr: &str) -> (TcpStream, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the whole (small) response is in: head, blank line, and a JSON body.
+    while !String::from_utf8_lossy(&got).trim_end().ends_with('}') {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (c, String::from_utf8_lossy(&got).into_owned())
+}
+
+/// The connection cap: connections beyond --max-connections are answered 503 with Retry-After
+/// and closed; once one closes, a new one is served again.
+#[test]
+fn connections_beyond_the_cap_get_503() {
+    let s = Server::start(&tiny_model(), &["-c", "128", "--max-connections", "3"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // The helper's HTTP client may keep one connection of its own open.
+    let mut held = Vec::new();
+    let refused = loop {
+        let (c, resp) = raw_health(&addr);
+        if resp.starts_with("HTTP/1.1 200") {
+            held.push(c);
+            assert!(held.len() <= 3, "more than 3 connections served at once");
+            continue;
+        }
+        break resp;
+    };
+    assert!(
+        held.len() >= 2,
+        "refused with {} open: {refused}",
+        held.len()
+    );
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("--max-connections"), "{refused}");
+    drop(held.pop());
+    let t0 = Instant::now();
+    loop {
+        let (_c, resp) = raw_health(&addr);
+        if resp.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{resp}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Requests users send by mistake or by habit (issue 19): unknown roles and tool_choice without
+/// tools are 400s naming the field; a token limit beyond the context is capped at it (as
+/// llama-server); 0 generates nothing; an out-of-range limit names the field and the range.
+#[test]
+fn loose_request_edges() {
+    let s = Server::start(&tiny_model(), &["-c", "128"]);
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let expect_400 = |path: &str, body: Value, needles: &[&str]| {
+        let (st, v) = s.post(path, &body);
+        assert_eq!(st, 400, "{body}: {v}");
+        for n in needles {
+            assert!(error_message(&v).contains(n), "{body}: {v} lacks {n:?}");
+        }
+    };
+    let chat = "/v1/chat/completions";
+    expect_400(
+        chat,
+        json!({"messages": [{"role": "wizard", "content": "hi"}]}),
+        &["'messages[0].role'", "\"wizard\"", "user"],
+    );
+    expect_400(
+        chat,
+        json!({"messages": [{"role": "user", "content": "a"}, {"content": "b"}]}),
+        &["'messages[1]' has no 'role'"],
+    );
+    expect_400(
+        chat,
+        json!({"messages": user, "tool_choice": "required"}),
+        &["'tool_choice'", "no 'tools'"],
+    );
+    expect_400(
+        chat,
+        json!({"messages": user, "tool_choice": "required", "tools": []}),
+        &["'tool_choice'", "no 'tools'"],
+    );
+    expect_400(
+        chat,
+        json!({"messages": user,
+               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+        &["'tool_choice'", "get_weather", "no 'tools'"],
+    );
+    let big = 9223372036854775808u64; // 2**63
+    expect_400(
+        chat,
+        json!({"messages": user, "max_tokens": big}),
+        &["'max_tokens' must be between -1 and 2147483647"],
+    );
+    expect_400(
+        "/completion",
+        json!({"prompt": "hi", "n_predict": big}),
+        &["'n_predict' must be between"],
+    );
+    // Accepted: tool_choice auto without tools, the developer role; 0 tokens: nothing.
+    let r = s.ok(
+        chat,
+        &json!({"messages": [{"role": "developer", "content": "Be brief."},
+                             {"role": "user", "content": "hi"}],
+                "tool_choice": "auto", "max_tokens": 0}),
+    );
+    assert_eq!(r["choices"][0]["message"]["content"], "");
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    assert_eq!(r["usage"]["completion_tokens"], 0);
+    let r = s.ok("/completion", &json!({"prompt": "hi", "n_predict": 0}));
+    assert_eq!(r["content"], "");
+    assert_eq!(r["tokens_predicted"], 0);
+    assert_eq!(r["stop_type"], "limit");
+    let ev = s.stream(
+        "/v1/completions",
+        &json!({"prompt": "hi", "max_tokens": 0, "stream": true}),
+    );
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[0]["choices"][0]["text"], "");
+    assert_eq!(ev[0]["choices"][0]["finish_reason"], "length");
+    assert_eq!(ev[1], "[DONE]");
+    // More than the context (128): capped, generation ends where the context is full.
+    let r = s.ok(
+        "/v1/completions",
+        &json!({"prompt": "hi", "max_tokens": 100000, "ignore_eos": true, "temperature": 0}),
+    );
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    let prompt = r["usage"]["prompt_tokens"].as_u64().unwrap();
+    let done = r["usage"]["completion_tokens"].as_u64().unwrap();
+    // The context holds the prompt and all but the last token (sampled, never evaluated).
+    assert_eq!(prompt + done - 1, 128, "{r}");
 }

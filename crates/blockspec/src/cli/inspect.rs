@@ -11,7 +11,7 @@ pub(super) struct TokenizeArgs {
     #[arg(short = 'm', long = "model")]
     model: PathBuf,
     /// The text to tokenize.
-    #[arg(long = "text", short = 'p')]
+    #[arg(long = "text", short = 'p', allow_hyphen_values = true)]
     text: String,
     /// Treat special tokens written in the text as plain text.
     #[arg(long = "no-parse-special")]

@@ -58,6 +58,7 @@ const LLAMA_FLAGS: &[(&str, &str)] = &[
     ("-ctv", "--cache-type-v"),
     ("-np", "--parallel"),
     ("-fa", "--flash-attn"),
+    ("-to", "--timeout"),
 ];
 
 /// Rewrite llama.cpp's flags of [`LLAMA_FLAGS`] to ours.

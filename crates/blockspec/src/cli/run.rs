@@ -2,7 +2,7 @@
 
 use super::args::{ModelArgs, SamplingArgs};
 use super::read_text;
-use crate::decode::generate::GenerateOptions;
+use crate::decode::generate::{GenerateOptions, Generation, StopReason};
 use crate::decode::sampling::Sampler;
 use crate::session::load::load;
 use anyhow::{bail, Context as _, Result};
@@ -14,8 +14,14 @@ use std::path::PathBuf;
 pub(super) struct RunArgs {
     #[command(flatten)]
     pub(super) model: ModelArgs,
-    /// Prompt text (special tokens written inline are parsed).
-    #[arg(short = 'p', long = "prompt", conflicts_with_all = ["chat_file", "file"])]
+    /// Prompt text (special tokens written inline are parsed). It may begin with a dash (a SQL
+    /// comment, a markdown list), as llama.cpp takes it.
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        conflicts_with_all = ["chat_file", "file"],
+        allow_hyphen_values = true
+    )]
     prompt: Option<String>,
     /// Read the prompt text from a file.
     #[arg(short = 'f', long = "file", conflicts_with = "chat_file")]
@@ -32,7 +38,7 @@ pub(super) struct RunArgs {
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Stop when this text appears (repeatable).
-    #[arg(long = "stop")]
+    #[arg(long = "stop", allow_hyphen_values = true)]
     stop: Vec<String>,
     /// Do not stop at end-of-generation tokens.
     #[arg(long = "ignore-eos")]
@@ -99,7 +105,20 @@ pub(super) fn cmd_run(a: RunArgs) -> Result<()> {
             let _ = stdout.flush();
         }
     };
-    let (g, spec) = session.generate(&m.tokenizer, &mut sampler, &prompt, &opts, false, on_text)?;
+    let (g, spec) = if max_tokens == Some(0) {
+        // -n 0 generates nothing (as llama.cpp).
+        let g = Generation {
+            tokens: Vec::new(),
+            text: String::new(),
+            stop: StopReason::Limit,
+            timings: Default::default(),
+            logprobs: Vec::new(),
+            cached_prompt_n: 0,
+        };
+        (g, None)
+    } else {
+        session.generate(&m.tokenizer, &mut sampler, &prompt, &opts, false, on_text)?
+    };
     if json {
         let mut timings = serde_json::to_value(&g.timings)?;
         if let Some(s) = &spec {

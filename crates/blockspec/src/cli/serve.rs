@@ -31,6 +31,14 @@ pub(super) struct ServeArgs {
     /// The model name /v1/models lists (default: the file name).
     #[arg(long = "alias")]
     alias: Option<String>,
+    /// Seconds a client may take to send a request's headers, and then its body (also -to);
+    /// slower requests are cut off (the body with a 408), and idle keep-alive connections are
+    /// closed after it.
+    #[arg(long = "timeout", default_value_t = 60)]
+    timeout: u64,
+    /// Connections open at once; one more is answered 503 (with Retry-After) and closed.
+    #[arg(long = "max-connections", default_value_t = 256)]
+    max_connections: usize,
     /// Largest request body, in MiB (413 above).
     #[arg(long = "max-body-mib", default_value_t = 16)]
     max_body_mib: usize,
@@ -53,6 +61,12 @@ pub(super) struct ServeArgs {
 pub(super) fn cmd_serve(a: ServeArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel (-np) must be at least 1");
+    }
+    if a.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
+    }
+    if a.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
     }
     let _ = a.jinja;
     if let Some(fa) = a.flash_attn.as_deref() {
@@ -86,6 +100,8 @@ pub(super) fn cmd_serve(a: ServeArgs) -> Result<()> {
         model_path: a.model.model.display().to_string(),
         defaults,
         default_max_tokens: (a.n_predict >= 0).then_some(a.n_predict as usize),
+        read_timeout: std::time::Duration::from_secs(a.timeout),
+        max_connections: a.max_connections,
     };
     crate::server::serve(cfg, load)
 }

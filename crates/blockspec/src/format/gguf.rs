@@ -12,11 +12,9 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: cannot open: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    // The I/O error is in the message, not a `source`: error chains ({:#}) print it once.
+    #[error("{path}: cannot open: {err}")]
+    Open { path: PathBuf, err: std::io::Error },
     #[error("{path}: at byte {offset}: {what}")]
     Corrupt {
         path: PathBuf,
@@ -377,13 +375,19 @@ fn parse(path: &Path, buf: &[u8], file_index: usize) -> Result<Parsed, GgufError
 }
 
 fn map_file(path: &Path) -> Result<Arc<MappedFile>, GgufError> {
-    let f = std::fs::File::open(path).map_err(|e| GgufError::Open {
+    if path.is_dir() {
+        return Err(GgufError::Invalid {
+            path: path.to_path_buf(),
+            what: "is a directory, not a GGUF file".to_string(),
+        });
+    }
+    let f = std::fs::File::open(path).map_err(|err| GgufError::Open {
         path: path.to_path_buf(),
-        source: e,
+        err,
     })?;
-    let map = map_readonly(&f).map_err(|e| GgufError::Open {
+    let map = map_readonly(&f).map_err(|err| GgufError::Open {
         path: path.to_path_buf(),
-        source: e,
+        err,
     })?;
     Ok(Arc::new(MappedFile {
         path: path.to_path_buf(),

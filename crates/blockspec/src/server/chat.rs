@@ -28,9 +28,14 @@ struct ChatRequest {
     parse_reasoning: bool,
 }
 
-fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
+/// The roles a message may have: OpenAI's (`developer` is its newer name for `system`, and is
+/// given to the template as `system`).
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+/// The `messages` array, checked: a non-empty array of objects, each with a known role.
+fn chat_messages(f: &Fields) -> ApiResult<Value> {
     let messages = match f.get("messages") {
-        Some(m @ Value::Array(a)) if !a.is_empty() => m,
+        Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => return Err(ApiError::bad_request("'messages' is empty")),
         Some(v) => {
             return Err(ApiError::bad_request(format!(
@@ -40,9 +45,50 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
         }
         None => return Err(ApiError::bad_request("'messages' is required")),
     };
-    let tools = match f.get("tools") {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let Some(o) = m.as_object() else {
+            return Err(ApiError::bad_request(format!(
+                "'messages[{i}]' must be an object with a 'role', got {}",
+                short(m)
+            )));
+        };
+        match o.get("role") {
+            Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
+            Some(Value::String(role)) => {
+                return Err(ApiError::bad_request(format!(
+                "'messages[{i}].role' is \"{role}\", which is not a known role; expected one of {}",
+                ROLES.join(", ")
+            )))
+            }
+            Some(v) => {
+                return Err(ApiError::bad_request(format!(
+                    "'messages[{i}].role' must be a string, got {}",
+                    short(v)
+                )))
+            }
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "'messages[{i}]' has no 'role'"
+                )))
+            }
+        }
+        let mut m = m.clone();
+        if m["role"] == "developer" {
+            m["role"] = "system".into();
+        }
+        out.push(m);
+    }
+    Ok(Value::Array(out))
+}
+
+/// The tools offered to the template after `tool_choice`: all (`auto`, `required`, or no
+/// choice), none (`none`), or the one a named choice names. `required` or a named function
+/// without tools is an error: nothing could satisfy it.
+fn chosen_tools(f: &Fields) -> ApiResult<Option<Value>> {
+    let offered = match f.get("tools") {
         None => None,
-        Some(t @ Value::Array(_)) => Some(t.clone()),
+        Some(Value::Array(a)) => Some(a).filter(|a| !a.is_empty()),
         Some(v) => {
             return Err(ApiError::bad_request(format!(
                 "'tools' must be an array, got {}",
@@ -50,19 +96,25 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
             )))
         }
     };
-    let tools = match (f.get("tool_choice"), tools) {
-        (_, None) => None,
-        (None, t) => t,
-        (Some(Value::String(s)), t) => match s.as_str() {
-            "auto" | "required" => t,
-            "none" => None,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "'tool_choice' must be \"none\", \"auto\", \"required\" or a function, got \"{other}\""
-                )))
-            }
+    let no_tools = |what: &str| {
+        ApiError::bad_request(format!(
+            "'tool_choice' is {what}, but the request offers no 'tools' to call"
+        ))
+    };
+    match f.get("tool_choice") {
+        None => Ok(offered.cloned().map(Value::Array)),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Ok(offered.cloned().map(Value::Array)),
+            "none" => Ok(None),
+            "required" => match offered {
+                Some(all) => Ok(Some(Value::Array(all.clone()))),
+                None => Err(no_tools("\"required\"")),
+            },
+            other => Err(ApiError::bad_request(format!(
+                "'tool_choice' must be \"none\", \"auto\", \"required\" or a function, got \"{other}\""
+            ))),
         },
-        (Some(Value::Object(o)), Some(Value::Array(all))) => {
+        Some(Value::Object(o)) => {
             // A named function: offer only that one.
             let name = o
                 .get("function")
@@ -73,6 +125,9 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
                         "'tool_choice' as an object must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
                     )
                 })?;
+            let Some(all) = offered else {
+                return Err(no_tools(&format!("the function \"{name}\"")));
+            };
             let chosen: Vec<Value> = all
                 .iter()
                 .filter(|t| {
@@ -88,16 +143,18 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
                     "'tool_choice' names the function \"{name}\", which is not in 'tools'"
                 )));
             }
-            Some(Value::Array(chosen))
+            Ok(Some(Value::Array(chosen)))
         }
-        (Some(v), _) => {
-            return Err(ApiError::bad_request(format!(
-                "'tool_choice' must be a string or an object, got {}",
-                short(v)
-            )))
-        }
-    };
-    let tools = tools.filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+        Some(v) => Err(ApiError::bad_request(format!(
+            "'tool_choice' must be a string or an object, got {}",
+            short(v)
+        ))),
+    }
+}
+
+fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
+    let messages = chat_messages(f)?;
+    let tools = chosen_tools(f)?;
     let kwargs = llama_default_kwargs(f.object("chat_template_kwargs")?);
     if let Some(rf) = f.object("response_format")? {
         match rf.get("type").and_then(Value::as_str) {
@@ -113,7 +170,7 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
     let reasoning_format = f.str("reasoning_format")?.unwrap_or("auto");
     let prompt_text = r
         .template
-        .render(messages, true, tools.as_ref(), Some(&kwargs))
+        .render(&messages, true, tools.as_ref(), Some(&kwargs))
         .map_err(|e| ApiError::bad_request(format!("cannot apply the chat template: {e:#}")))?;
     Ok(ChatRequest {
         prompt_text,

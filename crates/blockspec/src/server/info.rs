@@ -87,7 +87,7 @@ pub(super) async fn metrics_text(State(state): State<Shared>) -> ApiResult<Respo
 
 pub(super) async fn tokenize(State(state): State<Shared>, body: Body) -> ApiResult<Json<Value>> {
     let r = state.ready()?;
-    let body = json_body(body, state.cfg.body_limit).await?;
+    let body = json_body(body, &state.cfg).await?;
     let f = Fields::parse(&body)?;
     let content = f
         .str("content")?
@@ -137,7 +137,7 @@ pub(super) fn token_ids(v: &Value, field: &str, n_vocab: usize) -> ApiResult<Vec
 
 pub(super) async fn detokenize(State(state): State<Shared>, body: Body) -> ApiResult<Json<Value>> {
     let r = state.ready()?;
-    let body = json_body(body, state.cfg.body_limit).await?;
+    let body = json_body(body, &state.cfg).await?;
     let f = Fields::parse(&body)?;
     let tok = &r.model.tokenizer;
     let ids = match f.get("tokens") {

@@ -28,10 +28,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics::Metrics;
-use openai::{body_object, gen_params, ApiError, ApiResult, Endpoint, Fields, GenParams};
+use openai::{
+    body_object, gen_params, ApiError, ApiResult, Endpoint, Fields, GenParams, RETRY_AFTER_S,
+};
 use serde_json::{Map, Value};
 use slots::SlotPool;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// Server settings from the command line.
 #[derive(Clone, Debug)]
@@ -53,6 +56,11 @@ pub struct ServerConfig {
     pub defaults: SamplingParams,
     /// Token limit for requests without one (None: until end of generation or a full context).
     pub default_max_tokens: Option<usize>,
+    /// The longest a client may take to send a request's headers, and then its body (`--timeout`);
+    /// an idle keep-alive connection is closed after it too.
+    pub read_timeout: Duration,
+    /// Connections open at once (`--max-connections`); one more is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// What exists once the model is loaded.
@@ -101,13 +109,89 @@ pub fn serve(cfg: ServerConfig, load: LoadConfig) -> Result<()> {
         });
         start_loading(state.clone(), load);
         eprintln!("blockspec server listening on http://{local} (loading the model)");
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("server error")
+        accept_loop(listener, router(state), &cfg).await;
+        Ok(())
     })
+}
+
+/// Over-cap connections being answered 503 at once; more are closed without an answer.
+const MAX_REFUSING: usize = 64;
+
+/// Serve connections until interrupted: each on its own task with hyper's HTTP/1 settings
+/// (`cfg.read_timeout` for the request headers, also between keep-alive requests), at most
+/// `cfg.max_connections` at once. Then wait for the open ones to finish their responses.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, cfg: &ServerConfig) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let open = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(cfg.read_timeout);
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut interrupted => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                let max = cfg.max_connections;
+                tokio::spawn(async move {
+                    refuse_connection(stream, max).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Answer a connection over the cap with a 503 (and `Retry-After`) without reading its request,
+/// then close it. What the client already sent is read (briefly) first, so that closing does
+/// not reset the connection before it has read the answer.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the server has {max} connections open, its limit (--max-connections); try again later"
+        ),
+    )
+    .to_json()
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {RETRY_AFTER_S}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let io = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
 }
 
 /// Load the model, its template and the slots on a thread; a failure ends the process (as
@@ -218,7 +302,7 @@ async fn gen_request(
     endpoint: Endpoint,
 ) -> ApiResult<GenRequest<'_>> {
     let r = state.ready()?;
-    let fields = body_object(json_body(body, state.cfg.body_limit).await?)?;
+    let fields = body_object(json_body(body, &state.cfg).await?)?;
     let p = gen_params(
         &Fields(&fields),
         endpoint,
@@ -228,18 +312,33 @@ async fn gen_request(
     Ok(GenRequest { r, fields, p })
 }
 
-/// The JSON body, or an error: 413 over the size limit, 400 for anything that is not JSON.
+/// The JSON body, or an error: 413 over the size limit, 408 when it has not all arrived within
+/// the read timeout, 400 for anything that is not JSON.
 ///
 /// An oversized body is still read (and dropped) up to a multiple of the limit before the 413
 /// goes out: answering while the client is still sending would close the connection under it,
 /// and it would see a broken pipe instead of the error.
-async fn json_body(body: Body, limit: usize) -> ApiResult<Value> {
+async fn json_body(body: Body, cfg: &ServerConfig) -> ApiResult<Value> {
     use tokio_stream::StreamExt as _;
+    let limit = cfg.body_limit;
+    let deadline = tokio::time::Instant::now() + cfg.read_timeout;
     let drain_max = limit.saturating_mul(4).max(64 << 20);
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s (--timeout); {total} bytes came",
+                    cfg.read_timeout.as_secs_f64()
+                ),
+            ));
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         total += chunk.len();

@@ -7,7 +7,7 @@ use crate::decode::generate::{Generation, StopReason, TokenLogprob};
 use crate::decode::sampling::SamplingParams;
 use crate::decode::spec::SpecStats;
 use crate::text::tokenizer::Tokenizer;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
@@ -34,7 +34,7 @@ impl ApiError {
     /// The `type` llama-server uses for this status.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 413 => "invalid_request_error",
+            400 | 408 | 413 => "invalid_request_error",
             401 => "authentication_error",
             404 => "not_found_error",
             501 => "not_supported_error",
@@ -47,9 +47,18 @@ impl ApiError {
     }
 }
 
+/// Seconds a 503 (loading, busy, too many connections) asks the client to wait
+/// (`Retry-After`).
+pub const RETRY_AFTER_S: u32 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.to_json())).into_response()
+        let mut r = (self.status, axum::Json(self.to_json())).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        }
+        r
     }
 }
 
@@ -101,6 +110,31 @@ impl<'a> Fields<'a> {
             },
         }
     }
+    /// An integer in `lo..=hi`; an integer outside it (however large) is an error naming the
+    /// range, anything else one saying it must be an integer.
+    pub fn int_in(&self, name: &str, lo: i64, hi: i64) -> ApiResult<Option<i64>> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        let out_of_range = || {
+            ApiError::bad_request(format!(
+                "'{name}' must be between {lo} and {hi}, got {}",
+                short(v)
+            ))
+        };
+        match v.as_i64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+            Some(_) => Err(out_of_range()),
+            // Integers beyond i64 (u64, or written with an exponent and read as a float).
+            None if v.is_u64() || v.as_f64().is_some_and(|x| x.fract() == 0.0) => {
+                Err(out_of_range())
+            }
+            None => Err(ApiError::bad_request(format!(
+                "'{name}' must be an integer, got {}",
+                short(v)
+            ))),
+        }
+    }
     pub fn bool(&self, name: &str) -> ApiResult<Option<bool>> {
         match self.get(name) {
             None => Ok(None),
@@ -147,6 +181,10 @@ pub struct GenParams {
     /// `cache_prompt`, default true).
     pub cache_prompt: bool,
 }
+
+/// The largest token limit a request may ask for (llama.cpp's `n_predict` is an int32);
+/// anything above the context is capped at it.
+pub const MAX_TOKEN_LIMIT: i64 = i32::MAX as i64;
 
 /// Most top candidates reported per token (OpenAI allows 20).
 pub const MAX_TOP_LOGPROBS: i64 = 20;
@@ -208,10 +246,20 @@ pub fn gen_params(
         }
         s.min_p = v;
     }
-    s.seed = match f.i64("seed")? {
-        Some(v) if v >= 0 => v as u64,
-        // -1 (llama.cpp) or absent: random.
-        _ => random_seed(),
+    s.seed = match f.get("seed") {
+        None => random_seed(),
+        Some(v) => match (v.as_u64(), v.as_i64()) {
+            (Some(x), _) => x,
+            // -1 (llama.cpp's "random") or any negative integer.
+            (None, Some(_)) => random_seed(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "'seed' must be an integer between 0 and {} (or -1 for a random seed), got {}",
+                    u64::MAX,
+                    short(v)
+                )))
+            }
+        },
     };
     if let Some(v) = f.f32("presence_penalty")? {
         if !(-2.0..=2.0).contains(&v) {
@@ -237,26 +285,16 @@ pub fn gen_params(
     }
     s.validate().map_err(ApiError::bad_request)?;
 
-    // Token limit: OpenAI's max_completion_tokens / max_tokens, llama.cpp's n_predict.
+    // Token limit: OpenAI's max_completion_tokens / max_tokens, llama.cpp's n_predict. -1 (as
+    // in llama.cpp) is no limit, 0 generates nothing; as llama-server, a limit beyond the
+    // slot's context is capped at it (generation ends where the context is full).
     let mut max_tokens = None;
     for name in ["max_completion_tokens", "max_tokens", "n_predict"] {
-        if let Some(v) = f.i64(name)? {
-            if v < 0 {
-                // llama.cpp: -1 means no limit.
-                if v != -1 {
-                    return Err(ApiError::bad_request(format!(
-                        "'{name}' must be positive (or -1 for no limit), got {v}"
-                    )));
-                }
-                continue;
+        if let Some(v) = f.int_in(name, -1, MAX_TOKEN_LIMIT)? {
+            if v >= 0 {
+                max_tokens = Some((v as u64).min(n_ctx as u64) as usize);
+                break;
             }
-            if v as u64 > n_ctx as u64 {
-                return Err(ApiError::bad_request(format!(
-                    "'{name}' is {v}, more than the context size of {n_ctx} tokens"
-                )));
-            }
-            max_tokens = Some(v as usize);
-            break;
         }
     }
 
@@ -502,8 +540,51 @@ mod tests {
         assert!(e.message.contains("'stop'"), "{}", e.message);
         let e = params(json!({"n": 2})).unwrap_err();
         assert!(e.message.contains("'n'"), "{}", e.message);
-        let e = params(json!({"max_tokens": 1000})).unwrap_err();
-        assert!(e.message.contains("context"), "{}", e.message);
+        // Out of range, however large: the field and the range, not "must be an integer".
+        for big in [json!(9223372036854775808u64), json!(1e30), json!(-2)] {
+            let e = params(json!({ "max_tokens": big })).unwrap_err();
+            assert!(
+                e.message
+                    .contains("'max_tokens' must be between -1 and 2147483647"),
+                "{}",
+                e.message
+            );
+        }
+        let e = params(json!({"n_predict": 1.5})).unwrap_err();
+        assert!(
+            e.message.contains("'n_predict' must be an integer"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn token_limits_capped_at_the_context() {
+        // llama-server caps a limit beyond the context (100 here) instead of refusing it.
+        assert_eq!(
+            params(json!({"max_tokens": 1000})).unwrap().max_tokens,
+            Some(100)
+        );
+        assert_eq!(
+            params(json!({"max_tokens": 0})).unwrap().max_tokens,
+            Some(0)
+        );
+        assert_eq!(params(json!({"max_tokens": -1})).unwrap().max_tokens, None);
+        assert_eq!(
+            params(json!({"n_predict": 2147483647})).unwrap().max_tokens,
+            Some(100)
+        );
+        // A seed may be any u64.
+        let p = params(json!({"seed": 18446744073709551615u64})).unwrap();
+        assert_eq!(p.sampling.seed, u64::MAX);
+    }
+
+    #[test]
+    fn every_503_says_when_to_retry() {
+        let r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::bad_request("no").into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

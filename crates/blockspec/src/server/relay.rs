@@ -3,20 +3,22 @@
 use super::openai::{new_id, timings_json, unix_time, usage_json, ApiError, ApiResult, GenParams};
 use super::slots::{CancelOnDrop, Event, Finished, Job};
 use super::Ready;
-use crate::decode::generate::GenerateOptions;
+use crate::decode::generate::{GenerateOptions, Generation, StopReason, Timings};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// Check the prompt against the slot context and queue the job.
+/// Check the prompt against the slot context and queue the job. A token limit of 0 generates
+/// nothing: the reply (empty, finish_reason "length") is ready at once, without a slot, and
+/// there is no job to cancel.
 pub(super) fn submit(
     r: &Ready,
     prompt: Vec<u32>,
     p: &GenParams,
     default_max_tokens: Option<usize>,
-) -> ApiResult<(UnboundedReceiver<Event>, CancelOnDrop, usize)> {
+) -> ApiResult<(UnboundedReceiver<Event>, Option<CancelOnDrop>, usize)> {
     let n_ctx = r.model.n_ctx;
     if prompt.is_empty() {
         return Err(ApiError::bad_request("the prompt is empty (no tokens)"));
@@ -29,11 +31,28 @@ pub(super) fn submit(
     }
     let n_prompt = prompt.len();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let max_tokens = p.max_tokens.or(default_max_tokens);
+    if max_tokens == Some(0) {
+        let generation = Generation {
+            tokens: Vec::new(),
+            text: String::new(),
+            stop: StopReason::Limit,
+            timings: Timings::default(),
+            logprobs: Vec::new(),
+            cached_prompt_n: 0,
+        };
+        let _ = tx.send(Event::Done(Box::new(Finished {
+            generation,
+            spec: None,
+            slot: 0,
+        })));
+        return Ok((rx, None, n_prompt));
+    }
     let job = Job::new(
         prompt,
         p.sampling.clone(),
         GenerateOptions {
-            max_tokens: p.max_tokens.or(default_max_tokens),
+            max_tokens,
             ignore_eos: p.ignore_eos,
             stop: p.stop.clone(),
             stop_tokens: vec![],
@@ -47,7 +66,7 @@ pub(super) fn submit(
         tx,
     );
     let guard = r.pool.submit(job)?;
-    Ok((rx, guard, n_prompt))
+    Ok((rx, Some(guard), n_prompt))
 }
 
 /// Wait for a non-streamed generation's result.
@@ -94,7 +113,7 @@ pub(super) fn sse_response(
 /// the cancel guard lives as long as the stream, so a client that disconnects cancels.
 pub(super) fn event_frames(
     rx: UnboundedReceiver<Event>,
-    guard: CancelOnDrop,
+    guard: Option<CancelOnDrop>,
     mut on_event: impl FnMut(Event) -> String + Send + 'static,
 ) -> impl tokio_stream::Stream<Item = String> + Send + 'static {
     use tokio_stream::StreamExt as _;

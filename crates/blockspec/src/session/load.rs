@@ -236,6 +236,17 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
     let mib = |b: usize| b as f64 / 1048576.0;
     tracing::info!("memory plan on {}: {}", backend.name(), plan.describe());
     let device_free_at_start = if backend.is_cpu() {
+        // What is allocated beside the (memory-mapped) weights must fit the machine's memory:
+        // refused here with the flag to change, instead of a failed allocation in ggml.
+        let (_, total) = backend.memory();
+        if total > 0 && plan.allocated() > total {
+            bail!(
+                "the KV cache and buffers for -c {n_ctx} need {:.0} MiB, more than this machine's {:.0} MiB of memory ({}); lower -c",
+                mib(plan.allocated()),
+                mib(total),
+                plan.describe()
+            );
+        }
         None
     } else {
         let (free, total) = backend.memory();

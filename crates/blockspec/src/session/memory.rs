@@ -87,6 +87,11 @@ impl MemoryPlan {
         self.weights + self.kv + self.features + self.draft_weights + self.draft_kv
     }
 
+    /// Bytes allocated beside the target's weights (which a CPU maps from the file).
+    pub fn allocated(&self) -> usize {
+        self.total() - self.weights
+    }
+
     /// One line: each part and the total, in MiB.
     pub fn describe(&self) -> String {
         let mib = |b: usize| b as f64 / 1048576.0;
