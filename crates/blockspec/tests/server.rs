@@ -1068,6 +1068,7 @@ fn tree_verification_keeps_replies_and_tool_calls() {
         .collect();
     assert_eq!(calls.len(), 1, "{ev:?}");
     assert_eq!(calls[0]["function"], call["function"]);
+}
 
 fn tiny_model() -> std::path::PathBuf {
     common::fixture("tiny/qwen3/model-f32.gguf")
