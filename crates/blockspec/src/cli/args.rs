@@ -51,7 +51,8 @@ pub(super) struct ModelArgs {
     #[arg(long = "block-size")]
     pub(super) fixed_verify_len: Option<usize>,
     /// DDTree: verify a tree of this many drafted tokens per step, built from the DFlash
-    /// drafter's per-position candidates, instead of a chain (0: chains). Dense targets only.
+    /// drafter's per-position candidates, instead of a chain (0: chains). On a hybrid target at
+    /// most 31 (every node's recurrent state is kept).
     #[arg(long = "spec-tree", default_value_t = 0)]
     pub(super) spec_tree: usize,
     /// At most this many drafts per step for a draft model or n-gram lookup (the length is
