@@ -24,6 +24,9 @@ pub struct GraphCache<K, G> {
     graphs: HashMap<K, G>,
     /// Evaluations of each cached graph since it was built.
     runs: HashMap<K, u32>,
+    /// When each cached graph was last prepared (a counter), to evict the least recently used.
+    last_use: HashMap<K, u64>,
+    uses: u64,
     /// The shape whose graph the scheduler has allocated now (reused without re-planning).
     allocated: Option<K>,
     /// Pin every node to the first backend (GPU backends: otherwise ggml's scheduler may give
@@ -41,6 +44,8 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
             sched,
             graphs: HashMap::new(),
             runs: HashMap::new(),
+            last_use: HashMap::new(),
+            uses: 0,
             allocated: None,
             pin,
             max_graphs,
@@ -67,12 +72,27 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
         self.graphs.contains_key(key)
     }
 
-    /// Keep a newly built graph for `key` (making room if the cache is full).
+    /// Keep a newly built graph for `key`, making room if the cache is full by dropping the
+    /// least recently used one (shapes that recur, decode and verify, stay; a tree verify on a
+    /// hybrid target has a shape per tree form).
     pub fn insert(&mut self, key: K, graph: G) {
         if self.graphs.len() >= self.max_graphs {
-            self.graphs.clear();
-            self.allocated = None;
+            let oldest = self
+                .graphs
+                .keys()
+                .min_by_key(|k| self.last_use.get(*k).copied().unwrap_or(0))
+                .copied();
+            if let Some(k) = oldest {
+                self.graphs.remove(&k);
+                self.runs.remove(&k);
+                self.last_use.remove(&k);
+                if self.allocated == Some(k) {
+                    self.allocated = None;
+                }
+            }
         }
+        self.uses += 1;
+        self.last_use.insert(key, self.uses);
         self.graphs.insert(key, graph);
         self.runs.insert(key, 0);
         tracing::debug!(
@@ -87,6 +107,7 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
     pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
         self.graphs.retain(|k, _| keep(k));
         self.runs.retain(|k, _| keep(k));
+        self.last_use.retain(|k, _| keep(k));
         if self.allocated.is_some_and(|k| !keep(&k)) {
             self.allocated = None;
         }
@@ -112,6 +133,8 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
             bail!("{}: no graph built for {key:?}", self.owner);
         };
         let graph = g.graph();
+        self.uses += 1;
+        self.last_use.insert(key, self.uses);
         if self.allocated != Some(key) {
             let before = self.sched.total_buffer_size();
             self.sched.reset();
@@ -130,6 +153,8 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
             if self.sched.total_buffer_size() != before {
                 // Reallocated: every other cached graph now points into freed memory.
                 self.graphs.retain(|k, _| *k == key);
+                self.runs.retain(|k, _| *k == key);
+                self.last_use.retain(|k, _| *k == key);
             }
         }
         Ok(&self.graphs[&key])
@@ -150,5 +175,49 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
 
     pub fn get(&self, key: &K) -> Option<&G> {
         self.graphs.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ggml::{Backend, Context};
+    use std::sync::Arc;
+
+    struct Dummy {
+        _ctx: Context,
+        graph: Graph,
+    }
+
+    impl BuiltGraph for Dummy {
+        fn graph(&self) -> Graph {
+            self.graph.clone()
+        }
+        fn host_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    fn dummy() -> Dummy {
+        let mut ctx = Context::new(8, 8);
+        let graph = ctx.new_graph(8);
+        Dummy { _ctx: ctx, graph }
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_least_recently_used_graph() {
+        let backend = Arc::new(Backend::cpu(1));
+        let sched = Sched::new(backend.sched_backends(), 64);
+        let mut c: GraphCache<u32, Dummy> = GraphCache::new(sched, false, 3, "test");
+        for k in 0..3 {
+            c.insert(k, dummy());
+        }
+        // 0 is used again; 1 is then the least recently used.
+        c.prepare(0).expect("prepare");
+        c.insert(3, dummy());
+        assert!(c.contains(&0) && !c.contains(&1) && c.contains(&2) && c.contains(&3));
+        c.insert(4, dummy());
+        assert!(c.contains(&0) && !c.contains(&2) && c.contains(&3) && c.contains(&4));
+        assert_eq!(c.len(), 3);
     }
 }
