@@ -113,6 +113,39 @@ impl Distribution {
             .position(|&t| t == tok)
             .map_or(0.0, |i| self.probs[i])
     }
+
+    /// This distribution without `tok`, renormalized; `None` when nothing is left.
+    pub fn without(&self, tok: u32) -> Option<Distribution> {
+        let keep: Vec<usize> = (0..self.tokens.len())
+            .filter(|&i| self.tokens[i] != tok && self.probs[i] > 0.0)
+            .collect();
+        let sum: f64 = keep.iter().map(|&i| self.probs[i] as f64).sum();
+        (sum > 0.0).then(|| Distribution {
+            tokens: keep.iter().map(|&i| self.tokens[i]).collect(),
+            probs: keep
+                .iter()
+                .map(|&i| (self.probs[i] as f64 / sum) as f32)
+                .collect(),
+        })
+    }
+
+    /// The residual of rejection sampling against the proposal `q`: `max(0, self - q)`,
+    /// renormalized; `None` when nothing is left (`self` <= `q` everywhere, i.e. equal).
+    pub fn residual(&self, q: &Distribution) -> Option<Distribution> {
+        let (mut tokens, mut mass) = (Vec::new(), Vec::new());
+        for (&t, &p) in self.tokens.iter().zip(&self.probs) {
+            let r = p as f64 - q.prob_of(t) as f64;
+            if r > 0.0 {
+                tokens.push(t);
+                mass.push(r);
+            }
+        }
+        let sum: f64 = mass.iter().sum();
+        (sum > 0.0).then(|| Distribution {
+            tokens,
+            probs: mass.iter().map(|&r| (r / sum) as f32).collect(),
+        })
+    }
 }
 
 impl Sampler {
@@ -183,7 +216,14 @@ impl Sampler {
                 probs: vec![1.0],
             };
         }
-        let mut cand: Vec<(u32, f32)> = l.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+        let cand: Vec<(u32, f32)> = l.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+        self.truncate_and_soften(cand)
+    }
+
+    /// Top-k -> top-p -> min-p -> temperature over `cand` (token, logit), as
+    /// [`distribution`](Self::distribution) applies them after the penalties. Not greedy.
+    fn truncate_and_soften(&self, mut cand: Vec<(u32, f32)>) -> Distribution {
+        let p = &self.params;
         // top-k (sorted descending; stable so equal logits keep id order)
         cand.sort_by(|a, b| b.1.total_cmp(&a.1));
         if p.top_k > 0 {
@@ -216,6 +256,43 @@ impl Sampler {
             tokens: cand.iter().map(|c| c.0).collect(),
             probs,
         }
+    }
+
+    /// A proposal distribution for speculative rejection sampling from a drafter's candidates
+    /// (`ids` with their log-probabilities): this sampler's truncation and temperature applied
+    /// to them (no penalties), so it resembles the target's processed distribution. Any
+    /// proposal keeps rejection sampling exact; a closer one accepts more. Non-finite
+    /// log-probabilities are dropped; `None` when nothing is left or the sampler is greedy.
+    pub fn proposal(&self, ids: &[u32], logprobs: &[f32]) -> Option<Distribution> {
+        if self.params.is_greedy() {
+            return None;
+        }
+        let cand: Vec<(u32, f32)> = ids
+            .iter()
+            .zip(logprobs)
+            .filter(|(_, l)| l.is_finite())
+            .map(|(&t, &l)| (t, l))
+            .collect();
+        if cand.is_empty() {
+            return None;
+        }
+        Some(self.truncate_and_soften(cand))
+    }
+
+    /// `m` distinct tokens drawn one after the other from `q`, each from what is left of it
+    /// renormalized (sampling without replacement); fewer when `q` has fewer tokens.
+    pub fn draw_without_replacement(&mut self, q: &Distribution, m: usize) -> Vec<u32> {
+        let mut left = q.clone();
+        let mut out = Vec::with_capacity(m.min(q.tokens.len()));
+        while out.len() < m {
+            let t = self.draw(&left);
+            out.push(t);
+            match left.without(t) {
+                Some(l) => left = l,
+                None => break,
+            }
+        }
+        out
     }
 
     /// Draw from a distribution with this sampler's random state.
