@@ -12,7 +12,9 @@ use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
 use blockspec::decode::draft::{DraftCost, DraftTopK, Drafter, Features};
 use blockspec::decode::generate::{generate, Generation};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
-use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
+use blockspec::decode::spec::{
+    generate_speculative, AcceptRule, SpecOptions, SpecParts, SpecStats,
+};
 use blockspec::dev::synth::{write_random_dflash, DraftSpec};
 use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
@@ -415,10 +417,11 @@ fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
     );
 }
 
-/// At temperature > 0 the walk draws the target's token at each node on the path (one draw per
-/// committed token, as plain sampling makes) and steps into the child holding it: with the same
-/// seed, tree decoding reproduces plain sampling token for token (a stronger property than equal
-/// distributions; the statistical test against a biased rule is later work).
+/// At temperature > 0 under the `Match` rule the walk draws the target's token at each node on
+/// the path (one draw per committed token, as plain sampling makes) and steps into the child
+/// holding it: with the same seed, tree decoding reproduces plain sampling token for token (a
+/// stronger property than equal distributions). The default rule (rejection sampling) is
+/// checked in distribution by tests/ddtree_sampling.rs.
 #[test]
 fn sampled_trees_reproduce_plain_sampling() {
     let mut t = target(&TAPS);
@@ -461,6 +464,7 @@ fn sampled_trees_reproduce_plain_sampling() {
                 &mut SpecOptions {
                     allow_inexact_batches: true,
                     tree_budget: 8,
+                    accept_rule: AcceptRule::Match,
                     ..Default::default()
                 },
                 |_| {},

@@ -95,6 +95,7 @@ fn speculative_sampling_reproduces_plain_sampling() {
                     replay: None,
                     tree_budget: 0,
                     tree_chain_seed: false,
+                    accept_rule: blockspec::decode::spec::AcceptRule::Match,
                 },
                 |_| {},
             )

@@ -55,6 +55,12 @@ pub(super) struct ModelArgs {
     /// most 31 (every node's recurrent state is kept).
     #[arg(long = "spec-tree", default_value_t = 0)]
     pub(super) spec_tree: usize,
+    /// Which drafts a step keeps at temperature > 0: `rejection` (speculative rejection
+    /// sampling with the DFlash drafter's probabilities; exact in distribution) or `match`
+    /// (a draft is kept when it equals the target's own draw; reproduces plain sampling seed
+    /// for seed). Other drafters always match.
+    #[arg(long = "spec-accept", default_value = "match")]
+    pub(super) spec_accept: String,
     /// At most this many drafts per step for a draft model or n-gram lookup (the length is
     /// still chosen adaptively below it). DFlash drafts up to its trained block size - 1.
     #[arg(long = "spec-draft-n-max", default_value_t = 15)]
@@ -169,10 +175,21 @@ impl ModelArgs {
             draft,
             fixed_verify_len: self.fixed_verify_len,
             spec_tree: self.spec_tree,
+            accept_rule: self.accept_rule()?,
             verify,
             batch_invariant: self.batch_invariant,
             show_progress,
         })
+    }
+
+    /// The rule from `--spec-accept`.
+    fn accept_rule(&self) -> Result<crate::decode::spec::AcceptRule> {
+        use crate::decode::spec::AcceptRule;
+        match self.spec_accept.as_str() {
+            "match" => Ok(AcceptRule::Match),
+            "rejection" => Ok(AcceptRule::Rejection),
+            other => bail!("--spec-accept {other:?}: expected match or rejection"),
+        }
     }
 
     /// Whether `--verify fast` was asked for.

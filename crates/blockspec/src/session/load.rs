@@ -152,6 +152,8 @@ pub struct LoadConfig {
     pub fixed_verify_len: Option<usize>,
     /// `--spec-tree`: DDTree nodes per step (0: chains).
     pub spec_tree: usize,
+    /// `--spec-accept`: which drafts a step keeps at temperature > 0.
+    pub accept_rule: crate::decode::spec::AcceptRule,
     pub verify: VerifyMode,
     /// Batch-invariant kernels also without a drafter (speculation always uses them with
     /// [`VerifyMode::Exact`]).
@@ -322,6 +324,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         fast_verify,
         fixed_verify_len: cfg.fixed_verify_len,
         spec_tree: cfg.spec_tree,
+        accept_rule: cfg.accept_rule,
         backend_choice,
         planned_bytes: plan.total(),
         device_free_at_start,

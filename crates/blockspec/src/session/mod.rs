@@ -61,6 +61,8 @@ pub struct LoadedModel {
     pub fixed_verify_len: Option<usize>,
     /// `--spec-tree`: DDTree nodes per step (0: chains).
     pub spec_tree: usize,
+    /// `--spec-accept`: which drafts a step keeps at temperature > 0.
+    pub accept_rule: crate::decode::spec::AcceptRule,
     /// The device and threads `backend` was opened with (see [`LoadedModel::open_backend`]).
     pub backend_choice: BackendChoice,
     /// The memory plan computed before loading (weights, caches, features, drafter).
@@ -170,6 +172,7 @@ impl LoadedModel {
             replay: None,
             tree_budget: self.spec_tree,
             tree_chain_seed: false,
+            accept_rule: self.accept_rule,
         };
         Ok(Session {
             engine,

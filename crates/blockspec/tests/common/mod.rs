@@ -114,6 +114,7 @@ pub fn fixed_block_greedy(
             replay: None,
             tree_budget: 0,
             tree_chain_seed: false,
+            accept_rule: blockspec::decode::spec::AcceptRule::default(),
         },
         |_| {},
     )

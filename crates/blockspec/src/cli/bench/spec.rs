@@ -58,6 +58,7 @@ pub(super) fn bench_spec(
         replay: replay.clone(),
         tree_budget: l.model.spec_tree,
         tree_chain_seed: false,
+        accept_rule: l.model.accept_rule,
     };
     let prompts = bench_prompts()?;
     for p in &prompts {

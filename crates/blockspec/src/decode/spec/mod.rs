@@ -1,16 +1,21 @@
 //! Speculative decoding: each step drafts tokens after the newest committed one, verifies them
 //! in one target batch, accepts the longest prefix the target agrees with and commits it.
 //!
-//! Lossless at any temperature: at every verified position the TARGET's token is drawn from the
-//! target distribution (greedy: its argmax) given everything before it, and a draft token is kept
-//! only if it equals that draw. Each committed token costs exactly one draw, as in plain decoding.
+//! Lossless at any temperature. Greedy: a draft is kept when it is the target's argmax there.
+//! At T > 0 ([`AcceptRule`]): by default (`Match`, and always with drafters that give no
+//! probabilities) the target's token is drawn at every verified position and a draft kept only
+//! if it equals that draw, which reproduces plain sampling seed for seed; or (`Rejection`)
+//! speculative rejection sampling with the drafter's probabilities (drafts drawn from them; see
+//! [`rejection`]), exact in distribution.
 
 pub mod policy;
+pub mod rejection;
 pub mod replay;
 pub mod stats;
 pub mod tree;
 pub mod verify;
 
+pub use rejection::AcceptRule;
 pub use replay::ReplayAcceptance;
 pub use stats::SpecStats;
 
@@ -47,7 +52,13 @@ pub struct SpecOptions {
     pub tree_budget: usize,
     /// Put the drafter's top-1 chain into each tree first (see `tree::DraftTree::build`).
     pub tree_chain_seed: bool,
+    /// Which drafts a step keeps at temperature > 0.
+    pub accept_rule: AcceptRule,
 }
+
+/// Candidates per position a rejection-sampled chain asks the drafter for: its proposal is
+/// the drafter's distribution over them.
+const CHAIN_PROPOSAL_K: usize = 16;
 
 /// What a speculative generation drives: the target engine, the drafter proposing its tokens,
 /// the tokenizer and the sampler. The engine must capture the drafter's target layers
@@ -100,16 +111,19 @@ pub fn generate_speculative(
     let tree = tree_rows.map(|rows| {
         let mut t = TreeVerifier::new(rows - 1, device_argmax, opts.logprobs);
         t.chain_seed = spec.tree_chain_seed;
+        t.rule = spec.accept_rule;
         t
     });
     let mut run = SpecRun {
         engine,
         drafter,
         sampler,
-        verifier: Box::new(ChainVerifier {
+        verifier: ChainVerifier {
             device_argmax,
             logprobs: opts.logprobs,
-        }),
+            rule: spec.accept_rule,
+            proposals: Vec::new(),
+        },
         tree,
         tree_step: false,
         policy,
@@ -210,7 +224,7 @@ struct SpecRun<'a, F: FnMut(&str)> {
     engine: &'a mut Engine,
     drafter: &'a mut dyn Drafter,
     sampler: &'a mut Sampler,
-    verifier: Box<dyn Verifier>,
+    verifier: ChainVerifier,
     /// Verifies trees instead of chains (`--spec-tree`).
     tree: Option<TreeVerifier>,
     /// Whether the current step verifies a tree.
@@ -297,7 +311,10 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
             return self.draft_tree(last);
         }
         let td = Instant::now();
-        let mut drafts = self.drafter.draft(last, n)?;
+        let mut drafts = match self.sampled_drafts(last, n)? {
+            Some(d) => d,
+            None => self.drafter.draft(last, n)?,
+        };
         let ms = ms_since(td);
         let cold = self.drafter.last_draft_was_cold();
         self.policy.record_draft(ms, drafts.len(), cold);
@@ -306,8 +323,37 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         // vocabulary); verify what is usable.
         drafts.truncate(n - 1);
         self.cut_at_foreign_id(&mut drafts);
+        self.verifier.proposals.truncate(drafts.len());
         batch.extend_from_slice(&drafts);
         Ok(batch)
+    }
+
+    /// Up to `n - 1` drafts drawn from the drafter's proposal, for rejection sampling (their
+    /// proposals go to the chain verifier); `None` when the step matches drafts instead
+    /// (greedy, the `Match` rule, or a drafter without per-position candidates).
+    fn sampled_drafts(&mut self, last: u32, n: usize) -> Result<Option<Vec<u32>>> {
+        self.verifier.proposals.clear();
+        if !self.verifier.rule.samples_drafts() || self.sampler.params.is_greedy() {
+            return Ok(None);
+        }
+        let k = CHAIN_PROPOSAL_K.min(self.engine.n_vocab());
+        let Some(mut cand) = self.drafter.draft_top_k(last, k)? else {
+            return Ok(None);
+        };
+        cand.truncate_depth(n - 1);
+        let mut drafts = Vec::with_capacity(cand.depth());
+        for d in 0..cand.depth() {
+            let row = d * cand.k..(d + 1) * cand.k;
+            let Some(q) = self
+                .sampler
+                .proposal(&cand.ids[row.clone()], &cand.logprobs[row])
+            else {
+                break;
+            };
+            drafts.push(self.sampler.draw(&q));
+            self.verifier.proposals.push(q);
+        }
+        Ok(Some(drafts))
     }
 
     /// The batch of a tree step: the tree built from the drafter's per-position candidates.
@@ -322,7 +368,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
             );
         };
         self.rec.drafted(ms_since(td));
-        Ok(t.plan(last, &cand))
+        Ok(t.plan(last, &cand, Some(&mut *self.sampler)))
     }
 
     /// Cut `drafts` at the first id outside the target's vocabulary (reported once).
@@ -347,7 +393,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         let engine = &mut *self.engine;
         let verifier: &mut dyn Verifier = match &mut self.tree {
             Some(t) if self.tree_step => t,
-            _ => &mut *self.verifier,
+            _ => &mut self.verifier,
         };
         let verdict = verifier.evaluate(engine, batch)?;
         let ms = ms_since(tv);
@@ -370,7 +416,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         let replay = self.replay.as_deref_mut();
         let verifier: &dyn Verifier = match &self.tree {
             Some(t) if self.tree_step => t,
-            _ => &*self.verifier,
+            _ => &self.verifier,
         };
         let accepted = verifier.walk(verdict, batch, self.sampler, replay);
         drop(_p);

@@ -44,6 +44,8 @@ pub struct DraftTree {
     pub parents: Vec<usize>,
     /// Depth of each entry (the root's is 0): its position is the root's plus this.
     pub depths: Vec<usize>,
+    /// Rank of each entry among its depth's candidates (the root's is 0).
+    pub ranks: Vec<usize>,
     /// Each entry's children, as (token, entry).
     children: Vec<Vec<(u32, usize)>>,
 }
@@ -84,6 +86,7 @@ impl DraftTree {
             tokens: vec![token],
             parents: vec![0],
             depths: vec![0],
+            ranks: vec![0],
             children: vec![Vec::new()],
         }
     }
@@ -117,7 +120,7 @@ impl DraftTree {
                 }
                 score += lp(cand, d, 0);
                 ranks.push(0);
-                parent = t.add(parent, d, cand.id(d, 0));
+                parent = t.add(parent, d, 0, cand.id(d, 0));
             }
         } else {
             heap.push(Candidate {
@@ -130,7 +133,7 @@ impl DraftTree {
         }
         while t.n_nodes() < budget {
             let Some(c) = heap.pop() else { break };
-            let node = t.add(c.parent, c.depth, cand.id(c.depth, c.rank));
+            let node = t.add(c.parent, c.depth, c.rank, cand.id(c.depth, c.rank));
             if c.rank + 1 < k {
                 let mut r = c.ranks.clone();
                 *r.last_mut().expect("a rank") += 1;
@@ -157,11 +160,12 @@ impl DraftTree {
         t
     }
 
-    fn add(&mut self, parent: usize, depth: usize, token: u32) -> usize {
+    fn add(&mut self, parent: usize, depth: usize, rank: usize, token: u32) -> usize {
         let i = self.tokens.len();
         self.tokens.push(token);
         self.parents.push(parent);
         self.depths.push(depth);
+        self.ranks.push(rank);
         self.children.push(Vec::new());
         self.children[parent].push((token, i));
         i
@@ -180,6 +184,34 @@ impl DraftTree {
     /// The deepest node's depth.
     pub fn max_depth(&self) -> usize {
         self.depths.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The same shape with other tokens: the node of rank `r` at depth `d` gets
+    /// `tokens_at[d - 1][r]`. Nodes whose rank has no token there are left out, with their
+    /// descendants. (Rejection sampling puts tokens drawn without replacement from the drafter's
+    /// proposal in the rank slots; the shape, built from the ranked candidates, does not depend
+    /// on the draws.)
+    pub fn relabel(&self, tokens_at: &[Vec<u32>]) -> DraftTree {
+        let mut t = DraftTree::root(self.tokens[0]);
+        // Entry of each old entry in the new tree.
+        let mut map = vec![None; self.n_entries()];
+        map[0] = Some(0);
+        for i in 1..self.n_entries() {
+            let (d, r) = (self.depths[i], self.ranks[i]);
+            let Some(parent) = map[self.parents[i]] else {
+                continue;
+            };
+            if let Some(&tok) = tokens_at.get(d - 1).and_then(|row| row.get(r)) {
+                map[i] = Some(t.add(parent, d, r, tok));
+            }
+        }
+        t
+    }
+
+    /// The children of entry `i` as (token, entry), in the order they were added: increasing
+    /// rank.
+    pub fn children_of(&self, i: usize) -> &[(u32, usize)] {
+        &self.children[i]
     }
 
     /// The child of entry `i` holding `token`, if any.
@@ -280,6 +312,38 @@ mod tests {
         // A budget below the depth: the chain alone.
         let t = DraftTree::build(7, &c, 3, true);
         assert_eq!(t.tokens, vec![7, c.ids[0], c.ids[8], c.ids[16]]);
+    }
+
+    #[test]
+    fn relabel_fills_rank_slots_and_drops_ranks_without_a_token() {
+        let c = cand(4, 3, 9);
+        let t = DraftTree::build(7, &c, 10, false);
+        // Every rank slot filled: the same shape, tokens 1000 * depth + rank.
+        let all: Vec<Vec<u32>> = (1..=4)
+            .map(|d| (0..3).map(|r| 1000 * d + r).collect())
+            .collect();
+        let r = t.relabel(&all);
+        assert_eq!(
+            (&r.parents, &r.depths, &r.ranks),
+            (&t.parents, &t.depths, &t.ranks)
+        );
+        for i in 1..r.n_entries() {
+            assert_eq!(r.tokens[i], 1000 * r.depths[i] as u32 + r.ranks[i] as u32);
+        }
+        // One token per depth: the rank-0 chain only.
+        let one: Vec<Vec<u32>> = all.iter().map(|row| row[..1].to_vec()).collect();
+        let r = t.relabel(&one);
+        prefix_closed(&r);
+        assert!(r.ranks.iter().all(|&k| k == 0));
+        // The rank-0 chain of the best-first tree (its first node is rank 0 at depth 1).
+        let chain = (1..t.n_entries())
+            .filter(|&i| t.visible(i).iter().all(|&a| t.ranks[a] == 0))
+            .count();
+        assert!(chain >= 1);
+        assert_eq!(r.n_nodes(), chain);
+        for i in 1..r.n_entries() {
+            assert_eq!(r.parents[i], i - 1);
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! call and walks the target's answer into the accepted path and the target's own next token.
 //! [`ChainVerifier`] checks a chain of drafts; [`TreeVerifier`] a DDTree of them.
 
+use crate::decode::draft::DraftTopK;
 use crate::decode::generate::TokenLogprob;
-use crate::decode::sampling::Sampler;
+use crate::decode::sampling::{Distribution, Sampler};
+use crate::decode::spec::rejection::{self, AcceptRule};
 use crate::decode::spec::replay::ReplayAcceptance;
 use crate::decode::spec::tree::DraftTree;
 use crate::runtime::engine::tree::TreeBatch;
@@ -75,6 +77,11 @@ pub struct ChainVerifier {
     pub device_argmax: bool,
     /// Record each committed token's log-probability with this many top candidates.
     pub logprobs: Option<usize>,
+    /// The rule of rejection-sampled steps (see [`rejection`]).
+    pub rule: AcceptRule,
+    /// The current step's proposal per draft (the distribution each draft was drawn from)
+    /// when its drafts were sampled for rejection sampling; empty: drafts are matched.
+    pub proposals: Vec<Distribution>,
 }
 
 impl Verifier for ChainVerifier {
@@ -103,6 +110,29 @@ impl Verifier for ChainVerifier {
             let t = verdict.pick(k, sampler);
             sampler.accept(t);
             t
+        } else if let (false, Verdict::Logits(l)) = (self.proposals.is_empty(), verdict) {
+            // Rejection sampling: draft k+1 was drawn from proposals[k].
+            loop {
+                let p = sampler.distribution(l.row(k));
+                let next = batch.get(k + 1).filter(|_| k < self.proposals.len());
+                let (q, children) = match next {
+                    Some(x) => (&self.proposals[k], std::slice::from_ref(x)),
+                    None => (&EMPTY, &[][..]),
+                };
+                let (t, kept) = match rejection::step(self.rule, sampler, p, q, children) {
+                    Ok(_) => (batch[k + 1], true),
+                    Err(t) => (t, false),
+                };
+                sampler.accept(t);
+                if let Some(n_top) = self.logprobs {
+                    logprobs.push(TokenLogprob::new(l.row(k), t, n_top));
+                }
+                if kept {
+                    k += 1;
+                    continue;
+                }
+                break t;
+            }
         } else {
             loop {
                 let t = verdict.pick(k, sampler);
@@ -126,6 +156,12 @@ impl Verifier for ChainVerifier {
     }
 }
 
+/// The proposal of a node without children (never read).
+static EMPTY: Distribution = Distribution {
+    tokens: Vec::new(),
+    probs: Vec::new(),
+};
+
 /// Verifies a DDTree of drafts (see [`tree`](crate::decode::spec::tree)) in one target
 /// forward: the step's first token and the tree's nodes, padded to `1 + budget` rows. The walk
 /// follows the target's draw from the root while it is a child; the path and the target's
@@ -139,8 +175,13 @@ pub struct TreeVerifier {
     pub device_argmax: bool,
     /// Record each committed token's log-probability with this many top candidates.
     pub logprobs: Option<usize>,
+    /// The rule of rejection-sampled steps (see [`rejection`]).
+    pub rule: AcceptRule,
     /// The tree of the current step.
     tree: DraftTree,
+    /// The current step's proposal per depth (index depth - 1) when its nodes' tokens were
+    /// drawn from it for rejection sampling; empty: the drafter's ranked candidates, matched.
+    proposals: Vec<Distribution>,
 }
 
 impl TreeVerifier {
@@ -151,7 +192,9 @@ impl TreeVerifier {
             chain_seed: false,
             device_argmax,
             logprobs,
+            rule: AcceptRule::default(),
             tree: DraftTree::root(0),
+            proposals: Vec::new(),
         }
     }
 
@@ -161,9 +204,35 @@ impl TreeVerifier {
     }
 
     /// Build the step's tree below `last` from the drafter's candidates; returns its tokens
-    /// (the batch to evaluate).
-    pub fn plan(&mut self, last: u32, cand: &crate::decode::draft::DraftTopK) -> Vec<u32> {
-        self.tree = DraftTree::build(last, cand, self.budget, self.chain_seed);
+    /// (the batch to evaluate). With `sampler` (sampling at T > 0 under a rule that samples
+    /// drafts), the shape comes from the ranked candidates and each depth's rank slots are
+    /// filled with tokens drawn without replacement from the drafter's proposal there (see
+    /// [`rejection`]); without, the candidates themselves (matched against the target's draws).
+    pub fn plan(&mut self, last: u32, cand: &DraftTopK, sampler: Option<&mut Sampler>) -> Vec<u32> {
+        let shape = DraftTree::build(last, cand, self.budget, self.chain_seed);
+        self.proposals.clear();
+        self.tree = match sampler {
+            Some(s) if self.rule.samples_drafts() && !s.params.is_greedy() => {
+                let depth = shape.max_depth();
+                // Rank slots used per depth.
+                let mut slots = vec![0usize; depth];
+                for i in 1..shape.n_entries() {
+                    let d = shape.depths[i] - 1;
+                    slots[d] = slots[d].max(shape.ranks[i] + 1);
+                }
+                let mut tokens_at = Vec::with_capacity(depth);
+                for (d, &m) in slots.iter().enumerate() {
+                    let row = d * cand.k..(d + 1) * cand.k;
+                    let Some(q) = s.proposal(&cand.ids[row.clone()], &cand.logprobs[row]) else {
+                        break;
+                    };
+                    tokens_at.push(s.draw_without_replacement(&q, m));
+                    self.proposals.push(q);
+                }
+                shape.relabel(&tokens_at)
+            }
+            _ => shape,
+        };
         self.tree.tokens.clone()
     }
 
@@ -217,6 +286,32 @@ impl Verifier for TreeVerifier {
             let b = verdict.pick(last, sampler);
             sampler.accept(b);
             (rows, b)
+        } else if let (false, Verdict::Logits(l)) = (self.proposals.is_empty(), verdict) {
+            // Rejection sampling down the tree: at each node its children, drawn without
+            // replacement from the proposal of their depth.
+            let (mut path, mut i) = (vec![0], 0);
+            loop {
+                let p = sampler.distribution(l.row(i));
+                let children = t.children_of(i);
+                let q = self.proposals.get(t.depths[i]).unwrap_or(&EMPTY);
+                let toks: Vec<u32> = children.iter().map(|&(tok, _)| tok).collect();
+                let step = rejection::step(self.rule, sampler, p, q, &toks);
+                let tok = match step {
+                    Ok(j) => toks[j],
+                    Err(tok) => tok,
+                };
+                sampler.accept(tok);
+                if let Some(n_top) = self.logprobs {
+                    logprobs.push(TokenLogprob::new(l.row(i), tok, n_top));
+                }
+                match step {
+                    Ok(j) => {
+                        i = children[j].1;
+                        path.push(i);
+                    }
+                    Err(_) => break (path, tok),
+                }
+            }
         } else {
             t.walk(|i| {
                 let tok = verdict.pick(i, sampler);
