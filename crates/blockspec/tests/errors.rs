@@ -163,6 +163,10 @@ fn cli_errors_exit_2_with_one_line() {
             "does not fit the context",
         ),
         (vec!["run", "-m", m, "-p", "hi", "--temp", "warm"], "--temp"),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--spec-accept", "maybe"],
+            "--spec-accept",
+        ),
         (vec!["run", "-m", m], "no prompt"),
         (
             vec!["run", "-m", m, "-p", "hi", "--cache-type-k", "q9_9"],
