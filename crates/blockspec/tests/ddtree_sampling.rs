@@ -14,8 +14,10 @@
 //!
 //! Drafters: [`SelfDrafter`], the target itself made overconfident (logits x2) and noisy: close
 //! to the target, not equal to it, so drafts are kept and rejected at every depth on any
-//! prompt (the test asserts both happen); and the trained tiny DFlash drafter on a prompt it
-//! memorised (the real drafter's candidate path). Temperatures 0.7 and 1.0.
+//! prompt (the test asserts both happen): rejection sampling at T 0.7 and 1.0, matching at T
+//! 1.0 (800 seeds each); and the trained tiny DFlash drafter on a prompt it memorised (the
+//! real drafter's candidate path), rejection sampling at T 1.0 (500 seeds). Matching
+//! reproduces plain sampling seed for seed, so its three counts are the same sample.
 //!
 //! Power: the same statistic, drafter and seeds with a deliberately biased rule
 //! (`AcceptRule::BiasedNoResidual`: the `min(1, p/q)` test, but a rejected node's token drawn
