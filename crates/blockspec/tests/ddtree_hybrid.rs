@@ -16,7 +16,7 @@
 mod common;
 
 use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
-use blockspec::decode::draft::{DraftCost, DraftTopK, Drafter, Features};
+use blockspec::decode::draft::Drafter;
 use blockspec::decode::generate::{generate, GenerateOptions, Generation};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
@@ -26,6 +26,7 @@ use blockspec::model::Model;
 use blockspec::runtime::engine::tree::TreeBatch;
 use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use blockspec::text::tokenizer::Tokenizer;
+use common::oracle::Oracle;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -280,66 +281,6 @@ fn check_stats(name: &str, s: &SpecStats, budget: usize) {
     assert_eq!(s.drafted, s.spec_steps * budget, "{name}: nodes offered");
 }
 
-/// Knows the plain output and proposes, per depth, the true next token at a pseudo-random rank
-/// (often the first, sometimes lower, sometimes absent) among distinct decoys.
-struct Oracle {
-    truth: Vec<u32>,
-    known: usize,
-    depth: usize,
-    rng: Lcg,
-}
-
-impl Drafter for Oracle {
-    fn name(&self) -> &'static str {
-        "oracle"
-    }
-    fn max_verify_len(&self) -> usize {
-        self.depth + 1
-    }
-    fn cost(&self) -> DraftCost {
-        DraftCost::PerStep
-    }
-    fn begin(&mut self, prompt: &[u32], _features: &[f32]) -> anyhow::Result<()> {
-        self.known = prompt.len();
-        Ok(())
-    }
-    fn draft(&mut self, _last: u32, _len: usize) -> anyhow::Result<Vec<u32>> {
-        Ok(Vec::new())
-    }
-    fn draft_top_k(&mut self, _last: u32, k: usize) -> anyhow::Result<Option<DraftTopK>> {
-        let mut c = DraftTopK {
-            k,
-            ..Default::default()
-        };
-        for d in 1..=self.depth {
-            let truth = self.truth.get(self.known + d).copied().unwrap_or(0);
-            let rank = match self.rng.next() % 20 {
-                0..=10 => 0,
-                11..=14 => 1,
-                15..=16 => (self.rng.next() as usize) % k,
-                _ => k, // absent
-            };
-            let mut decoy = (truth + 1 + (self.rng.next() % 50) as u32) % N_REGULAR;
-            for r in 0..k {
-                if r == rank {
-                    c.ids.push(truth);
-                } else {
-                    while decoy == truth || c.ids[(d - 1) * k..].contains(&decoy) {
-                        decoy = (decoy + 1) % N_REGULAR;
-                    }
-                    c.ids.push(decoy);
-                }
-                c.logprobs.push(-0.2 - r as f32 * 0.5 - (d as f32) * 0.01);
-            }
-        }
-        Ok(Some(c))
-    }
-    fn commit(&mut self, tokens: &[u32], _features: Features) -> anyhow::Result<()> {
-        self.known += tokens.len();
-        Ok(())
-    }
-}
-
 fn oracle_trees_on(name: &str) {
     let f = fixture(name);
     let mut e = f.engine(vec![]);
@@ -354,7 +295,10 @@ fn oracle_trees_on(name: &str) {
                 truth: truth.clone(),
                 known: 0,
                 depth: 7,
-                rng: Lcg((i * 100 + budget) as u64),
+                n_vocab: N_REGULAR,
+                rng: (i * 100 + budget) as u64,
+                layers: vec![],
+                feats: vec![],
             };
             let (g, s) = tree(&f, &mut e, &mut oracle, prompt, 40, budget);
             assert_eq!(g.tokens, want.tokens, "{what}: output differs from plain");

@@ -9,7 +9,7 @@
 mod common;
 
 use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
-use blockspec::decode::draft::{DraftCost, DraftTopK, Drafter, Features};
+use blockspec::decode::draft::Drafter;
 use blockspec::decode::generate::{generate, Generation};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{
@@ -184,88 +184,6 @@ fn random_drafter_trees_equal_plain_decoding() {
     }
 }
 
-/// Knows the plain output and proposes, per depth, the true next token at a pseudo-random rank
-/// (often the first, sometimes lower, sometimes absent) among distinct decoys. Keeps the target
-/// features it is given, to compare with a prefill of the same tokens.
-struct Oracle {
-    truth: Vec<u32>,
-    known: usize,
-    depth: usize,
-    n_vocab: u32,
-    rng: u64,
-    layers: Vec<usize>,
-    feats: Vec<f32>,
-}
-
-impl Oracle {
-    fn next(&mut self) -> u64 {
-        self.rng = self
-            .rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.rng >> 33
-    }
-}
-
-impl Drafter for Oracle {
-    fn name(&self) -> &'static str {
-        "oracle"
-    }
-    fn max_verify_len(&self) -> usize {
-        self.depth + 1
-    }
-    fn target_layers(&self) -> &[usize] {
-        &self.layers
-    }
-    fn cost(&self) -> DraftCost {
-        DraftCost::PerStep
-    }
-    fn begin(&mut self, prompt: &[u32], features: &[f32]) -> anyhow::Result<()> {
-        self.known = prompt.len();
-        self.feats = features.to_vec();
-        Ok(())
-    }
-    fn draft(&mut self, _last: u32, _len: usize) -> anyhow::Result<Vec<u32>> {
-        Ok(Vec::new())
-    }
-    fn draft_top_k(&mut self, _last: u32, k: usize) -> anyhow::Result<Option<DraftTopK>> {
-        let mut c = DraftTopK {
-            k,
-            ..Default::default()
-        };
-        for d in 1..=self.depth {
-            let truth = self.truth.get(self.known + d).copied().unwrap_or(0);
-            let rank = match self.next() % 20 {
-                0..=10 => 0,
-                11..=14 => 1,
-                15..=16 => (self.next() as usize) % k,
-                _ => k, // absent
-            };
-            let mut decoy = (truth + 1 + (self.next() % 50) as u32) % self.n_vocab;
-            for r in 0..k {
-                if r == rank {
-                    c.ids.push(truth);
-                } else {
-                    while decoy == truth || c.ids[(d - 1) * k..].contains(&decoy) {
-                        decoy = (decoy + 1) % self.n_vocab;
-                    }
-                    c.ids.push(decoy);
-                }
-                c.logprobs.push(-0.2 - r as f32 * 0.5 - (d as f32) * 0.01);
-            }
-        }
-        Ok(Some(c))
-    }
-    fn commit(&mut self, tokens: &[u32], features: Features) -> anyhow::Result<()> {
-        self.known += tokens.len();
-        match features {
-            Features::Host(f) => self.feats.extend_from_slice(f),
-            Features::Device(rows) => rows.read_into(&mut self.feats),
-        }
-        Ok(())
-    }
-}
-
 #[test]
 fn oracle_trees_accept_and_reject_at_every_depth_and_compact_the_state() {
     let mut t = target(&TAPS);
@@ -278,7 +196,7 @@ fn oracle_trees_accept_and_reject_at_every_depth_and_compact_the_state() {
         truth.extend_from_slice(&want.tokens);
         for budget in [4, 8, 16] {
             let name = format!("prompt {i}, budget {budget}");
-            let mut oracle = Oracle {
+            let mut oracle = common::oracle::Oracle {
                 truth: truth.clone(),
                 known: 0,
                 depth: 7,

@@ -40,6 +40,7 @@ use blockspec::format::gguf::Gguf;
 use blockspec::model::Model;
 use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use blockspec::text::tokenizer::Tokenizer;
+use common::stats::{chi_square, chi_square_critical, exact_joint};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -887,77 +888,6 @@ fn sampling_params(temperature: f32, seed: u64) -> SamplingParams {
     }
 }
 
-/// The exact probability of each first-`depth`-tokens outcome under the sampler's distribution
-/// (top-k, temperature) of the target's logits, each prefix evaluated by a fresh prefill.
-fn exact_joint(
-    e: &mut Engine,
-    prompt: &[u32],
-    depth: usize,
-    temperature: f32,
-) -> HashMap<Vec<u32>, f64> {
-    let sampler = Sampler::new(sampling_params(temperature, 0));
-    let mut out = HashMap::new();
-    let mut frontier = vec![(Vec::<u32>::new(), 1f64)];
-    for level in 0..depth {
-        let mut next = Vec::new();
-        for (prefix, p) in frontier {
-            let seq: Vec<u32> = prompt.iter().chain(&prefix).copied().collect();
-            e.reset();
-            let logits = e.decode(&seq, Outputs::Last).expect("prefill");
-            let d = sampler.distribution(logits.last());
-            for (&t, &q) in d.tokens.iter().zip(&d.probs) {
-                let mut k = prefix.clone();
-                k.push(t);
-                if level + 1 == depth {
-                    out.insert(k, p * q as f64);
-                } else {
-                    next.push((k, p * q as f64));
-                }
-            }
-        }
-        frontier = next;
-    }
-    out
-}
-
-/// Pearson's chi-square of `counts` against the probabilities `exact`, outcomes with an expected
-/// count below 5 pooled into one bin: (statistic, degrees of freedom).
-fn chi_square(counts: &HashMap<Vec<u32>, usize>, exact: &HashMap<Vec<u32>, f64>) -> (f64, usize) {
-    let n: usize = counts.values().sum();
-    let (mut stat, mut bins) = (0.0, 0);
-    let (mut pooled_e, mut pooled_o) = (0.0, 0usize);
-    let mut keys: Vec<&Vec<u32>> = exact.keys().chain(counts.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    for k in keys {
-        let e = exact.get(k).copied().unwrap_or(0.0) * n as f64;
-        let o = counts.get(k).copied().unwrap_or(0);
-        if e >= 5.0 {
-            stat += (o as f64 - e).powi(2) / e;
-            bins += 1;
-        } else {
-            pooled_e += e;
-            pooled_o += o;
-        }
-    }
-    if pooled_e > 0.0 {
-        stat += (pooled_o as f64 - pooled_e).powi(2) / pooled_e;
-        bins += 1;
-    } else if pooled_o > 0 {
-        // Outcomes the exact distribution says are impossible.
-        return (f64::INFINITY, bins);
-    }
-    (stat, bins.max(2) - 1)
-}
-
-/// The chi-square value exceeded with probability 1e-3 (Wilson-Hilferty approximation).
-fn chi_square_critical(df: usize) -> f64 {
-    let z = 3.09; // the standard normal's 1 - 1e-3 quantile
-    let k = df as f64;
-    let a = 2.0 / (9.0 * k);
-    k * (1.0 - a + z * a.sqrt()).powi(3)
-}
-
 /// T > 0 on qwen35: speculative sampling reproduces plain sampling seed by seed (one draw per
 /// committed token from the sampler's stream), and the first three tokens over many seeds follow
 /// the exact joint distribution computed from the target's logits (chi-square, alpha 1e-3); the
@@ -971,7 +901,7 @@ fn sampling_on(name: &'static str) {
     let n_seeds = 500;
     let prompt = &f.prompts[1];
     let mut e = f.engine();
-    let exact = exact_joint(&mut e, prompt, depth, temperature);
+    let exact = exact_joint(&mut e, prompt, depth, &sampling_params(temperature, 0));
     let total: f64 = exact.values().sum();
     assert!((total - 1.0).abs() < 1e-4, "exact joint sums to {total}");
     let mut d = DraftModel::new(f.engine(), 3, 0.0).expect("draft model");
@@ -1031,7 +961,12 @@ fn sampling_on(name: &'static str) {
         accepted > 0 && accepted < drafted,
         "drafts accepted {accepted} of {drafted}: both acceptance and rejection must occur"
     );
-    let other = exact_joint(&mut e, prompt, depth, temperature * 1.5);
+    let other = exact_joint(
+        &mut e,
+        prompt,
+        depth,
+        &sampling_params(temperature * 1.5, 0),
+    );
     let (stat2, df2) = chi_square(&counts, &other);
     eprintln!(
         "against T {}: chi-square {stat2:.1} on {df2} df",

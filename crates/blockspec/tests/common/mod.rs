@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: where the real models and fixtures are.
 #![allow(dead_code)]
 
+pub mod oracle;
+pub mod stats;
+
 use std::path::PathBuf;
 
 pub const MODEL_05B: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
