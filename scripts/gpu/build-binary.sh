@@ -42,3 +42,9 @@ fi
 echo "needs (ldd):"
 ldd "$dist/blockspec" | grep -E "ggml|llama" || true
 du -sh "$dist"/*
+# XZ_BINARY=1: stage the binary xz-compressed (the device scripts unpack it), so that a call
+# carrying llama.cpp's source and the CUDA build cache beside the tree stays under 64 MiB.
+if [[ "${XZ_BINARY:-0}" == 1 ]]; then
+  xz -T0 -6 "$dist/blockspec"
+  du -sh "$dist/blockspec.xz"
+fi
