@@ -370,6 +370,16 @@ impl Engine {
         }
     }
 
+    /// Build the graph for `shape` unless it is cached (then `self.graphs.prepare(shape)`).
+    fn build_graph_once(&mut self, shape: GraphShape) {
+        if !self.graphs.contains(&shape) {
+            let g =
+                self.model
+                    .build_graph(&self.kv, self.state.as_ref(), self.capture.as_ref(), shape);
+            self.graphs.insert(shape, g);
+        }
+    }
+
     pub fn reset(&mut self) {
         self.n_past = 0;
         self.pending = None;
@@ -578,12 +588,7 @@ impl Engine {
             keep_states,
             tree: None,
         };
-        if !self.graphs.contains(&shape) {
-            let g =
-                self.model
-                    .build_graph(&self.kv, self.state.as_ref(), self.capture.as_ref(), shape);
-            self.graphs.insert(shape, g);
-        }
+        self.build_graph_once(shape);
         let g = self.graphs.prepare(shape)?;
         let inputs = profile::scope("engine.inputs");
         let start = self.n_past;

@@ -155,12 +155,7 @@ impl Engine {
             keep_states: false,
             tree: levels,
         };
-        if !self.graphs.contains(&shape) {
-            let g =
-                self.model
-                    .build_graph(&self.kv, self.state.as_ref(), self.capture.as_ref(), shape);
-            self.graphs.insert(shape, g);
-        }
+        self.build_graph_once(shape);
         let g = self.graphs.prepare(shape)?;
         let inputs = profile::scope("engine.inputs");
         if let (Some(levels), Some(index), Some(state)) = (&levels, &g.tree_index, &self.state) {
