@@ -21,63 +21,14 @@ use blockspec::decode::generate::{generate, GenerateOptions, Generation};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
 use blockspec::dev::synth::{write_random_dflash, DraftSpec};
-use blockspec::format::gguf::Gguf;
-use blockspec::model::Model;
 use blockspec::runtime::engine::tree::TreeBatch;
-use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
-use blockspec::text::tokenizer::Tokenizer;
+use blockspec::runtime::engine::{Engine, Outputs};
 use common::oracle::Oracle;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-const N_CTX: usize = 256;
-const N_UBATCH: usize = 64;
+use common::hybrid::{fixture, Fixture, N_CTX, N_UBATCH};
 /// Ids below this are regular tokens of the toy tokenizer (317..319 are special).
 const N_REGULAR: u32 = 317;
-
-struct Fixture {
-    tok: Tokenizer,
-    model: Arc<Model>,
-    backend: Arc<ggml::Backend>,
-    prompts: Vec<Vec<u32>>,
-}
-
-fn fixture(name: &str) -> Fixture {
-    ggml::set_log_verbosity(false);
-    let path = common::fixture(&format!("hybrid/{name}/model-f32.gguf"));
-    let gguf = Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-    let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer");
-    let backend = Arc::new(ggml::Backend::cpu(1));
-    let model =
-        Arc::new(Model::load_with(&gguf, &backend, false, false).expect("load the tiny model"));
-    assert!(model.is_hybrid(), "{name}: not a hybrid model");
-    let fx = common::read_json(&format!("hybrid/{name}/reference.json"));
-    let prompts = fx["sequences"]
-        .as_array()
-        .expect("sequences")
-        .iter()
-        .map(|s| common::ids(&s["ids"]))
-        .collect();
-    Fixture {
-        tok,
-        model,
-        backend,
-        prompts,
-    }
-}
-
-impl Fixture {
-    fn engine(&self, capture_layers: Vec<usize>) -> Engine {
-        let cfg = EngineConfig {
-            n_ctx: N_CTX,
-            n_ubatch: N_UBATCH,
-            type_k: ggml::Type::F32,
-            type_v: ggml::Type::F32,
-            capture_layers,
-        };
-        Engine::new(self.model.clone(), self.backend.clone(), cfg).expect("engine")
-    }
-}
 
 struct Lcg(u64);
 
@@ -126,10 +77,10 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
-fn exact_state_after_tree_commit(name: &str) {
+fn exact_state_after_tree_commit(name: &'static str) {
     let f = fixture(name);
-    let mut e = f.engine(vec![]);
-    let mut r = f.engine(vec![]);
+    let mut e = f.engine();
+    let mut r = f.engine();
     let mut rng = Lcg(17);
     let prompt: Vec<u32> = (0..7)
         .map(|_| (rng.next() % N_REGULAR as u64) as u32)
@@ -281,9 +232,9 @@ fn check_stats(name: &str, s: &SpecStats, budget: usize) {
     assert_eq!(s.drafted, s.spec_steps * budget, "{name}: nodes offered");
 }
 
-fn oracle_trees_on(name: &str) {
+fn oracle_trees_on(name: &'static str) {
     let f = fixture(name);
-    let mut e = f.engine(vec![]);
+    let mut e = f.engine();
     let mut lengths = BTreeSet::new();
     for (i, prompt) in f.prompts[1..3].iter().enumerate() {
         let want = plain(&f, &mut e, prompt, 40);
@@ -342,7 +293,7 @@ fn random_dflash_trees_on_qwen35() {
         scale: 0.02,
     };
     write_random_dflash(&path, &f.model.hp, &spec).expect("write the drafter");
-    let mut e = f.engine(taps);
+    let mut e = f.engine_with(N_UBATCH, taps);
     let opts = DrafterOptions {
         cache_type: ggml::Type::F32,
         ..DrafterOptions::new(N_CTX)

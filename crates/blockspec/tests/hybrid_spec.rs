@@ -36,16 +36,12 @@ use blockspec::decode::generate::{generate, GenerateOptions, Generation, StopRea
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::{generate_speculative, SpecOptions, SpecParts, SpecStats};
 use blockspec::dev::synth::{write_random_dflash, DraftSpec};
-use blockspec::format::gguf::Gguf;
-use blockspec::model::Model;
 use blockspec::runtime::engine::{Engine, EngineConfig, Outputs};
 use blockspec::text::tokenizer::Tokenizer;
 use common::stats::{chi_square, chi_square_critical, exact_joint};
 use std::collections::HashMap;
-use std::sync::Arc;
 
-const N_CTX: usize = 256;
-const N_UBATCH: usize = 64;
+use common::hybrid::{fixture, Fixture, N_CTX, N_UBATCH};
 /// Ids below this are regular tokens of the toy tokenizer (317..319 are special).
 const N_REGULAR: u32 = 317;
 /// Smallest top1-top2 logit margin a plain greedy step may have for the speculative run's
@@ -54,61 +50,6 @@ const N_REGULAR: u32 = 317;
 const MIN_MARGIN: f32 = 1e-3;
 /// The longest verify the scripted drafter fills.
 const MAX_VERIFY: usize = 16;
-
-/// One tiny fixture: its model on a CPU backend, its tokenizer and its reference prompts.
-struct Fixture {
-    name: &'static str,
-    gguf: Gguf,
-    tok: Tokenizer,
-    model: Arc<Model>,
-    backend: Arc<ggml::Backend>,
-    /// The reference.json prompts (1, 7, 40 and 160 tokens).
-    prompts: Vec<Vec<u32>>,
-}
-
-fn fixture(name: &'static str) -> Fixture {
-    ggml::set_log_verbosity(false);
-    let path = common::fixture(&format!("hybrid/{name}/model-f32.gguf"));
-    let gguf = Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-    let tok = Tokenizer::from_gguf(&gguf).expect("tokenizer");
-    // One thread: these models are too small to gain from two, and a shared machine cannot
-    // stall a thread barrier.
-    let backend = Arc::new(ggml::Backend::cpu(1));
-    let model =
-        Arc::new(Model::load_with(&gguf, &backend, false, false).expect("load the tiny model"));
-    assert!(model.is_hybrid(), "{name}: not a hybrid model");
-    let fx = common::read_json(&format!("hybrid/{name}/reference.json"));
-    let prompts = fx["sequences"]
-        .as_array()
-        .expect("sequences")
-        .iter()
-        .map(|s| common::ids(&s["ids"]))
-        .collect();
-    Fixture {
-        name,
-        gguf,
-        tok,
-        model,
-        backend,
-        prompts,
-    }
-}
-
-impl Fixture {
-    fn engine_with(&self, n_ubatch: usize, capture_layers: Vec<usize>) -> Engine {
-        let cfg = EngineConfig {
-            n_ctx: N_CTX,
-            n_ubatch,
-            type_k: ggml::Type::F32,
-            type_v: ggml::Type::F32,
-            capture_layers,
-        };
-        Engine::new(self.model.clone(), self.backend.clone(), cfg).expect("engine")
-    }
-    fn engine(&self) -> Engine {
-        self.engine_with(N_UBATCH, vec![])
-    }
-}
 
 fn greedy_opts(n: usize) -> GenerateOptions {
     GenerateOptions {

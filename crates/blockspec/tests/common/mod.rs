@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: where the real models and fixtures are.
 #![allow(dead_code)]
 
+pub mod hybrid;
 pub mod oracle;
 pub mod stats;
 
