@@ -131,6 +131,9 @@ for step in ${STEPS:-plain verify spec}; do
             --draft-vocab "${DRAFT_VOCAB:-32768}" --json ;;
     plot) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 128 --draft-type q8_0 --replay-tau 6.55 --plot "$logs/plot.png" --json ;;
+    # DDTree: a tree of N drafted tokens verified per step (random drafter: the verify's cost).
+    tree-*) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
+            --spec-tokens 64 --draft-type q8_0 --spec-tree "${step#tree-}" --json ;;
     serve) bash "$dist/device-serve.sh" "$bs" ;;
     depth) "$bs" bench -m "$model" --device cuda -t 8 -p 0 -n 128 -d 0,1024,32768 -r 3 --json ;;
   esac >"$logs/bench-$step.json" 2>"$logs/bench-$step.log" || { tail -20 "$logs/bench-$step.log"; exit 1; }
