@@ -276,6 +276,75 @@ fn oracle_trees_on_qwen3next() {
     oracle_trees_on("qwen3next");
 }
 
+/// `--spec-tree auto`: steps switch between plain, chains and trees of several budgets (the
+/// oracle's chain is its top-ranked candidates); the output stays the plain output, one target
+/// forward per step, and trees were in fact tried.
+fn oracle_auto_on(name: &'static str) {
+    let f = fixture(name);
+    let mut e = f.engine();
+    let prompt = &f.prompts[1];
+    let want = plain(&f, &mut e, prompt, 64);
+    let mut truth = prompt.clone();
+    truth.extend_from_slice(&want.tokens);
+    let mut spec = SpecOptions {
+        allow_inexact_batches: true,
+        tree_budget: 16,
+        tree_auto: true,
+        ..Default::default()
+    };
+    // Two generations: the policies carry over, as in a server slot.
+    for round in 0..2 {
+        let mut oracle = Oracle {
+            truth: truth.clone(),
+            known: 0,
+            depth: 7,
+            n_vocab: N_REGULAR,
+            rng: 11 + round,
+            layers: vec![],
+            feats: vec![],
+        };
+        let (g, s) = generate_speculative(
+            SpecParts {
+                engine: &mut e,
+                drafter: &mut oracle,
+                tok: &f.tok,
+                sampler: &mut Sampler::new(SamplingParams::greedy()),
+            },
+            prompt,
+            &greedy_opts(64),
+            &mut spec,
+            |_| {},
+        )
+        .expect("auto");
+        assert_eq!(
+            g.tokens, want.tokens,
+            "{name}, round {round}: output differs from plain"
+        );
+        assert_eq!(s.target_forwards, s.steps as u64, "{name}: forwards");
+        assert!(
+            !s.trees.is_empty(),
+            "{name}, round {round}: no tree tried ({s:?})"
+        );
+        assert!(
+            s.trees.iter().all(|&(b, _)| [4, 8, 16].contains(&b)),
+            "{name}: budgets {:?}",
+            s.trees
+        );
+        let tree_steps: usize = s.trees.iter().map(|&(_, c)| c).sum();
+        assert!(s.spec_steps > tree_steps, "{name}: no chain step ({s:?})");
+    }
+}
+
+#[test]
+fn oracle_auto_on_qwen35() {
+    oracle_auto_on("qwen35");
+}
+
+#[test]
+fn oracle_auto_on_qwen3next() {
+    oracle_auto_on("qwen3next");
+}
+
 /// A random-weight DFlash drafter tapping two of the target's layers: its trees are almost
 /// never accepted past the root; the features it reads come from the tree's compacted rows.
 #[test]

@@ -152,6 +152,60 @@ fn trained_drafter_trees_equal_plain_decoding() {
     assert!(lengths.len() >= 5, "accepted lengths {lengths:?}");
 }
 
+/// `--spec-tree auto` switches between plain steps, chains and trees of several budgets by
+/// measured speed: whatever it picks, the output is the plain greedy output, one target forward
+/// per step; the policies carry over from prompt to prompt as in a server slot, and chains and
+/// trees of several budgets were in fact used. (Greedy only: at T > 0 this f32 model's inexact
+/// batches round logits ~1e-6 off a one-token step's, enough to reorder two near-equal tokens
+/// of its flat distributions and change a draw, chain and tree alike; each verifier's
+/// exactness at T > 0 is tested by ddtree_sampling.rs.)
+#[test]
+fn auto_choice_equals_plain_decoding() {
+    let mut t = target(&TAPS);
+    let mut drafter = DFlashDrafter::load(
+        &common::fixture("dflash/tiny-qwen3-drafter"),
+        t.model.clone(),
+        t.backend.clone(),
+        &DrafterOptions::new(256),
+    )
+    .expect("drafter");
+    let mut spec = SpecOptions {
+        allow_inexact_batches: true,
+        tree_auto: true,
+        ..Default::default()
+    };
+    let mut budgets = BTreeSet::new();
+    let mut chain_steps = 0;
+    for (i, prompt) in prompts().iter().enumerate() {
+        let want = plain(&mut t, prompt, 40);
+        let (g, s) = generate_speculative(
+            SpecParts {
+                engine: &mut t.engine,
+                drafter: &mut drafter,
+                tok: &t.tok,
+                sampler: &mut Sampler::new(SamplingParams::greedy()),
+            },
+            prompt,
+            &common::greedy_opts(40),
+            &mut spec,
+            |_| {},
+        )
+        .expect("auto");
+        assert_eq!(g.tokens, want.tokens, "prompt {i}: output differs");
+        assert_eq!(s.target_forwards, s.steps as u64, "prompt {i}: forwards");
+        let tree_steps: usize = s.trees.iter().map(|&(_, c)| c).sum();
+        chain_steps += s.spec_steps - tree_steps;
+        budgets.extend(s.trees.iter().map(|&(b, _)| b));
+    }
+    assert!(chain_steps > 0, "no chain step");
+    // The budgets tried are listed ones up to 32 (no exact-batch cap: inexact allowed).
+    assert!(budgets.len() >= 2, "tree budgets tried: {budgets:?}");
+    assert!(
+        budgets.iter().all(|b| [4, 8, 16, 22, 32].contains(b)),
+        "{budgets:?}"
+    );
+}
+
 #[test]
 fn random_drafter_trees_equal_plain_decoding() {
     let mut t = target(&TAPS);

@@ -96,6 +96,7 @@ fn speculative_sampling_reproduces_plain_sampling() {
                     tree_budget: 0,
                     tree_chain_seed: false,
                     accept_rule: blockspec::decode::spec::AcceptRule::Match,
+                    ..Default::default()
                 },
                 |_| {},
             )

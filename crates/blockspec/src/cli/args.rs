@@ -52,9 +52,10 @@ pub(super) struct ModelArgs {
     pub(super) fixed_verify_len: Option<usize>,
     /// DDTree: verify a tree of this many drafted tokens per step, built from the DFlash
     /// drafter's per-position candidates, instead of a chain (0: chains). On a hybrid target at
-    /// most 31 (every node's recurrent state is kept).
-    #[arg(long = "spec-tree", default_value_t = 0)]
-    pub(super) spec_tree: usize,
+    /// most 31 (every node's recurrent state is kept). `auto`: each step plain, the chain or a
+    /// tree of budget 4, 8, 16, 22 or 32 (up to what fits), whichever is measured fastest here.
+    #[arg(long = "spec-tree", default_value = "0")]
+    pub(super) spec_tree: String,
     /// Which drafts a step keeps at temperature > 0: `rejection` (speculative rejection
     /// sampling with the DFlash drafter's probabilities; exact in distribution) or `match`
     /// (a draft is kept when it equals the target's own draw; reproduces plain sampling seed
@@ -174,7 +175,8 @@ impl ModelArgs {
             type_v,
             draft,
             fixed_verify_len: self.fixed_verify_len,
-            spec_tree: self.spec_tree,
+            spec_tree: self.spec_tree_budget()?,
+            spec_tree_auto: self.spec_tree == "auto",
             accept_rule: self.accept_rule()?,
             verify,
             batch_invariant: self.batch_invariant,
@@ -189,6 +191,17 @@ impl ModelArgs {
             "match" => Ok(AcceptRule::Match),
             "rejection" => Ok(AcceptRule::Rejection),
             other => bail!("--spec-accept {other:?}: expected match or rejection"),
+        }
+    }
+
+    /// The `--spec-tree` budget: a node count, 0 for chains, or (`auto`) 0 for "the largest
+    /// that fits".
+    fn spec_tree_budget(&self) -> Result<usize> {
+        match self.spec_tree.as_str() {
+            "auto" => Ok(0),
+            n => n.parse().map_err(|_| {
+                anyhow::anyhow!("--spec-tree {n:?}: expected a node count (0: chains) or auto")
+            }),
         }
     }
 
@@ -246,6 +259,7 @@ impl ModelArgs {
             }
         };
         self.fast_verify()?;
+        self.spec_tree_budget()?;
         if kind != SpecKind::None && self.draft_n_max == 0 {
             bail!("--spec-draft-n-max must be at least 1");
         }

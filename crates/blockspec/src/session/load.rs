@@ -150,8 +150,10 @@ pub struct LoadConfig {
     pub draft: DraftConfig,
     /// `--block-size`: verify exactly this many tokens per step.
     pub fixed_verify_len: Option<usize>,
-    /// `--spec-tree`: DDTree nodes per step (0: chains).
+    /// `--spec-tree`: DDTree nodes per step (0: chains); with `spec_tree_auto` the largest.
     pub spec_tree: usize,
+    /// `--spec-tree auto`: plain, chain or tree each step, by measured speed.
+    pub spec_tree_auto: bool,
     /// `--spec-accept`: which drafts a step keeps at temperature > 0.
     pub accept_rule: crate::decode::spec::AcceptRule,
     pub verify: VerifyMode,
@@ -324,6 +326,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         fast_verify,
         fixed_verify_len: cfg.fixed_verify_len,
         spec_tree: cfg.spec_tree,
+        spec_tree_auto: cfg.spec_tree_auto,
         accept_rule: cfg.accept_rule,
         backend_choice,
         planned_bytes: plan.total(),

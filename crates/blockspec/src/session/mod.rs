@@ -59,8 +59,10 @@ pub struct LoadedModel {
     pub fast_verify: bool,
     /// `--block-size`: a fixed verify length.
     pub fixed_verify_len: Option<usize>,
-    /// `--spec-tree`: DDTree nodes per step (0: chains).
+    /// `--spec-tree`: DDTree nodes per step (0: chains); with `spec_tree_auto` the largest.
     pub spec_tree: usize,
+    /// `--spec-tree auto`: plain, chain or tree each step, by measured speed.
+    pub spec_tree_auto: bool,
     /// `--spec-accept`: which drafts a step keeps at temperature > 0.
     pub accept_rule: crate::decode::spec::AcceptRule,
     /// The device and threads `backend` was opened with (see [`LoadedModel::open_backend`]).
@@ -171,6 +173,8 @@ impl LoadedModel {
             policy: None,
             replay: None,
             tree_budget: self.spec_tree,
+            tree_auto: self.spec_tree_auto,
+            tree_policy: None,
             tree_chain_seed: false,
             accept_rule: self.accept_rule,
         };

@@ -119,6 +119,7 @@ pub fn fixed_block_greedy(
             tree_budget: 0,
             tree_chain_seed: false,
             accept_rule: blockspec::decode::spec::AcceptRule::default(),
+            ..Default::default()
         },
         |_| {},
     )

@@ -43,8 +43,12 @@ impl Drafter for Oracle {
         self.feats = features.to_vec();
         Ok(())
     }
-    fn draft(&mut self, _last: u32, _len: usize) -> anyhow::Result<Vec<u32>> {
-        Ok(Vec::new())
+    /// The chain: the top-ranked candidate per depth.
+    fn draft(&mut self, last: u32, len: usize) -> anyhow::Result<Vec<u32>> {
+        let c = self.draft_top_k(last, 2)?.expect("candidates");
+        Ok((0..c.depth().min(len.saturating_sub(1)))
+            .map(|d| c.id(d + 1, 0))
+            .collect())
     }
     fn draft_top_k(&mut self, _last: u32, k: usize) -> anyhow::Result<Option<DraftTopK>> {
         let mut c = DraftTopK {

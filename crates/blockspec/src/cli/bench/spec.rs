@@ -57,6 +57,8 @@ pub(super) fn bench_spec(
         policy: None,
         replay: replay.clone(),
         tree_budget: l.model.spec_tree,
+        tree_auto: l.model.spec_tree_auto,
+        tree_policy: None,
         tree_chain_seed: false,
         accept_rule: l.model.accept_rule,
     };

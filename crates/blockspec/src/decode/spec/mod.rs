@@ -13,6 +13,7 @@ pub mod rejection;
 pub mod replay;
 pub mod stats;
 pub mod tree;
+pub mod tree_policy;
 pub mod verify;
 
 pub use rejection::AcceptRule;
@@ -29,6 +30,7 @@ use anyhow::{bail, Result};
 use policy::LengthPolicy;
 use stats::{ms_since, StepRecorder};
 use std::time::Instant;
+use tree_policy::TreePolicy;
 use verify::{Accepted, ChainVerifier, TreeVerifier, Verdict, Verifier};
 
 /// How a speculative generation chooses its verify lengths, and what it carries between
@@ -47,9 +49,15 @@ pub struct SpecOptions {
     /// What the length policy learned (costs on this machine, acceptance), carried from one
     /// generation to the next when the same options are passed again. Start with `None`.
     pub policy: Option<LengthPolicy>,
+    /// What the tree policy learned (`tree_auto`), carried like `policy`.
+    pub tree_policy: Option<TreePolicy>,
     /// DDTree (`--spec-tree`): verify a tree of this many drafted nodes each step, built from
-    /// the drafter's per-position candidates (DFlash); 0 verifies chains. Dense targets only.
+    /// the drafter's per-position candidates (DFlash); 0 verifies chains. With `tree_auto`, the
+    /// largest budget tried (0: the largest that fits).
     pub tree_budget: usize,
+    /// `--spec-tree auto`: choose each step between plain decoding, the chain and trees of
+    /// several budgets by measured tokens per second ([`tree_policy`]).
+    pub tree_auto: bool,
     /// Put the drafter's top-1 chain into each tree first (see `tree::DraftTree::build`).
     pub tree_chain_seed: bool,
     /// Which drafts a step keeps at temperature > 0.
@@ -114,6 +122,14 @@ pub fn generate_speculative(
         t.rule = spec.accept_rule;
         t
     });
+    // The tree policy carries over between generations like the length policy.
+    let tree_policy = match (spec.tree_auto, tree_rows) {
+        (true, Some(rows)) => match spec.tree_policy.take() {
+            Some(p) if p.max_budget() == rows - 1 => Some(p),
+            _ => Some(TreePolicy::new(rows - 1)),
+        },
+        _ => None,
+    };
     let mut run = SpecRun {
         engine,
         drafter,
@@ -126,6 +142,9 @@ pub fn generate_speculative(
         },
         tree,
         tree_step: false,
+        tree_policy,
+        tree_top1: Vec::new(),
+        step_draft_ms: 0.0,
         policy,
         replay: spec.replay.as_mut(),
         out: Output::new(tok, opts, on_text),
@@ -138,12 +157,16 @@ pub fn generate_speculative(
         engine,
         drafter,
         policy,
+        tree_policy,
         mut out,
         rec,
         ..
     } = run;
     let target_forwards = engine.forwards() - forwards_before;
     spec.policy = Some(policy);
+    if tree_policy.is_some() {
+        spec.tree_policy = tree_policy;
+    }
     // The next generation starts with a prompt evaluation: keep what the drafter still needs.
     drafter.release_capture()?;
     let mut logprobs = std::mem::take(&mut out.logprobs);
@@ -191,27 +214,35 @@ fn max_verify_len(engine: &mut Engine, drafter: &dyn Drafter, spec: &SpecOptions
 /// (on a hybrid target, one whose states are kept), and (unless inexact batches are allowed) a batch the backend computes
 /// exactly like one-token steps: a larger budget is capped to it, with a warning.
 fn tree_rows(engine: &mut Engine, spec: &SpecOptions) -> Result<Option<usize>> {
-    let budget = spec.tree_budget;
+    let budget = match (spec.tree_auto, spec.tree_budget) {
+        (true, 0) => tree_policy::MAX_BUDGET,
+        (_, b) => b,
+    };
     if budget == 0 {
         return Ok(None);
     }
     let mut rows = 1 + budget;
+    // `auto` names no budget: its largest is capped silently.
+    let warn = |why: String| match spec.tree_auto {
+        true => tracing::debug!("--spec-tree auto: {why}"),
+        false => tracing::warn!("--spec-tree {budget} {why}"),
+    };
     // A hybrid target keeps every row's recurrent state: as many as a chain verify may have.
     let keepable = engine.max_rollback_len();
     if rows > keepable {
-        tracing::warn!(
-            "--spec-tree {budget} capped at {}: a hybrid target keeps the states of at most {keepable} rows",
+        warn(format!(
+            "capped at {}: a hybrid target keeps the states of at most {keepable} rows",
             keepable - 1
-        );
+        ));
         rows = keepable;
     }
     if !spec.allow_inexact_batches {
         let exact = engine.largest_exact_batch(rows)?;
         if exact < rows {
-            tracing::warn!(
-                "--spec-tree {budget} capped at {}: larger batches do not reproduce one-token decoding exactly on this backend",
+            warn(format!(
+                "capped at {}: larger batches do not reproduce one-token decoding exactly on this backend",
                 exact - 1
-            );
+            ));
             rows = exact;
         }
     }
@@ -229,6 +260,13 @@ struct SpecRun<'a, F: FnMut(&str)> {
     tree: Option<TreeVerifier>,
     /// Whether the current step verifies a tree.
     tree_step: bool,
+    /// `--spec-tree auto`: chooses each step's tree budget, or the chain.
+    tree_policy: Option<TreePolicy>,
+    /// The drafter's top-1 token per depth in the current tree step (what a chain would have
+    /// drafted).
+    tree_top1: Vec<u32>,
+    /// Drafting time of the current step.
+    step_draft_ms: f64,
     policy: LengthPolicy,
     replay: Option<&'a mut ReplayAcceptance>,
     out: Output<'a, F>,
@@ -280,7 +318,8 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         if room == 0 {
             return None;
         }
-        if let Some(t) = &self.tree {
+        self.tree_step = false;
+        if let (Some(t), None) = (&self.tree, &self.tree_policy) {
             // A tree every step; a plain step where none fits (the end of the context).
             let rows = t.batch_rows();
             self.tree_step = room >= rows;
@@ -290,6 +329,14 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         if let Some(m) = self.max_tokens {
             // No point verifying past the token limit.
             n = n.min(m.saturating_sub(self.out.tokens.len()) + 1).max(1);
+        }
+        if let (Some(t), Some(tp)) = (&mut self.tree, &mut self.tree_policy) {
+            let chain_rate = self.policy.rate(n).unwrap_or(0.0);
+            if let Some(b) = tp.choose(chain_rate, n > 1, room) {
+                t.budget = b;
+                self.tree_step = true;
+                return Some(t.batch_rows());
+            }
         }
         Some(n)
     }
@@ -302,13 +349,22 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
             self.drafter.release_capture()?;
             return Ok(batch);
         }
+        self.step_draft_ms = 0.0;
         let tsync = Instant::now();
         let _p = profile::scope("spec.sync");
         self.drafter.sync()?;
         drop(_p);
         self.rec.synced(ms_since(tsync));
         if self.tree_step {
-            return self.draft_tree(last);
+            match self.draft_tree(last)? {
+                Some(batch) => return Ok(batch),
+                // `auto` with a drafter without per-position candidates: chains only.
+                None => {
+                    self.tree_policy = None;
+                    self.tree = None;
+                    self.tree_step = false;
+                }
+            }
         }
         let td = Instant::now();
         let mut drafts = match self.sampled_drafts(last, n)? {
@@ -356,19 +412,55 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         Ok(Some(drafts))
     }
 
-    /// The batch of a tree step: the tree built from the drafter's per-position candidates.
-    fn draft_tree(&mut self, last: u32) -> Result<Vec<u32>> {
+    /// The batch of a tree step: the tree built from the drafter's per-position candidates;
+    /// `None` under `--spec-tree auto` when the drafter gives none (an error for a fixed
+    /// budget).
+    fn draft_tree(&mut self, last: u32) -> Result<Option<Vec<u32>>> {
         let t = self.tree.as_mut().expect("a tree step has a tree verifier");
         let k = t.budget.min(self.engine.n_vocab());
         let td = Instant::now();
         let Some(cand) = self.drafter.draft_top_k(last, k)? else {
+            if self.tree_policy.is_some() {
+                tracing::info!(
+                    "--spec-tree auto: the {} drafter gives no per-position candidates; verifying chains",
+                    self.drafter.name()
+                );
+                return Ok(None);
+            }
             bail!(
                 "--spec-tree needs a drafter that gives per-position candidates (DFlash); the {} drafter does not",
                 self.drafter.name()
             );
         };
-        self.rec.drafted(ms_since(td));
-        Ok(t.plan(last, &cand, Some(&mut *self.sampler)))
+        let ms = ms_since(td);
+        self.step_draft_ms = ms;
+        self.rec.drafted(ms);
+        self.tree_top1 = (1..=cand.depth()).map(|d| cand.id(d, 0)).collect();
+        Ok(Some(t.plan(last, &cand, Some(&mut *self.sampler))))
+    }
+
+    /// What the drafter's top-1 chain would have had accepted in this tree step, as (offered,
+    /// accepted) drafts: its tokens against the target's along the accepted path (known down
+    /// to the bonus token's depth; beyond it, unknown, so all it reached counts as offered and
+    /// accepted). `None` where the tree's tokens were drawn (rejection sampling): a chain would
+    /// have drawn others.
+    fn chain_equivalent(&self, accepted: &Accepted) -> Option<(usize, usize)> {
+        let t = self.tree.as_ref()?;
+        if t.rule.samples_drafts() && !self.sampler.params.is_greedy() {
+            return None;
+        }
+        let known: Vec<u32> = accepted.path[1..]
+            .iter()
+            .copied()
+            .chain(std::iter::once(accepted.bonus))
+            .collect();
+        let cap = self.policy.max_len().saturating_sub(1);
+        let reach = known.len().min(self.tree_top1.len()).min(cap);
+        let agree = (0..reach)
+            .take_while(|&j| self.tree_top1[j] == known[j])
+            .count();
+        let offered = if agree < reach { agree + 1 } else { agree };
+        (offered > 0).then_some((offered, agree))
     }
 
     /// Cut `drafts` at the first id outside the target's vocabulary (reported once).
@@ -424,6 +516,18 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         let (n, k) = (batch.len(), accepted.n_drafts());
         if self.tree_step {
             self.rec.accepted(n - 1, k);
+            self.rec.tree(n - 1);
+            if self.tree_policy.is_some() {
+                if let Some((offered, kept)) = self.chain_equivalent(&accepted) {
+                    self.policy.record_accept(offered, kept);
+                }
+                let chain_rate = self.policy.rate(self.policy.best_len()).unwrap_or(0.0);
+                let ms = self.step_draft_ms + self.rec.step_verify_ms();
+                let cold = self.engine.last_decode_was_cold();
+                if let Some(tp) = &mut self.tree_policy {
+                    tp.record(n - 1, k + 1, ms, cold, chain_rate);
+                }
+            }
             tracing::debug!(
                 "step: tree of {} nodes verified in {:.1} ms, {k} accepted",
                 n - 1,

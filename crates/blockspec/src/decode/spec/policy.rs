@@ -11,7 +11,7 @@ use crate::decode::draft::DraftCost;
 
 /// Exponential moving average.
 #[derive(Clone, Copy, Debug, Default)]
-struct Ema {
+pub(super) struct Ema {
     value: f64,
     n: u32,
     /// Holds only a cold sample (a freshly built graph, see Engine::last_decode_was_cold):
@@ -21,7 +21,7 @@ struct Ema {
 
 impl Ema {
     /// Add a sample; a `cold` one only stands in while nothing else is known.
-    fn record(&mut self, x: f64, cold: bool) {
+    pub(super) fn record(&mut self, x: f64, cold: bool) {
         if cold {
             if self.n == 0 {
                 self.add(x);
@@ -35,10 +35,10 @@ impl Ema {
         self.add(x);
     }
     /// A steady (not provisional) value.
-    fn steady(&self) -> Option<f64> {
+    pub(super) fn steady(&self) -> Option<f64> {
         (self.n > 0 && !self.provisional).then_some(self.value)
     }
-    fn add(&mut self, x: f64) {
+    pub(super) fn add(&mut self, x: f64) {
         self.n += 1;
         let w = if self.n < 4 {
             1.0 / self.n as f64
@@ -47,7 +47,7 @@ impl Ema {
         };
         self.value += w * (x - self.value);
     }
-    fn get(&self) -> Option<f64> {
+    pub(super) fn get(&self) -> Option<f64> {
         (self.n > 0).then_some(self.value)
     }
 }
@@ -186,6 +186,11 @@ impl LengthPolicy {
             d *= (n - 1) as f64;
         }
         Some(self.expected_tokens(n) / (c + d).max(1e-6))
+    }
+
+    /// The speculative length with the best expected rate.
+    pub fn best_len(&self) -> usize {
+        self.best_speculative()
     }
 
     fn best_speculative(&self) -> usize {

@@ -27,6 +27,8 @@ pub struct SpecStats {
     pub other_ms: f64,
     /// Verify lengths chosen, as (length, count).
     pub lengths: Vec<(usize, usize)>,
+    /// DDTree steps by tree budget (drafted nodes), as (budget, count).
+    pub trees: Vec<(usize, usize)>,
     /// Tokens committed by each target step (accepted drafts + the target's own token).
     pub accept_lengths: Vec<usize>,
 }
@@ -45,6 +47,8 @@ pub struct StepRecorder {
     accepted_at: Vec<usize>,
     /// Steps per verify length (index n).
     length_counts: Vec<usize>,
+    /// Tree steps per budget.
+    tree_counts: std::collections::BTreeMap<usize, usize>,
     draft_ms: f64,
     verify_ms: f64,
     sample_ms: f64,
@@ -62,6 +66,7 @@ impl StepRecorder {
             offered_at: vec![0; max_verify_len],
             accepted_at: vec![0; max_verify_len],
             length_counts: vec![0; max_verify_len + 1],
+            tree_counts: Default::default(),
             draft_ms: 0.0,
             verify_ms: 0.0,
             sample_ms: 0.0,
@@ -114,6 +119,11 @@ impl StepRecorder {
         }
     }
 
+    /// The step verified a tree of `budget` nodes.
+    pub fn tree(&mut self, budget: usize) {
+        *self.tree_counts.entry(budget).or_default() += 1;
+    }
+
     /// The step committed `n` tokens to the output.
     pub fn committed(&mut self, n: usize) {
         self.stats.accept_lengths.push(n);
@@ -155,6 +165,7 @@ impl StepRecorder {
             .filter(|(_, &c)| c > 0)
             .map(|(n, &c)| (n, c))
             .collect();
+        stats.trees = self.tree_counts.into_iter().collect();
         stats
     }
 }
