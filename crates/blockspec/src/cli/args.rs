@@ -92,13 +92,16 @@ pub(super) struct ModelArgs {
     /// The output does not change; rarer tokens are just never drafted. Default: all.
     #[arg(long = "draft-vocab")]
     pub(super) draft_vocab: Option<usize>,
-    /// How speculative verification evaluates the target. `fast` (default): the fastest kernels
-    /// and full blocks; every token is the target's own choice, computed in a batch, so where
-    /// two tokens tie within rounding it may take the other one than one-token decoding would
-    /// (as llama.cpp does). `exact`: kernels whose rows do not depend on the batch size, and no
-    /// more tokens per step than that holds for: the output is token for token that of plain
-    /// decoding with `--batch-invariant` (slower on CPUs).
-    #[arg(long = "verify", default_value = "fast")]
+    /// How speculative verification evaluates the target. `auto` (default): on a CPU, plain
+    /// decoding's kernels and no more tokens per step than they compute exactly like one-token
+    /// steps (measured at start), so the output is token for token plain decoding's; on a GPU,
+    /// `fast`. `fast`: the fastest kernels and full blocks; every token is the target's own
+    /// choice, computed in a batch, so where two tokens tie within rounding it may take the
+    /// other one than one-token decoding would (as llama.cpp does). `exact`: kernels whose rows
+    /// do not depend on the batch size (no weight repacking), and no more tokens per step than
+    /// that holds for: the output is token for token that of plain decoding with
+    /// `--batch-invariant` (slower on CPUs).
+    #[arg(long = "verify", default_value = "auto")]
     pub(super) verify: String,
     /// Use batch-size-independent kernels (no weight repacking) also without a drafter, so plain
     /// decoding reproduces speculative output token for token. Speculation always uses them.
@@ -123,11 +126,7 @@ impl ModelArgs {
     /// weights load.
     pub(super) fn load_config(&self, show_progress: bool) -> Result<LoadConfig> {
         let spec = self.spec_kind()?;
-        let verify = if self.fast_verify()? {
-            VerifyMode::Fast
-        } else {
-            VerifyMode::Exact
-        };
+        let verify = self.verify_mode()?;
         let device = Device::parse(&self.device)?;
         let type_k = ggml::Type::parse(&self.cache_type_k)
             .with_context(|| format!("--cache-type-k: unknown type {:?}", self.cache_type_k))?;
@@ -205,12 +204,13 @@ impl ModelArgs {
         }
     }
 
-    /// Whether `--verify fast` was asked for.
-    fn fast_verify(&self) -> Result<bool> {
+    /// The `--verify` mode.
+    fn verify_mode(&self) -> Result<VerifyMode> {
         match self.verify.as_str() {
-            "exact" => Ok(false),
-            "fast" => Ok(true),
-            other => bail!("--verify {other:?}: expected exact or fast"),
+            "auto" => Ok(VerifyMode::Auto),
+            "exact" => Ok(VerifyMode::Exact),
+            "fast" => Ok(VerifyMode::Fast),
+            other => bail!("--verify {other:?}: expected auto, exact or fast"),
         }
     }
 
@@ -258,7 +258,7 @@ impl ModelArgs {
                 bail!("--spec {other:?}: expected dflash, draft, ngram or none (or llama.cpp's draft-dflash, draft-simple, ngram-simple)")
             }
         };
-        self.fast_verify()?;
+        self.verify_mode()?;
         self.spec_tree_budget()?;
         if kind != SpecKind::None && self.draft_n_max == 0 {
             bail!("--spec-draft-n-max must be at least 1");

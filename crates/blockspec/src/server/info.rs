@@ -71,7 +71,7 @@ pub(super) async fn props(State(state): State<Shared>) -> ApiResult<Json<Value>>
         "model_path": state.cfg.model_path,
         "chat_template": r.template.source(),
         "modalities": {"vision": false, "audio": false},
-        "speculative": {"type": spec_name(&r.model)},
+        "speculative": {"type": spec_name(&r.model), "verify": r.model.verify.name()},
         "build_info": concat!("blockspec ", env!("CARGO_PKG_VERSION")),
     })))
 }

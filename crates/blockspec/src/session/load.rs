@@ -96,6 +96,22 @@ pub enum VerifyMode {
     /// Batch-invariant kernels: token for token the output of plain decoding with
     /// `batch_invariant`.
     Exact,
+    /// The default. On a CPU backend: plain decoding's own kernels (repacked weights unless
+    /// `batch_invariant`), and no verify batch larger than they compute exactly like one-token
+    /// steps (measured at start), so the output is token for token plain decoding's, at plain
+    /// decoding's speed. On a GPU: `Fast` (no batch-invariant kernels there yet).
+    Auto,
+}
+
+impl VerifyMode {
+    /// Its `--verify` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerifyMode::Fast => "fast",
+            VerifyMode::Exact => "exact",
+            VerifyMode::Auto => "auto",
+        }
+    }
 }
 
 /// Where drafts come from, and the drafter's settings.
@@ -223,11 +239,17 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
     let backend = Arc::new(backend_choice.open()?);
     let t0 = Instant::now();
     // `--verify exact`: batch-invariant target kernels, so a verify batch computes every row
-    // exactly as a one-token step would and the output is the same token for token.
-    let fast_verify = cfg.verify == VerifyMode::Fast;
-    let repack = match cfg.draft {
-        DraftConfig::None => !cfg.batch_invariant,
-        _ => fast_verify,
+    // exactly as a one-token step would and the output is the same token for token. `auto` on
+    // a CPU: the plain kernels, with verify batches capped where they stay exact.
+    let verify = match cfg.verify {
+        VerifyMode::Auto if backend.is_cpu() => VerifyMode::Auto,
+        VerifyMode::Auto => VerifyMode::Fast,
+        v => v,
+    };
+    let fast_verify = verify == VerifyMode::Fast;
+    let repack = match (&cfg.draft, verify) {
+        (DraftConfig::None, _) | (_, VerifyMode::Auto) => !cfg.batch_invariant,
+        (_, v) => v == VerifyMode::Fast,
     };
     let hp = crate::model::hparams_for(&gguf)?;
     // Memory plan, before anything is allocated: weights + KV cache (+ the drafter's file) must
@@ -324,6 +346,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         draft,
         draft_verify_len,
         fast_verify,
+        verify,
         fixed_verify_len: cfg.fixed_verify_len,
         spec_tree: cfg.spec_tree,
         spec_tree_auto: cfg.spec_tree_auto,

@@ -57,6 +57,8 @@ pub struct LoadedModel {
     pub draft_verify_len: usize,
     /// `--verify fast`: full verify blocks on the fastest kernels.
     pub fast_verify: bool,
+    /// The `--verify` mode in force (`auto` resolved: `auto` on a CPU, `fast` on a GPU).
+    pub verify: crate::session::load::VerifyMode,
     /// `--block-size`: a fixed verify length.
     pub fixed_verify_len: Option<usize>,
     /// `--spec-tree`: DDTree nodes per step (0: chains); with `spec_tree_auto` the largest.

@@ -168,15 +168,18 @@ pub(super) fn bench_spec(
         && replay.is_none()
         && known_plain_rate.is_none()
     {
-        bail!("speculative output differed from plain output with --verify exact: this is a bug, please report it");
+        bail!(
+            "speculative output differed from plain output with --verify {}: this is a bug, please report it",
+            l.model.verify.name()
+        );
     }
     Ok(vec![
         format!(
             "| plain{} | {} | {plain_rate:.2} | 1.00 | - | - |",
-            if l.model.fast_verify {
-                ""
-            } else {
+            if l.model.verify == crate::session::load::VerifyMode::Exact {
                 " (batch-invariant)"
+            } else {
+                ""
             },
             plain.0
         ),
