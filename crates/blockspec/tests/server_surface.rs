@@ -430,6 +430,20 @@ fn choices_echo_prompt_lists_slots_infill_templates_and_embeddings() {
         "at most",
     );
 
+    // llama.cpp's /completion: a list of prompts gives an array of results, in order.
+    let (status, arr) = s.post(
+        "/completion",
+        &json!({"prompt": [prompt, ids], "n_predict": 8, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{arr}");
+    let arr = arr.as_array().expect("an array for a list of prompts");
+    assert_eq!(arr.len(), 2);
+    for (i, r) in arr.iter().enumerate() {
+        assert_eq!(r["index"], i);
+        assert_eq!(r["content"], plain.as_str());
+    }
+    bad(&s, "/completion", json!({"prompt": "a", "n": 2}), "'n'");
+
     // --- /v1/models/{id} ---
     let (status, m) = s.get("/v1/models/org/coder-0.5b");
     assert_eq!(status, 200, "{m}");
