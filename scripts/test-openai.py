@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`blockspec serve` driven by the official `openai` Python client (as editors and agents use
-it): models, chat, streaming, tool calls round trip, reasoning_content, legacy completions,
-errors. Starts its own servers; run through scripts/test-openai.sh.
+it): models (list, retrieve), chat (n choices), streaming, tool calls round trip,
+reasoning_content, legacy completions, embeddings, errors. Starts its own servers; run through scripts/test-openai.sh.
 
 Usage: test-openai.py BLOCKSPEC_BINARY MODELS_DIR TEMPLATES_DIR
 """
@@ -133,11 +133,24 @@ def main():
                                  temperature=0)
         check(r.choices[0].text and r.usage.completion_tokens == 12, f"completions: {r}")
 
+        r = c.chat.completions.create(model=model, messages=msgs, n=2, max_tokens=4,
+                                      temperature=0)
+        check([ch.index for ch in r.choices] == [0, 1]
+              and r.choices[0].message.content == r.choices[1].message.content
+              and r.usage.completion_tokens == 8, f"n=2: {r}")
         try:
-            c.chat.completions.create(model=model, messages=msgs, n=2, max_tokens=4)
-            check(False, "n=2 refused")
+            c.chat.completions.create(model=model, messages=msgs, n=17, max_tokens=4)
+            check(False, "n=17 refused")
         except openai.BadRequestError as e:
-            check("'n'" in str(e), f"n=2 refused: {e}")
+            check("'n'" in str(e), f"n=17 refused: {e}")
+
+        m = c.models.retrieve(model)
+        check(m.id == model and m.object == "model", f"models.retrieve: {m}")
+        try:
+            c.models.retrieve("no-such-model")
+            check(False, "unknown model is 404")
+        except openai.NotFoundError:
+            check(True, "unknown model is 404")
         bad = openai.OpenAI(base_url=s.base + "/v1", api_key="wrong", max_retries=0)
         try:
             bad.chat.completions.create(model=model, messages=msgs, max_tokens=4)
@@ -148,7 +161,7 @@ def main():
         s.close()
 
     s = Server(M05, "-c", "1024", "--spec", "ngram", "--chat-template-file",
-               os.path.join(TEMPLATES, "think.jinja"))
+               os.path.join(TEMPLATES, "think.jinja"), "--embeddings", "--pooling", "last")
     c = s.client
     try:
         msgs = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -165,6 +178,17 @@ def main():
                                       extra_body={"chat_template_kwargs": {"enable_thinking": False}})
         check(getattr(r.choices[0].message, "reasoning_content", None) is None
               and r.choices[0].message.content, f"enable_thinking=false: {r}")
+
+        # The client asks for base64 and decodes it.
+        e = c.embeddings.create(model="any", input=["hello world", "stock markets fell"])
+        v0, v1 = e.data[0].embedding, e.data[1].embedding
+        norm = sum(x * x for x in v0) ** 0.5
+        cos = sum(x * y for x, y in zip(v0, v1))
+        check(len(e.data) == 2 and len(v0) == 896 and abs(norm - 1) < 1e-4 and cos < 0.99
+              and e.usage.prompt_tokens > 0, f"embeddings: {len(v0)} {norm} {cos} {e.usage}")
+        f = c.embeddings.create(model="any", input="hello world", encoding_format="float")
+        check(max(abs(a - b) for a, b in zip(f.data[0].embedding, v0)) < 1e-6,
+              "embeddings float == base64")
     finally:
         s.close()
     print("openai client: all checks passed")

@@ -481,7 +481,7 @@ fn endpoints_formats_and_errors() {
     expect_error(
         400,
         "/v1/chat/completions",
-        r#"{"messages": [{"role": "user", "content": "hi"}], "n": 3}"#,
+        r#"{"messages": [{"role": "user", "content": "hi"}], "n": 0}"#,
         "'n'",
     );
     expect_error(

@@ -49,6 +49,20 @@ pub(super) struct ServeArgs {
     /// Sampling defaults for fields a request leaves out.
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Serve GET /slots (the default; llama-server's flag).
+    #[arg(long = "slots", overrides_with = "no_slots")]
+    slots: bool,
+    /// Answer GET /slots with 501.
+    #[arg(long = "no-slots", overrides_with = "slots")]
+    no_slots: bool,
+    /// Serve /v1/embeddings and /embeddings: the target's normed last hidden states, pooled
+    /// (without it they answer 501, as llama-server's). Completions keep working.
+    #[arg(long = "embeddings", alias = "embedding")]
+    embeddings: bool,
+    /// How embeddings pool the token vectors (default: the model's pooling type; none for a
+    /// model without one, which only the native /embeddings serves).
+    #[arg(long = "pooling", value_enum)]
+    pooling: Option<crate::server::embeddings::Pooling>,
     /// Accepted for llama-server command lines: chat templates are always Jinja here.
     #[arg(long = "jinja")]
     jinja: bool,
@@ -68,7 +82,7 @@ pub(super) fn cmd_serve(a: ServeArgs) -> Result<()> {
     if a.max_connections == 0 {
         bail!("--max-connections must be at least 1");
     }
-    let _ = a.jinja;
+    let _ = (a.jinja, a.slots);
     if let Some(fa) = a.flash_attn.as_deref() {
         if !["on", "auto", "1", "true"].contains(&fa) {
             bail!("--flash-attn {fa:?}: blockspec always uses flash attention (on or auto)");
@@ -102,6 +116,9 @@ pub(super) fn cmd_serve(a: ServeArgs) -> Result<()> {
         default_max_tokens: (a.n_predict >= 0).then_some(a.n_predict as usize),
         read_timeout: std::time::Duration::from_secs(a.timeout),
         max_connections: a.max_connections,
+        slots_endpoint: !a.no_slots,
+        embeddings: a.embeddings,
+        pooling: a.pooling,
     };
     crate::server::serve(cfg, load)
 }

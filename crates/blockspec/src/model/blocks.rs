@@ -51,6 +51,9 @@ pub struct ForwardGraph {
     pub out_ids: Option<Tensor>,
     /// F32 [n_vocab, n_outputs]
     pub logits: Tensor,
+    /// F32 [n_embd, n_outputs]: the output rows' hidden states after the final norm (what the
+    /// lm_head multiplies; embeddings are read from here).
+    pub hidden: Tensor,
     /// I32 [n_outputs]: each output row's most likely token, so a greedy step on a GPU reads
     /// back a few ids instead of every logit.
     pub argmax: Tensor,
@@ -71,7 +74,7 @@ impl ForwardGraph {
         graph: Graph,
         shape: GraphShape,
         inp: Inputs,
-        (logits, argmax): (Tensor, Tensor),
+        head: Head,
         (kept, kept_tree): (
             Vec<crate::runtime::recurrent_state::KeptStates>,
             Vec<crate::runtime::recurrent_state::KeptTreeStates>,
@@ -87,8 +90,9 @@ impl ForwardGraph {
             kv_rows: inp.kv_rows,
             mask: inp.mask,
             out_ids: inp.out_ids,
-            logits,
-            argmax,
+            logits: head.logits,
+            argmax: head.argmax,
+            hidden: head.hidden,
             kept,
             tree_index: inp.tree_index,
             kept_tree,
@@ -206,16 +210,27 @@ pub(crate) fn capture_layer(
     c.build_forward_expand(gf, &cp);
 }
 
-/// The final norm, the lm_head and the argmax on the last hidden state.
+/// The outputs of a target graph's head.
+pub(crate) struct Head {
+    pub logits: Tensor,
+    pub argmax: Tensor,
+    /// The normed hidden state the logits are computed from.
+    pub hidden: Tensor,
+}
+
+/// The final norm, the lm_head and the argmax on the last hidden state. The normed hidden
+/// state is an output too (as llama.cpp's `t_embd`), for embeddings.
 pub(crate) fn output_head(
     c: &mut Context,
     gf: &Graph,
     hp: &Hparams,
     w: &Weights,
     h: &Tensor,
-) -> (Tensor, Tensor) {
+) -> Head {
     let cur = c.rms_norm(h, hp.rms_eps);
     let cur = c.mul(&cur, &w.output_norm);
+    c.set_name(&cur, "result_norm");
+    c.set_output(&cur);
     let logits = c.mul_mat(&w.output, &cur);
     c.set_name(&logits, "result_output");
     c.set_output(&logits);
@@ -223,7 +238,11 @@ pub(crate) fn output_head(
     let argmax = c.argmax(&logits);
     c.set_output(&argmax);
     c.build_forward_expand(gf, &argmax);
-    (logits, argmax)
+    Head {
+        logits,
+        argmax,
+        hidden: cur,
+    }
 }
 
 /// The forward graph of a dense model (`layers`: all attention).
@@ -267,15 +286,8 @@ pub fn build(
         }
         inp_l = out;
     }
-    let (logits, argmax) = output_head(&mut c, &gf, hp, w, &inp_l);
-    ForwardGraph::from_parts(
-        c,
-        gf,
-        shape,
-        inp,
-        (logits, argmax),
-        (Vec::new(), Vec::new()),
-    )
+    let head = output_head(&mut c, &gf, hp, w, &inp_l);
+    ForwardGraph::from_parts(c, gf, shape, inp, head, (Vec::new(), Vec::new()))
 }
 
 /// The attention geometry and constants shared by every layer of one decoder stack.

@@ -301,6 +301,6 @@ pub fn build(
         }
         h = out;
     }
-    let (logits, argmax) = output_head(&mut c, &gf, hp, w, &h);
-    ForwardGraph::from_parts(c, gf, shape, inp, (logits, argmax), (kept, kept_tree))
+    let head = output_head(&mut c, &gf, hp, w, &h);
+    ForwardGraph::from_parts(c, gf, shape, inp, head, (kept, kept_tree))
 }

@@ -504,6 +504,15 @@ impl Engine {
         Ok(ids)
     }
 
+    /// Evaluate `tokens` at positions `n_past..` (appending them to the cache) and return every
+    /// token's hidden state after the final norm (the vector the lm_head multiplies, llama.cpp's
+    /// embeddings before pooling): `tokens.len() x n_embd`, token-major.
+    pub fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut rows = Vec::with_capacity(tokens.len() * self.model.hp.n_embd);
+        self.evaluate(tokens, Outputs::All, &mut ReadBack::Hidden(&mut rows))?;
+        Ok(rows)
+    }
+
     /// Whether the last `decode` ran a freshly built graph: its time then includes building and
     /// allocating it and, on a GPU, running it uncaptured before ggml-cuda records a CUDA graph,
     /// so it says little about the steady cost of that batch size (the length policy skips it).
@@ -605,7 +614,7 @@ impl Engine {
             ids.write_i32(&ids_v);
         }
 
-        let (logits_t, argmax_t) = (g.logits.clone(), g.argmax.clone());
+        let (logits_t, argmax_t, hidden_t) = (g.logits.clone(), g.argmax.clone(), g.hidden.clone());
         let kept = g.kept.clone();
         drop(inputs);
         {
@@ -637,6 +646,16 @@ impl Engine {
                     argmax_t.read_i32_into(&mut ids, first_row);
                     out.extend(ids.iter().map(|&t| t as u32));
                 }
+                ReadBack::Hidden(out) => {
+                    let n_embd = self.model.hp.n_embd;
+                    read_f32_staged(
+                        &hidden_t,
+                        first_row * n_embd,
+                        n_outputs * n_embd,
+                        self.staging.as_mut(),
+                        out,
+                    );
+                }
             }
         }
         if self.capture.is_some() {
@@ -655,10 +674,12 @@ impl BuiltGraph for ForwardGraph {
     }
 }
 
-/// Where a decode's outputs go: full logit rows, or only each row's argmax.
+/// Where a decode's outputs go: full logit rows, only each row's argmax, or the normed hidden
+/// state rows.
 enum ReadBack<'a> {
     Logits(&'a mut Vec<f32>),
     Argmax(&'a mut Vec<u32>),
+    Hidden(&'a mut Vec<f32>),
 }
 
 /// F16 bits of 0 and -inf.

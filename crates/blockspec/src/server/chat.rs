@@ -3,12 +3,14 @@
 
 use super::chat_parse::{parse_reply, ChatDelta, ChatParser};
 use super::openai::{
-    chat_logprobs_json, finish_reason, short, timings_json, usage_json, ApiError, ApiResult,
-    Endpoint, Fields,
+    body_object, chat_logprobs_json, finish_reason, short, timings_json, usage_json, ApiError,
+    ApiResult, Endpoint, Fields,
 };
-use super::relay::{collect, event_frames, sse_data, sse_response, stream_error, submit, Envelope};
+use super::relay::{
+    collect, event_frames, runs_of, sse_data, sse_response, stream_error, submit, Envelope,
+};
 use super::slots::Event;
-use super::{gen_request, GenRequest, Ready, Shared};
+use super::{gen_request, json_body, GenRequest, Ready, Shared};
 use crate::text::chat::llama_default_kwargs;
 use axum::body::Body;
 use axum::extract::State;
@@ -197,6 +199,18 @@ fn delta_json(d: &ChatDelta) -> Value {
     }
 }
 
+/// `POST /apply-template`: the prompt a chat request renders to (messages, tools,
+/// `chat_template_kwargs`), as `{"prompt": text}`, without generating.
+pub(super) async fn apply_template(
+    State(state): State<Shared>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let r = state.ready()?;
+    let fields = body_object(json_body(body, &state.cfg).await?)?;
+    let chat = chat_request(r, &Fields(&fields))?;
+    Ok(Json(json!({ "prompt": chat.prompt_text })))
+}
+
 pub(super) async fn chat_completions(
     State(state): State<Shared>,
     body: Body,
@@ -210,56 +224,82 @@ pub(super) async fn chat_completions(
         .map_err(|e| ApiError::bad_request(format!("cannot tokenize the prompt: {e:#}")))?;
     let opens_reasoning = chat.prompt_text.trim_end().ends_with("<think>");
     let env = Envelope::new("chatcmpl", &state.cfg.model_alias);
-    let mut parser = ChatParser::new(
-        chat.parse_reasoning,
-        chat.parse_tools,
-        opens_reasoning,
-        format!("call_{}_", env.id.trim_start_matches("chatcmpl-")),
-        chat.tools,
-        chat.xml_tool_calls,
-    );
-    let (rx, guard, n_prompt) = submit(r, prompt, &p, state.cfg.default_max_tokens)?;
+    let id_prefix = env.id.trim_start_matches("chatcmpl-").to_string();
+    // One parser per choice (tool call ids stay unique across choices).
+    let mut parsers: Vec<ChatParser> = (0..p.n)
+        .map(|i| {
+            let prefix = if i == 0 {
+                format!("call_{id_prefix}_")
+            } else {
+                format!("call_{id_prefix}_{i}_")
+            };
+            ChatParser::new(
+                chat.parse_reasoning,
+                chat.parse_tools,
+                opens_reasoning,
+                prefix,
+                chat.tools.clone(),
+                chat.xml_tool_calls,
+            )
+        })
+        .collect();
+    let n_prompt = prompt.len();
+    let n = p.n;
+    let (rx, guard) = submit(r, runs_of(&prompt, &p), &p, state.cfg.default_max_tokens)?;
     let model = r.model.clone();
 
     if !p.stream {
-        let done = collect(rx).await?;
+        let done = collect(rx, n).await?;
         drop(guard);
-        let g = &done.generation;
-        let (reasoning, content, calls) = parse_reply(&mut parser, &g.text);
-        let mut message = json!({"role": "assistant", "content": content});
-        if let Some(rc) = reasoning {
-            message["reasoning_content"] = rc.into();
-        }
-        let finish = if calls.is_empty() {
-            finish_reason(g.stop)
-        } else {
-            "tool_calls"
-        };
-        if !calls.is_empty() {
-            message["tool_calls"] = calls
-                .iter()
-                .map(|c| {
-                    json!({"id": c.id, "type": "function",
-                           "function": {"name": c.name, "arguments": c.arguments}})
-                })
-                .collect();
-        }
-        let logprobs = match p.logprobs {
-            Some(_) => chat_logprobs_json(&model.tokenizer, &g.logprobs),
-            None => Value::Null,
-        };
-        let choice =
-            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish});
-        return Ok(Json(env.finished("chat.completion", choice, n_prompt, &done)).into_response());
+        let choices = done
+            .iter()
+            .map(|d| {
+                let g = &d.generation;
+                let (reasoning, content, calls) = parse_reply(&mut parsers[d.index], &g.text);
+                let mut message = json!({"role": "assistant", "content": content});
+                if let Some(rc) = reasoning {
+                    message["reasoning_content"] = rc.into();
+                }
+                let finish = if calls.is_empty() {
+                    finish_reason(g.stop)
+                } else {
+                    "tool_calls"
+                };
+                if !calls.is_empty() {
+                    message["tool_calls"] = calls
+                        .iter()
+                        .map(|c| {
+                            json!({"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments}})
+                        })
+                        .collect();
+                }
+                let logprobs = match p.logprobs {
+                    Some(_) => chat_logprobs_json(&model.tokenizer, &g.logprobs),
+                    None => Value::Null,
+                };
+                json!({"index": d.index, "message": message, "logprobs": logprobs, "finish_reason": finish})
+            })
+            .collect();
+        return Ok(Json(env.finished("chat.completion", choices, n_prompt, &done)).into_response());
     }
 
-    let chunk = move |delta: Value, finish: Option<&str>| {
+    let chunk = move |index: usize, delta: Value, finish: Option<&str>| {
         env.object(
             "chat.completion.chunk",
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+            json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]),
         )
     };
-    let first = sse_data(&chunk(json!({"role": "assistant", "content": null}), None));
+    // Every choice opens with its role.
+    let first: String = (0..n)
+        .map(|i| {
+            sse_data(&chunk(
+                i,
+                json!({"role": "assistant", "content": null}),
+                None,
+            ))
+        })
+        .collect();
     let model_for_final = model.clone();
     let include_usage = p.include_usage;
     // Log-probabilities of tokens whose text has not gone out yet ride on the next chunk.
@@ -271,44 +311,58 @@ pub(super) async fn chat_completions(
         }
         sse_data(&c)
     };
+    let mut finished = Vec::new();
     let frames = event_frames(rx, guard, move |ev| match ev {
-        Event::Logprob(lp) => {
+        Event::Logprob(_, lp) => {
             pending_lp.push(lp);
             String::new()
         }
-        Event::Text(t) => parser
-            .push(&t)
-            .iter()
-            .map(|d| with_lp(chunk(delta_json(d), None), &mut pending_lp))
-            .collect(),
+        Event::Text(i, t) => match parsers.get_mut(i) {
+            Some(parser) => parser
+                .push(&t)
+                .iter()
+                .map(|d| with_lp(chunk(i, delta_json(d), None), &mut pending_lp))
+                .collect(),
+            None => String::new(),
+        },
         Event::Done(done) => {
+            let i = done.index;
+            let Some(parser) = parsers.get_mut(i) else {
+                return String::new();
+            };
             let g = &done.generation;
             let mut s: String = parser
                 .finish()
                 .iter()
-                .map(|d| with_lp(chunk(delta_json(d), None), &mut pending_lp))
+                .map(|d| with_lp(chunk(i, delta_json(d), None), &mut pending_lp))
                 .collect();
             let finish = if parser.n_tool_calls() > 0 {
                 "tool_calls"
             } else {
                 finish_reason(g.stop)
             };
-            let mut last = chunk(json!({}), Some(finish));
+            let mut last = chunk(i, json!({}), Some(finish));
             if !pending_lp.is_empty() {
                 last["choices"][0]["logprobs"] =
                     chat_logprobs_json(&model_for_final.tokenizer, &pending_lp);
+                pending_lp.clear();
             }
             last["timings"] = timings_json(g, done.spec.as_ref());
             s.push_str(&sse_data(&last));
+            finished.push(*done);
+            if finished.len() < n {
+                return s;
+            }
             if include_usage {
-                let mut u = chunk(json!({}), None);
+                let mut u = chunk(0, json!({}), None);
                 u["choices"] = json!([]);
-                u["usage"] = usage_json(n_prompt, g);
+                u["usage"] = usage_json(n_prompt, &finished);
                 s.push_str(&sse_data(&u));
             }
             s.push_str("data: [DONE]\n\n");
             s
         }
+        Event::Embedding(_) => String::new(),
         Event::Failed(msg) => stream_error(&msg),
     });
     let first = tokio_stream::once(first);

@@ -8,6 +8,8 @@
 mod chat;
 pub mod chat_parse;
 mod completions;
+pub mod embeddings;
+pub mod infill;
 mod info;
 pub mod metrics;
 pub mod openai;
@@ -27,6 +29,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use embeddings::Pooling;
+use infill::FimTokens;
 use metrics::Metrics;
 use openai::{
     body_object, gen_params, ApiError, ApiResult, Endpoint, Fields, GenParams, RETRY_AFTER_S,
@@ -61,6 +65,12 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Connections open at once (`--max-connections`); one more is answered 503 and closed.
     pub max_connections: usize,
+    /// Serve `GET /slots` (`--slots`, the default; `--no-slots` answers 501).
+    pub slots_endpoint: bool,
+    /// Serve `/v1/embeddings` and `/embeddings` (`--embeddings`; otherwise 501).
+    pub embeddings: bool,
+    /// `--pooling` (None: the model's `{arch}.pooling_type`, else none).
+    pub pooling: Option<Pooling>,
 }
 
 /// What exists once the model is loaded.
@@ -68,6 +78,10 @@ struct Ready {
     model: Arc<LoadedModel>,
     template: ChatTemplate,
     pool: Arc<SlotPool>,
+    /// The model's fill-in-the-middle tokens (`/infill`).
+    fim: FimTokens,
+    /// How embeddings are pooled.
+    pooling: Pooling,
 }
 
 struct AppState {
@@ -201,6 +215,12 @@ fn start_loading(state: Shared, load: LoadConfig) {
         let r = (|| -> Result<Ready> {
             let model = Arc::new(crate::session::load::load(&load)?);
             let template = ChatTemplate::from_gguf(&model.gguf, state.cfg.chat_template.clone())?;
+            let pooling = match state.cfg.pooling {
+                Some(p) => p,
+                None if state.cfg.embeddings => Pooling::from_gguf(&model.gguf)?,
+                None => Pooling::None,
+            };
+            let fim = FimTokens::of(&model.gguf, &model.tokenizer);
             let pool = SlotPool::start(
                 model.clone(),
                 state.cfg.n_slots,
@@ -211,6 +231,8 @@ fn start_loading(state: Shared, load: LoadConfig) {
                 model,
                 template,
                 pool,
+                fim,
+                pooling,
             })
         })();
         match r {
@@ -232,6 +254,14 @@ fn router(state: Shared) -> Router {
         .route("/v1/health", get(info::health))
         .route("/v1/models", get(info::models))
         .route("/models", get(info::models))
+        .route("/v1/models/{*id}", get(info::model_retrieve))
+        .route("/models/{*id}", get(info::model_retrieve))
+        .route("/slots", get(info::slots))
+        .route("/apply-template", post(chat::apply_template))
+        .route("/infill", post(infill::infill))
+        .route("/v1/embeddings", post(embeddings::embeddings_openai))
+        .route("/embeddings", post(embeddings::embeddings_native))
+        .route("/embedding", post(embeddings::embeddings_native))
         .route("/props", get(info::props))
         .route("/metrics", get(info::metrics_text))
         .route("/tokenize", post(info::tokenize))
@@ -266,12 +296,17 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-/// Endpoints that answer without an API key (as llama-server's public endpoints).
+/// Endpoints that answer without an API key (as llama-server's public endpoints), and the
+/// model objects under `/v1/models/`.
 const PUBLIC_PATHS: &[&str] = &["/health", "/v1/health", "/models", "/v1/models"];
+const PUBLIC_PREFIXES: &[&str] = &["/models/", "/v1/models/"];
 
 async fn check_api_key(State(state): State<Shared>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.cfg.api_key {
-        if !PUBLIC_PATHS.contains(&req.uri().path()) {
+        let path = req.uri().path();
+        let public =
+            PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p));
+        if !public {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)

@@ -3,6 +3,7 @@
 //! Requests are read field by field from JSON (not derived), so that a field of the wrong type
 //! or out of range gets an error naming it; unknown fields are ignored, as clients send extras.
 
+use super::slots::Finished;
 use crate::decode::generate::{Generation, StopReason, TokenLogprob};
 use crate::decode::sampling::SamplingParams;
 use crate::decode::spec::SpecStats;
@@ -180,11 +181,16 @@ pub struct GenParams {
     /// Reuse the KV of the common prefix with the slot's previous prompt (llama.cpp's
     /// `cache_prompt`, default true).
     pub cache_prompt: bool,
+    /// Choices per prompt (`n`).
+    pub n: usize,
 }
 
 /// The largest token limit a request may ask for (llama.cpp's `n_predict` is an int32);
 /// anything above the context is capped at it.
 pub const MAX_TOKEN_LIMIT: i64 = i32::MAX as i64;
+
+/// Most choices a request may ask for (`n`); they run one after another on one slot.
+pub const MAX_CHOICES: usize = 16;
 
 /// Most top candidates reported per token (OpenAI allows 20).
 pub const MAX_TOP_LOGPROBS: i64 = 20;
@@ -322,13 +328,18 @@ pub fn gen_params(
         }
     };
 
-    if let Some(n) = f.i64("n")? {
-        if n != 1 {
-            return Err(ApiError::bad_request(format!(
-                "'n' must be 1 (one choice per request is supported), got {n}"
-            )));
-        }
-    }
+    // Choices per prompt (OpenAI's `n`); llama.cpp's native endpoint has one.
+    let n = match endpoint {
+        Endpoint::Native => match f.int_in("n", 1, 1) {
+            Ok(_) => 1,
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "'n' must be 1 on /completion (ask /v1/completions for several choices)",
+                ))
+            }
+        },
+        _ => f.int_in("n", 1, MAX_CHOICES as i64)?.unwrap_or(1) as usize,
+    };
 
     let stream = f.bool("stream")?.unwrap_or(false);
     let include_usage = match f.object("stream_options")? {
@@ -375,40 +386,85 @@ pub fn gen_params(
         include_usage,
         logprobs,
         cache_prompt: f.bool("cache_prompt")?.unwrap_or(true),
+        n,
     })
 }
 
-/// A prompt given as text or token ids (`/v1/completions`, `/completion`).
+/// One prompt given as text, token ids, or a mix of both (llama.cpp's "mixed" prompts).
+#[derive(Clone, Debug, PartialEq)]
 pub enum PromptInput {
     Text(String),
-    Tokens(Vec<u32>),
+    Tokens(Vec<u64>),
+    Mixed(Vec<PromptPiece>),
 }
 
-pub fn prompt_input(f: &Fields) -> ApiResult<PromptInput> {
-    let bad = |v: &Value| {
-        ApiError::bad_request(format!(
-            "'prompt' must be a string, an array of token ids or an array with one string, got {}",
-            short(v)
-        ))
+#[derive(Clone, Debug, PartialEq)]
+pub enum PromptPiece {
+    Text(String),
+    Token(u64),
+}
+
+/// Most prompts (or embeddings inputs) in one request.
+pub const MAX_PROMPTS: usize = 64;
+
+/// The prompts of field `name` (`prompt`, `input`), as OpenAI and llama-server take them: a
+/// string, an array of token ids, an array mixing strings and token ids (one prompt), or an
+/// array of those (one prompt each).
+pub fn prompt_inputs(f: &Fields, name: &str) -> ApiResult<Vec<PromptInput>> {
+    let what = "a string, an array of token ids, or an array of strings or of token id arrays";
+    let Some(v) = f.get(name) else {
+        return Err(ApiError::bad_request(format!("'{name}' is required")));
     };
-    match f.get("prompt") {
-        None => Err(ApiError::bad_request("'prompt' is required")),
-        Some(Value::String(s)) => Ok(PromptInput::Text(s.clone())),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => Ok(PromptInput::Text(
-            a[0].as_str().unwrap_or_default().to_string(),
-        )),
-        Some(v @ Value::Array(a)) => {
-            let mut ids = Vec::with_capacity(a.len());
-            for x in a {
-                match x.as_u64() {
-                    Some(t) if t <= u32::MAX as u64 => ids.push(t as u32),
-                    _ => return Err(bad(v)),
-                }
+    let one = |v: &Value| -> Option<PromptInput> {
+        match v {
+            Value::String(s) => Some(PromptInput::Text(s.clone())),
+            Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_u64) => Some(
+                PromptInput::Tokens(a.iter().filter_map(Value::as_u64).collect()),
+            ),
+            Value::Array(a)
+                if a.iter().any(Value::is_string)
+                    && a.iter().all(|x| x.is_string() || x.is_u64()) =>
+            {
+                Some(PromptInput::Mixed(
+                    a.iter()
+                        .map(|x| match x {
+                            Value::String(s) => PromptPiece::Text(s.clone()),
+                            other => PromptPiece::Token(other.as_u64().unwrap_or_default()),
+                        })
+                        .collect(),
+                ))
             }
-            Ok(PromptInput::Tokens(ids))
+            _ => None,
         }
-        Some(v) => Err(bad(v)),
+    };
+    let prompts = match v {
+        Value::Array(a) if a.is_empty() => {
+            return Err(ApiError::bad_request(format!("'{name}' is empty")))
+        }
+        // A list of prompts (strings, or arrays of tokens or of mixed pieces).
+        Value::Array(a) if a.iter().all(|x| x.is_string()) || a.iter().any(|x| x.is_array()) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, x) in a.iter().enumerate() {
+                out.push(one(x).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "'{name}[{i}]' must be a string or a non-empty array of token ids, got {}",
+                        short(x)
+                    ))
+                })?);
+            }
+            out
+        }
+        v => vec![one(v).ok_or_else(|| {
+            ApiError::bad_request(format!("'{name}' must be {what}, got {}", short(v)))
+        })?],
+    };
+    if prompts.len() > MAX_PROMPTS {
+        return Err(ApiError::bad_request(format!(
+            "'{name}' has {} prompts; at most {MAX_PROMPTS} are taken in one request",
+            prompts.len()
+        )));
     }
+    Ok(prompts)
 }
 
 /// A value for an error message, cut short.
@@ -440,12 +496,16 @@ pub fn timings_json(g: &Generation, spec: Option<&SpecStats>) -> Value {
     t
 }
 
-pub fn usage_json(prompt_n: usize, g: &Generation) -> Value {
+/// OpenAI's `usage` over a request's generations (`prompt_n`: its prompt tokens, each prompt
+/// counted once however many choices it has).
+pub fn usage_json(prompt_n: usize, done: &[Finished]) -> Value {
+    let completion: usize = done.iter().map(|f| f.generation.tokens.len()).sum();
+    let cached = done.first().map_or(0, |f| f.generation.cached_prompt_n);
     json!({
         "prompt_tokens": prompt_n,
-        "completion_tokens": g.tokens.len(),
-        "total_tokens": prompt_n + g.tokens.len(),
-        "prompt_tokens_details": {"cached_tokens": g.cached_prompt_n},
+        "completion_tokens": completion,
+        "total_tokens": prompt_n + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
     })
 }
 
@@ -538,8 +598,11 @@ mod tests {
         assert!(e.message.contains("'temperature'"), "{}", e.message);
         let e = params(json!({"stop": [1]})).unwrap_err();
         assert!(e.message.contains("'stop'"), "{}", e.message);
-        let e = params(json!({"n": 2})).unwrap_err();
-        assert!(e.message.contains("'n'"), "{}", e.message);
+        for n in [json!(0), json!(17), json!(1.5), json!("2")] {
+            let e = params(json!({ "n": n })).unwrap_err();
+            assert!(e.message.contains("'n'"), "{}", e.message);
+        }
+        assert_eq!(params(json!({"n": 16})).unwrap().n, 16);
         // Out of range, however large: the field and the range, not "must be an integer".
         for big in [json!(9223372036854775808u64), json!(1e30), json!(-2)] {
             let e = params(json!({ "max_tokens": big })).unwrap_err();
@@ -556,6 +619,47 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn prompt_shapes() {
+        let p = |v: Value| {
+            let body = json!({ "prompt": v });
+            prompt_inputs(&Fields::parse(&body).unwrap(), "prompt")
+        };
+        let text = |s: &str| PromptInput::Text(s.into());
+        assert_eq!(p(json!("a")).unwrap(), vec![text("a")]);
+        assert_eq!(p(json!(["a", "b"])).unwrap(), vec![text("a"), text("b")]);
+        assert_eq!(
+            p(json!([1, 2])).unwrap(),
+            vec![PromptInput::Tokens(vec![1, 2])]
+        );
+        assert_eq!(
+            p(json!([[1], [2, 3]])).unwrap(),
+            vec![
+                PromptInput::Tokens(vec![1]),
+                PromptInput::Tokens(vec![2, 3])
+            ]
+        );
+        assert_eq!(
+            p(json!(["a", 7])).unwrap(),
+            vec![PromptInput::Mixed(vec![
+                PromptPiece::Text("a".into()),
+                PromptPiece::Token(7)
+            ])]
+        );
+        for bad in [
+            json!([]),
+            json!([-1]),
+            json!([[]]),
+            json!(3),
+            json!([{"a": 1}]),
+        ] {
+            let e = p(bad.clone()).unwrap_err();
+            assert!(e.message.contains("'prompt"), "{bad}: {}", e.message);
+        }
+        let e = p(json!(vec!["x"; MAX_PROMPTS + 1])).unwrap_err();
+        assert!(e.message.contains("at most"), "{}", e.message);
     }
 
     #[test]

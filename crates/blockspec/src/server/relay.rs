@@ -1,7 +1,7 @@
 //! Queue a generation job and relay its events: a whole reply, or Server-Sent Events.
 
 use super::openai::{new_id, timings_json, unix_time, usage_json, ApiError, ApiResult, GenParams};
-use super::slots::{CancelOnDrop, Event, Finished, Job};
+use super::slots::{CancelOnDrop, Event, Finished, Job, Run, Work};
 use super::Ready;
 use crate::decode::generate::{GenerateOptions, Generation, StopReason, Timings};
 use axum::body::Body;
@@ -10,47 +10,41 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// Check the prompt against the slot context and queue the job. A token limit of 0 generates
-/// nothing: the reply (empty, finish_reason "length") is ready at once, without a slot, and
-/// there is no job to cancel.
+/// Check every run's prompt against the slot context and queue the runs as one job. A token
+/// limit of 0 generates nothing: the replies (empty, finish_reason "length") are ready at once,
+/// without a slot, and there is no job to cancel.
 pub(super) fn submit(
     r: &Ready,
-    prompt: Vec<u32>,
+    runs: Vec<Run>,
     p: &GenParams,
     default_max_tokens: Option<usize>,
-) -> ApiResult<(UnboundedReceiver<Event>, Option<CancelOnDrop>, usize)> {
-    let n_ctx = r.model.n_ctx;
-    if prompt.is_empty() {
-        return Err(ApiError::bad_request("the prompt is empty (no tokens)"));
+) -> ApiResult<(UnboundedReceiver<Event>, Option<CancelOnDrop>)> {
+    for run in &runs {
+        check_prompt(r, &run.prompt)?;
     }
-    if prompt.len() >= n_ctx {
-        return Err(ApiError::bad_request(format!(
-            "the prompt is {} tokens, which does not fit the context of {n_ctx} tokens per slot; shorten it or start the server with a larger -c",
-            prompt.len()
-        )));
-    }
-    let n_prompt = prompt.len();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let max_tokens = p.max_tokens.or(default_max_tokens);
     if max_tokens == Some(0) {
-        let generation = Generation {
-            tokens: Vec::new(),
-            text: String::new(),
-            stop: StopReason::Limit,
-            timings: Timings::default(),
-            logprobs: Vec::new(),
-            cached_prompt_n: 0,
-        };
-        let _ = tx.send(Event::Done(Box::new(Finished {
-            generation,
-            spec: None,
-            slot: 0,
-        })));
-        return Ok((rx, None, n_prompt));
+        for index in 0..runs.len() {
+            let generation = Generation {
+                tokens: Vec::new(),
+                text: String::new(),
+                stop: StopReason::Limit,
+                timings: Timings::default(),
+                logprobs: Vec::new(),
+                cached_prompt_n: 0,
+            };
+            let _ = tx.send(Event::Done(Box::new(Finished {
+                generation,
+                spec: None,
+                slot: 0,
+                index,
+            })));
+        }
+        return Ok((rx, None));
     }
     let job = Job::new(
-        prompt,
-        p.sampling.clone(),
+        Work::Generate(runs),
         GenerateOptions {
             max_tokens,
             ignore_eos: p.ignore_eos,
@@ -66,15 +60,67 @@ pub(super) fn submit(
         tx,
     );
     let guard = r.pool.submit(job)?;
-    Ok((rx, Some(guard), n_prompt))
+    Ok((rx, Some(guard)))
 }
 
-/// Wait for a non-streamed generation's result.
-pub(super) async fn collect(mut rx: UnboundedReceiver<Event>) -> ApiResult<Finished> {
+/// A prompt must have a token and leave room in the slot's context for one more.
+pub(super) fn check_prompt(r: &Ready, prompt: &[u32]) -> ApiResult<()> {
+    let n_ctx = r.model.n_ctx;
+    if prompt.is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty (no tokens)"));
+    }
+    if prompt.len() >= n_ctx {
+        return Err(ApiError::bad_request(format!(
+            "the prompt is {} tokens, which does not fit the context of {n_ctx} tokens per slot; shorten it or start the server with a larger -c",
+            prompt.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `n` runs of one prompt: the first with the request's seed, the others with seeds derived
+/// from it (so the choices differ, and a request with a seed gives the same choices again).
+pub(super) fn runs_of(prompt: &[u32], p: &GenParams) -> Vec<Run> {
+    (0..p.n)
+        .map(|i| {
+            let mut sampling = p.sampling.clone();
+            sampling.seed = choice_seed(sampling.seed, i);
+            Run {
+                prompt: prompt.to_vec(),
+                sampling,
+            }
+        })
+        .collect()
+}
+
+/// The seed of choice `i` (0: the request's own).
+pub(super) fn choice_seed(seed: u64, i: usize) -> u64 {
+    if i == 0 {
+        return seed;
+    }
+    // splitmix64 of the seed and the choice.
+    let mut z = seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Wait for `n` non-streamed results, in run order.
+pub(super) async fn collect(
+    mut rx: UnboundedReceiver<Event>,
+    n: usize,
+) -> ApiResult<Vec<Finished>> {
+    let mut done: Vec<Finished> = Vec::with_capacity(n);
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Text(_) | Event::Logprob(_) => {}
-            Event::Done(f) => return Ok(*f),
+            Event::Text(..) | Event::Logprob(..) | Event::Embedding(_) => {}
+            Event::Done(f) => {
+                done.push(*f);
+                if done.len() == n {
+                    done.sort_by_key(|f| f.index);
+                    return Ok(done);
+                }
+            }
             Event::Failed(msg) => {
                 return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg));
             }
@@ -158,19 +204,22 @@ impl Envelope {
         })
     }
 
-    /// A whole (non-streamed) reply: one choice, usage, llama.cpp's timings and the slot.
+    /// A whole (non-streamed) reply: its choices, usage over all of them (`n_prompt`: the
+    /// prompt tokens, each prompt counted once), llama.cpp's timings (the first choice's) and
+    /// the slot.
     pub(super) fn finished(
         &self,
         object: &str,
-        choice: Value,
+        choices: Vec<Value>,
         n_prompt: usize,
-        done: &Finished,
+        done: &[Finished],
     ) -> Value {
-        let g = &done.generation;
-        let mut v = self.object(object, json!([choice]));
-        v["usage"] = usage_json(n_prompt, g);
-        v["timings"] = timings_json(g, done.spec.as_ref());
-        v["id_slot"] = done.slot.into();
+        let mut v = self.object(object, Value::Array(choices));
+        v["usage"] = usage_json(n_prompt, done);
+        if let Some(first) = done.first() {
+            v["timings"] = timings_json(&first.generation, first.spec.as_ref());
+            v["id_slot"] = first.slot.into();
+        }
         v
     }
 }

@@ -20,10 +20,36 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// A generation request for a slot.
-pub struct Job {
+/// One generation of a job: its prompt and sampling. A request for `n` choices is `n` runs
+/// of one prompt (their seeds differ); a list of prompts gives runs for each.
+#[derive(Clone, Debug)]
+pub struct Run {
     pub prompt: Vec<u32>,
     pub sampling: SamplingParams,
+}
+
+/// What a job asks its slot to do.
+pub enum Work {
+    /// Generations, one after another on the slot (each reuses the KV of what it shares with
+    /// the one before when the job reuses prompts).
+    Generate(Vec<Run>),
+    /// The normed hidden states of every token of each input (embeddings).
+    Embed(Vec<Vec<u32>>),
+}
+
+impl Work {
+    /// The prompt the slot is chosen by (the first run's or input's).
+    fn first_prompt(&self) -> &[u32] {
+        match self {
+            Work::Generate(runs) => runs.first().map_or(&[], |r| &r.prompt),
+            Work::Embed(inputs) => inputs.first().map_or(&[], |v| v),
+        }
+    }
+}
+
+/// A request for a slot.
+pub struct Job {
+    pub work: Work,
     /// `cancel` is set by [`SlotPool::submit`].
     pub opts: GenerateOptions,
     /// Reuse the KV of the common prefix with the slot's previous prompt.
@@ -41,16 +67,14 @@ const ABANDONED: u8 = 2;
 
 impl Job {
     pub fn new(
-        prompt: Vec<u32>,
-        sampling: SamplingParams,
+        work: Work,
         opts: GenerateOptions,
         reuse_prompt: bool,
         stream_text: bool,
         events: UnboundedSender<Event>,
     ) -> Job {
         Job {
-            prompt,
-            sampling,
+            work,
             opts,
             reuse_prompt,
             stream_text,
@@ -58,20 +82,80 @@ impl Job {
             state: Arc::new(AtomicU8::new(QUEUED)),
         }
     }
+
+    /// What `/slots` shows of the job while it runs and after.
+    fn task_info(&self, id: u64) -> SlotTask {
+        let (kind, sampling, n_runs) = match &self.work {
+            Work::Generate(runs) => (
+                "completion",
+                runs.first().map(|r| r.sampling.clone()),
+                runs.len(),
+            ),
+            Work::Embed(inputs) => ("embedding", None, inputs.len()),
+        };
+        SlotTask {
+            id,
+            kind,
+            sampling,
+            max_tokens: self.opts.max_tokens,
+            n_stop: self.opts.stop.len(),
+            ignore_eos: self.opts.ignore_eos,
+            n_runs,
+            n_prompt_tokens: self.work.first_prompt().len(),
+        }
+    }
 }
 
+/// A slot's current (or last) job as `/slots` shows it: no prompt text, no stop strings.
+#[derive(Clone, Debug)]
+pub struct SlotTask {
+    pub id: u64,
+    /// "completion" or "embedding".
+    pub kind: &'static str,
+    pub sampling: Option<SamplingParams>,
+    pub max_tokens: Option<usize>,
+    pub n_stop: usize,
+    pub ignore_eos: bool,
+    /// Generations (choices) or inputs of the job.
+    pub n_runs: usize,
+    pub n_prompt_tokens: usize,
+}
+
+/// One slot as `/slots` shows it.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    pub id: usize,
+    pub is_processing: bool,
+    /// Tokens whose KV the slot's cache holds.
+    pub n_cached: usize,
+    pub task: Option<SlotTask>,
+}
+
+/// The hidden states of one embeddings input: `n_tokens x n_embd`, token-major.
+pub struct Embedded {
+    pub index: usize,
+    pub rows: Vec<f32>,
+    pub n_tokens: usize,
+}
+
+/// One run of a job, finished.
 pub struct Finished {
     pub generation: Generation,
     pub spec: Option<SpecStats>,
     pub slot: usize,
+    /// The run's place in its job.
+    pub index: usize,
 }
 
+/// What a job sends back; `usize` fields are the run's place in the job. The channel closes
+/// when the job is over.
 pub enum Event {
     /// A generated token's log-probabilities (streamed requests that asked for them), sent
     /// before the token's text.
-    Logprob(TokenLogprob),
-    Text(String),
+    Logprob(usize, TokenLogprob),
+    Text(usize, String),
     Done(Box<Finished>),
+    Embedding(Box<Embedded>),
     Failed(String),
 }
 
@@ -122,6 +206,8 @@ struct Dispatch {
     cached_prompt_len: Vec<usize>,
     /// When each slot was last given a job (a counter), for least-recently-used choice.
     last_used: Vec<u64>,
+    /// Each slot's current or last job, for `/slots`.
+    tasks: Vec<Option<SlotTask>>,
     jobs_assigned: u64,
     closed: bool,
 }
@@ -143,7 +229,7 @@ impl Dispatch {
             let prefix = |slot: usize| {
                 self.cached[slot]
                     .iter()
-                    .zip(&job.prompt)
+                    .zip(job.work.first_prompt())
                     .take_while(|(a, b)| a == b)
                     .count()
             };
@@ -161,6 +247,7 @@ impl Dispatch {
                 .expect("an idle slot exists");
             self.jobs_assigned += 1;
             self.last_used[slot] = self.jobs_assigned;
+            self.tasks[slot] = Some(job.task_info(self.jobs_assigned));
             self.idle[slot] = false;
             self.next[slot] = Some(job);
             any = true;
@@ -185,6 +272,7 @@ impl SlotPool {
                 cached: vec![Vec::new(); n_slots],
                 cached_prompt_len: vec![0; n_slots],
                 last_used: vec![0; n_slots],
+                tasks: vec![None; n_slots],
                 jobs_assigned: 0,
                 closed: false,
             }),
@@ -229,6 +317,19 @@ impl SlotPool {
 
     pub fn n_slots(&self) -> usize {
         self.n_slots
+    }
+
+    /// What each slot is doing, for `/slots`.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        let d = self.lock();
+        (0..self.n_slots)
+            .map(|id| SlotInfo {
+                id,
+                is_processing: !d.idle[id] || d.next[id].is_some(),
+                n_cached: d.cached[id].len(),
+                task: d.tasks[id].clone(),
+            })
+            .collect()
     }
 
     /// (running, waiting) jobs.
@@ -350,54 +451,23 @@ fn worker(slot: usize, model: Arc<LoadedModel>, mut session: Session, pool: Arc<
         }
         pool.running.fetch_add(1, Ordering::AcqRel);
         pool.update_metrics();
-        let events = job.events.clone();
-        let prompt_len = job.prompt.len();
-        let mut opts = job.opts.clone();
-        if job.stream_text && opts.logprobs.is_some() {
-            let tx = job.events.clone();
-            opts.on_logprob = Some(LogprobSink(Arc::new(move |lp: &TokenLogprob| {
-                let _ = tx.send(Event::Logprob(lp.clone()));
-            })));
-        }
-        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut sampler = Sampler::new(job.sampling.clone());
-            let tx = job.events.clone();
-            let on_text = |piece: &str| {
-                let gone = if job.stream_text {
-                    tx.send(Event::Text(piece.to_string())).is_err()
-                } else {
-                    tx.is_closed()
-                };
-                if gone {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            };
-            session.generate(
-                &model.tokenizer,
-                &mut sampler,
-                &job.prompt,
-                &opts,
-                job.reuse_prompt,
-                on_text,
-            )
+        let last_prompt_len = match &job.work {
+            Work::Generate(runs) => runs.last().map_or(0, |r| r.prompt.len()),
+            Work::Embed(_) => 0,
+        };
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| match &job.work {
+            Work::Generate(runs) => run_generations(slot, &model, &mut session, &pool, &job, runs),
+            Work::Embed(inputs) => run_embeddings(&mut session, &job, inputs),
         }));
         match run {
-            Ok(Ok((generation, spec))) => {
-                let cancelled = generation.stop == StopReason::Cancelled;
-                pool.metrics.record(&generation, spec.as_ref(), cancelled);
-                let _ = events.send(Event::Done(Box::new(Finished {
-                    generation,
-                    spec,
-                    slot,
-                })));
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 session.clear_cache();
-                let _ = events.send(Event::Failed(format!("{e:#}")));
+                let _ = job.events.send(Event::Failed(format!("{e:#}")));
             }
             Err(_) => {
                 tracing::error!("slot {slot}: generation panicked; the slot's session is rebuilt");
-                let _ = events.send(Event::Failed(
+                let _ = job.events.send(Event::Failed(
                     "internal error during generation (the slot was reset)".to_string(),
                 ));
                 match new_session(&model, pool.n_slots) {
@@ -412,10 +482,82 @@ fn worker(slot: usize, model: Arc<LoadedModel>, mut session: Session, pool: Arc<
                 }
             }
         }
+        drop(job);
         session.drop_prompt_graphs();
         pool.running.fetch_sub(1, Ordering::AcqRel);
         pool.in_flight.fetch_sub(1, Ordering::AcqRel);
         pool.update_metrics();
-        pool.slot_idle(slot, session.cached_tokens(), Some(prompt_len));
+        pool.slot_idle(slot, session.cached_tokens(), Some(last_prompt_len));
     }
+}
+
+/// A job's generations, one after another; each sends its text (when streaming) and then its
+/// result. Stops early when the job is cancelled.
+fn run_generations(
+    slot: usize,
+    model: &LoadedModel,
+    session: &mut Session,
+    pool: &SlotPool,
+    job: &Job,
+    runs: &[Run],
+) -> Result<()> {
+    let cancel = job.opts.cancel.clone().unwrap_or_default();
+    for (index, r) in runs.iter().enumerate() {
+        if index > 0 && cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut opts = job.opts.clone();
+        if job.stream_text && opts.logprobs.is_some() {
+            let tx = job.events.clone();
+            opts.on_logprob = Some(LogprobSink(Arc::new(move |lp: &TokenLogprob| {
+                let _ = tx.send(Event::Logprob(index, lp.clone()));
+            })));
+        }
+        let mut sampler = Sampler::new(r.sampling.clone());
+        let tx = &job.events;
+        let on_text = |piece: &str| {
+            let gone = if job.stream_text {
+                tx.send(Event::Text(index, piece.to_string())).is_err()
+            } else {
+                tx.is_closed()
+            };
+            if gone {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        };
+        let (generation, spec) = session.generate(
+            &model.tokenizer,
+            &mut sampler,
+            &r.prompt,
+            &opts,
+            job.reuse_prompt,
+            on_text,
+        )?;
+        let cancelled = generation.stop == StopReason::Cancelled;
+        pool.metrics.record(&generation, spec.as_ref(), cancelled);
+        let _ = job.events.send(Event::Done(Box::new(Finished {
+            generation,
+            spec,
+            slot,
+            index,
+        })));
+    }
+    Ok(())
+}
+
+/// A job's embeddings inputs, one after another.
+fn run_embeddings(session: &mut Session, job: &Job, inputs: &[Vec<u32>]) -> Result<()> {
+    let cancel = job.opts.cancel.clone().unwrap_or_default();
+    for (index, tokens) in inputs.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) || job.events.is_closed() {
+            break;
+        }
+        let rows = session.hidden_states(tokens)?;
+        let _ = job.events.send(Event::Embedding(Box::new(Embedded {
+            index,
+            rows,
+            n_tokens: tokens.len(),
+        })));
+    }
+    Ok(())
 }

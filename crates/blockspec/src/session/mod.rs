@@ -260,6 +260,16 @@ impl Session {
         result
     }
 
+    /// Every token's hidden state after the final norm (`tokens.len() x n_embd`, token-major;
+    /// see [`Engine::hidden_states`]), evaluated from an empty cache. The cache is empty
+    /// afterwards too: the next generation starts afresh.
+    pub fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.clear_cache();
+        let rows = self.engine.hidden_states(tokens);
+        self.clear_cache();
+        rows
+    }
+
     /// The tokens whose KV the cache holds (prompt + generated of the last generation).
     pub fn cached_tokens(&self) -> &[u32] {
         &self.cached

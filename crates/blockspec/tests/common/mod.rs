@@ -3,6 +3,7 @@
 
 pub mod hybrid;
 pub mod oracle;
+pub mod server;
 pub mod stats;
 
 use std::path::PathBuf;

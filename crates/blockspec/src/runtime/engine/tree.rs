@@ -180,7 +180,7 @@ impl Engine {
         let rows: Vec<i64> = (start..start + padded).map(|p| p as i64).collect();
         g.kv_rows.write_i64(&rows);
         g.mask.write_f16_bits(&tree.mask(start, padded, n_kv));
-        let (logits_t, argmax_t) = (g.logits.clone(), g.argmax.clone());
+        let (logits_t, argmax_t, hidden_t) = (g.logits.clone(), g.argmax.clone(), g.hidden.clone());
         drop(inputs);
         {
             let _p = profile::scope("engine.compute");
@@ -204,6 +204,10 @@ impl Engine {
                 let mut ids = vec![0i32; n];
                 argmax_t.read_i32_into(&mut ids, 0);
                 out.extend(ids.iter().map(|&t| t as u32));
+            }
+            ReadBack::Hidden(out) => {
+                let n_embd = self.model.hp.n_embd;
+                read_f32_staged(&hidden_t, 0, n * n_embd, self.staging.as_mut(), out);
             }
         }
         if self.capture.is_some() {
