@@ -204,7 +204,10 @@ fn json_schemas_gbnf_and_logit_bias_on_05b() {
         let prompt = chat(&m, question);
         let g = Grammar::JsonSchema(schema.clone());
         let (out, _) = run(&m, &prompt, greedy.clone(), Some(&g), 120);
-        eprintln!("{question} -> {:?} ({:?})", out.text, out.stop);
+        eprintln!(
+            "{question} -> {:?} ({:?}, {:.1} tok/s)",
+            out.text, out.stop, out.timings.predicted_per_second
+        );
         assert_eq!(
             out.stop,
             StopReason::Eos,
@@ -214,6 +217,10 @@ fn json_schemas_gbnf_and_logit_bias_on_05b() {
         validates(&schema, &out.text).unwrap_or_else(|e| panic!("{question}: {e}"));
         // Without the constraint the model answers in prose: the check above can fail.
         let (free, _) = run(&m, &prompt, greedy.clone(), None, 40);
+        eprintln!(
+            "  unconstrained: {:.1} tok/s",
+            free.timings.predicted_per_second
+        );
         assert!(
             validates(&schema, &free.text).is_err(),
             "unconstrained output validates too: {:?}",
@@ -370,7 +377,7 @@ fn seeded_sampling_stays_valid() {
 }
 
 #[test]
-fn bad_grammars_are_clear_errors() {
+fn bad_grammars_are_clear_errors_and_tool_calls_check() {
     let Some(m) = load_model(common::MODEL_05B, DraftConfig::None) else {
         return;
     };
@@ -389,6 +396,57 @@ fn bad_grammars_are_clear_errors() {
     for (g, want) in cases {
         let e = format!("{:#}", c.compile(&g).expect_err("must fail"));
         assert!(e.contains(want), "{g:?}: {e}");
+    }
+
+    // A tool call constrained to its tools' schemas (tool_choice "required"), checked token by
+    // token against texts (the grammar state does not move).
+    let tools = vec![
+        (
+            "get_weather".to_string(),
+            Some(json!({
+                "type": "object",
+                "properties": { "city": { "type": "string" } },
+                "required": ["city"]
+            })),
+        ),
+        ("get_time".to_string(), None),
+    ];
+    let g = Grammar::tool_call(&tools, "<tool_call>\n", "\n</tool_call>");
+    let mut k = c.compile(&g).expect("tool call grammar");
+    let eos = m.tokenizer.token_to_id("<|im_end|>").expect("im_end");
+    let toks = |s: &str| {
+        let mut t = m.tokenizer.encode(s, false, true).expect("encode");
+        t.push(eos);
+        t
+    };
+    for ok in [
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        "<tool_call>\n{\"name\":\"get_time\",\"arguments\":{}}\n</tool_call>",
+    ] {
+        let t = toks(ok);
+        assert_eq!(k.valid_prefix(&t), t.len(), "{ok}");
+    }
+    // What the grammar costs per token (a commit computes the next mask).
+    let t = toks("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>");
+    let t0 = std::time::Instant::now();
+    let mut walk = k.clone();
+    for &x in &t[..t.len() - 1] {
+        assert!(walk.allows(x));
+        walk.commit(x);
+    }
+    assert!(walk.allows(eos) && walk.error().is_none());
+    eprintln!(
+        "grammar: {:.0} us per committed token (mask included), {} tokens",
+        t0.elapsed().as_secs_f64() * 1e6 / (t.len() - 1) as f64,
+        t.len() - 1
+    );
+    for bad in [
+        "<tool_call>\n{\"name\": \"get_news\", \"arguments\": {}}\n</tool_call>",
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>",
+        "{\"name\": \"get_time\", \"arguments\": {}}",
+    ] {
+        let t = toks(bad);
+        assert!(k.valid_prefix(&t) < t.len(), "{bad}");
     }
 }
 
@@ -428,8 +486,11 @@ fn constrained_speculation_is_lossless_15b() {
     let dflash_source = std::mem::replace(&mut m.draft, DraftSource::None);
     let (plain, _) = run(&m, &prompt, SamplingParams::greedy(), Some(&g), n);
     eprintln!("plain -> {:?}", plain.text);
-    let (free, _) = run(&m, &prompt, SamplingParams::greedy(), None, n);
-    assert_ne!(free.tokens, plain.tokens, "the constraint changed nothing");
+    // The output is the schema's JSON.
+    assert!(plain.text.starts_with('{'), "{:?}", plain.text);
+    if plain.stop == StopReason::Eos {
+        validates(&schema, &plain.text).expect("the output validates");
+    }
 
     m.draft = dflash_source;
     let (chain, s) = run(&m, &prompt, SamplingParams::greedy(), Some(&g), n);
@@ -472,4 +533,71 @@ fn constrained_speculation_is_lossless_15b() {
         validates(&schema, &plain_hot.text).expect("T > 0 output validates");
     }
     drop(dflash_source);
+}
+
+/// `blockspec run` with `--json-schema`, `--grammar` and `--logit-bias`: the output follows
+/// them, and bad values are one clear line naming the flag.
+#[test]
+fn run_flags() {
+    let Some(model) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let model = model.to_string_lossy().into_owned();
+    let schema = person_schema().to_string();
+    let base = [
+        "run", "-m", &model, "-t", "2", "-c", "512", "--temp", "0", "-n", "120", "--json",
+    ];
+    let args = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let call = |extra: &[&str]| {
+        let a = args(extra);
+        common::blockspec(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, out, err) = call(&["-p", "A fictional person:", "-j", &schema]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("--json output");
+    let text = v["text"].as_str().expect("text");
+    validates(&person_schema(), text).unwrap_or_else(|e| panic!("{e}"));
+
+    let (code, out, err) = call(&[
+        "-p",
+        "Is the sky blue?",
+        "--grammar",
+        r#"root ::= "yes" | "no""#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("--json output");
+    let text = v["text"].as_str().expect("text");
+    assert!(text == "yes" || text == "no", "{text:?}");
+    let first = v["tokens"][0].as_u64().expect("token") as u32;
+    let ban = format!("{first}-inf");
+    let (code, out, err) = call(&[
+        "-p",
+        "Is the sky blue?",
+        "--grammar",
+        r#"root ::= "yes" | "no""#,
+        "--logit-bias",
+        &ban,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("--json output");
+    assert_ne!(v["tokens"][0].as_u64(), Some(first as u64), "{v}");
+
+    for (extra, want) in [
+        (vec!["--grammar", "root ::= nothing"], "--grammar"),
+        (vec!["-j", "{not json"], "--json-schema"),
+        (vec!["-j", r#"{"type": "strin"}"#], "--json-schema"),
+        (vec!["--logit-bias", "15043"], "--logit-bias"),
+        (vec!["--logit-bias", "99999999+1"], "--logit-bias"),
+    ] {
+        let mut e = extra.clone();
+        e.extend(["-p", "x"]);
+        let (code, _, err) = call(&e);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{extra:?}: {err}"
+        );
+    }
 }

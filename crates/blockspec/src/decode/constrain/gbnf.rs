@@ -401,11 +401,8 @@ impl Parser<'_> {
 
     fn write(&self, n: &Node, names: &HashMap<&str, String>, out: &mut String, top: bool) {
         match n {
-            Node::Literal(s) => {
-                let j = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-                // Lark strings are JSON strings without raw DEL.
-                out.push_str(&j.replace('\u{7f}', "\\u007f"));
-            }
+            Node::Literal(s) if s.is_empty() => out.push_str("\"\""),
+            Node::Literal(s) => out.push_str(&super::lark_string(s)),
             Node::Class { negated, ranges } => {
                 out.push_str("/[");
                 if *negated {
@@ -514,8 +511,12 @@ name ::= [A-Za-z_] [^"\\]? .
         assert!(e.contains("no `root` rule"), "{e}");
         let e = gbnf_to_lark("root ::= \"a\n").unwrap_err();
         assert!(e.contains("unterminated string"), "{e}");
-        let e = gbnf_to_lark("root ::= [a-\n").unwrap_err();
-        assert!(e.contains("character class"), "{e}");
+        for g in ["root ::= [a-", "root ::= [ab"] {
+            let e = gbnf_to_lark(g).unwrap_err();
+            assert!(e.contains("unterminated character class"), "{e}");
+        }
+        let e = gbnf_to_lark("root ::= [z-a]\n").unwrap_err();
+        assert!(e.contains("empty range"), "{e}");
         let e = gbnf_to_lark("root = \"a\"\n").unwrap_err();
         assert!(e.contains("expected ::="), "{e}");
         let e = gbnf_to_lark("root ::= \"a\"{3,1}\n").unwrap_err();

@@ -56,15 +56,71 @@ impl Grammar {
     }
 
     /// The JSON schema of a tool call's arguments object, as an OpenAI tool's `parameters`
-    /// gives it (`tool_choice` required or named): a missing or empty schema is any object.
+    /// gives it: a missing or empty schema is any object.
     pub fn tool_arguments(parameters: Option<&serde_json::Value>) -> Grammar {
-        match parameters {
-            Some(p) if p.as_object().is_some_and(|o| !o.is_empty()) => {
-                Grammar::JsonSchema(p.clone())
-            }
-            _ => Grammar::JsonObject,
-        }
+        Grammar::JsonSchema(arguments_schema(parameters))
     }
+
+    /// One tool call constrained to the tools' parameter schemas (`tool_choice` "required":
+    /// all the request's tools; a named function: that one): `open`, then a JSON object
+    /// `{"name": <one of the names>, "arguments": <that tool's parameters>}`, then `close`.
+    /// Qwen2.5 / Hermes models wrap it as `("<tool_call>\n", "\n</tool_call>")`. `tools`:
+    /// (name, the tool's `parameters` schema). At least one tool.
+    pub fn tool_call(
+        tools: &[(String, Option<serde_json::Value>)],
+        open: &str,
+        close: &str,
+    ) -> Grammar {
+        let calls: Vec<serde_json::Value> = tools
+            .iter()
+            .map(|(name, params)| {
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {
+                        "name": { "const": name },
+                        "arguments": arguments_schema(params.as_ref()),
+                    },
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false
+                })
+            })
+            .collect();
+        let schema = serde_json::json!({
+            "anyOf": calls,
+            "x-guidance": { "whitespace_pattern": JSON_WHITESPACE }
+        });
+        let mut lark = String::from("start:");
+        for part in [
+            lark_string(open),
+            format!("%json {schema}"),
+            lark_string(close),
+        ] {
+            if !part.is_empty() {
+                lark.push(' ');
+                lark.push_str(&part);
+            }
+        }
+        lark.push('\n');
+        Grammar::Lark(lark)
+    }
+}
+
+/// A tool's `parameters` as the schema of its arguments (any object when missing or empty).
+fn arguments_schema(parameters: Option<&serde_json::Value>) -> serde_json::Value {
+    match parameters {
+        Some(p) if p.as_object().is_some_and(|o| !o.is_empty()) => p.clone(),
+        _ => serde_json::json!({ "type": "object" }),
+    }
+}
+
+/// `s` as a Lark string literal (a JSON string without raw DEL); empty for an empty `s`.
+pub(crate) fn lark_string(s: &str) -> String {
+    if s.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(s)
+        .unwrap_or_default()
+        .replace('\u{7f}', "\\u007f")
 }
 
 /// Whitespace allowed between JSON tokens: JSON's blanks, at most 20 at a time (an unbounded
