@@ -62,8 +62,9 @@ struct Parser<'a> {
     refs: Vec<(String, usize)>,
 }
 
+/// A rule name character: llama.cpp's (letters, digits, `-`) and `_` (vLLM's grammars use it).
 fn is_word_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-'
+    c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
 }
 
 impl Parser<'_> {
@@ -498,6 +499,8 @@ name ::= [A-Za-z_] [^"\\]? .
         let l = gbnf_to_lark(g).unwrap();
         assert!(l.contains("root: \"a\" \"b\" | \"c\"\n"), "{l}");
         assert!(l.contains("x: \"d\"\n"), "{l}");
+        let l = gbnf_to_lark("root ::= select_stmt\nselect_stmt ::= \"SELECT\"\n").unwrap();
+        assert!(l.contains("root: select_stmt\n"), "{l}");
     }
 
     #[test]
