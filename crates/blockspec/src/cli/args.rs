@@ -298,6 +298,38 @@ pub(super) struct SamplingArgs {
     presence_penalty: f32,
     #[arg(long = "frequency-penalty", default_value_t = 0.0)]
     frequency_penalty: f32,
+    /// Add BIAS to a token's logit, as llama.cpp spells it: TOKEN_ID+BIAS or TOKEN_ID-BIAS
+    /// (`15043+1`, `15043-0.5`; `15043-inf` bans the token). Repeatable.
+    #[arg(short = 'l', long = "logit-bias", allow_hyphen_values = true)]
+    logit_bias: Vec<String>,
+}
+
+/// One `--logit-bias` value: `TOKEN_ID+BIAS` or `TOKEN_ID-BIAS` (llama.cpp's spelling).
+pub(super) fn parse_logit_bias(s: &str) -> Result<(u32, f32)> {
+    let bad = |why: &str| {
+        anyhow::anyhow!("--logit-bias {s:?}: {why} (expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1 or 15043-inf)")
+    };
+    let t = s.trim();
+    let split = t
+        .find(['+', '-'])
+        .ok_or_else(|| bad("no + or - between the token id and the bias"))?;
+    let (id, rest) = t.split_at(split);
+    let id: u32 = id
+        .trim()
+        .parse()
+        .map_err(|_| bad("the token id is not a non-negative integer"))?;
+    let value: f32 = rest[1..]
+        .trim()
+        .parse()
+        .map_err(|_| bad("the bias is not a number"))?;
+    if rest[1..].trim().starts_with(['+', '-']) {
+        return Err(bad("the bias has two signs"));
+    }
+    let bias = if rest.starts_with('-') { -value } else { value };
+    if !(bias.is_finite() || bias == f32::NEG_INFINITY) {
+        return Err(bad("the bias must be a finite number or -inf"));
+    }
+    Ok((id, bias))
 }
 
 impl SamplingArgs {
@@ -319,8 +351,41 @@ impl SamplingArgs {
             repeat_last_n: self.repeat_last_n,
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
+            logit_bias: self
+                .logit_bias
+                .iter()
+                .map(|b| parse_logit_bias(b))
+                .collect::<Result<_>>()?,
         };
         p.validate().map_err(anyhow::Error::msg)?;
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_logit_bias;
+
+    #[test]
+    fn logit_bias_spellings() {
+        assert_eq!(parse_logit_bias("15043+1").unwrap(), (15043, 1.0));
+        assert_eq!(parse_logit_bias("15043-0.5").unwrap(), (15043, -0.5));
+        assert_eq!(
+            parse_logit_bias("15043-inf").unwrap(),
+            (15043, f32::NEG_INFINITY)
+        );
+        for bad in [
+            "15043",
+            "x+1",
+            "15043+",
+            "15043+inf",
+            "15043+nan",
+            "-1+2",
+            "15043+-1",
+            "",
+        ] {
+            let e = parse_logit_bias(bad).unwrap_err().to_string();
+            assert!(e.contains("--logit-bias"), "{bad}: {e}");
+        }
     }
 }

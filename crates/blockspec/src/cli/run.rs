@@ -2,6 +2,7 @@
 
 use super::args::{ModelArgs, SamplingArgs};
 use super::read_text;
+use crate::decode::constrain::{gbnf, Grammar};
 use crate::decode::generate::{GenerateOptions, Generation, StopReason};
 use crate::decode::sampling::Sampler;
 use crate::session::load::load;
@@ -46,6 +47,44 @@ pub(super) struct RunArgs {
     /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Constrain the output to a llama.cpp GBNF grammar (from its `root` rule).
+    #[arg(long = "grammar", conflicts_with_all = ["grammar_file", "json_schema", "json_schema_file"])]
+    grammar: Option<String>,
+    /// Read the GBNF grammar from a file.
+    #[arg(long = "grammar-file", conflicts_with_all = ["json_schema", "json_schema_file"])]
+    grammar_file: Option<PathBuf>,
+    /// Constrain the output to JSON that validates against this JSON Schema (`{}`: any JSON).
+    #[arg(short = 'j', long = "json-schema", conflicts_with = "json_schema_file")]
+    json_schema: Option<String>,
+    /// Read the JSON Schema from a file.
+    #[arg(long = "json-schema-file")]
+    json_schema_file: Option<PathBuf>,
+}
+
+/// The grammar the flags ask for, read and checked (as far as can be without the vocabulary);
+/// the error names the flag.
+fn grammar_from_args(a: &RunArgs) -> Result<Option<(Grammar, &'static str)>> {
+    let gbnf = |text: String, flag: &'static str| -> Result<Option<(Grammar, &'static str)>> {
+        gbnf::gbnf_to_lark(&text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        Ok(Some((Grammar::Gbnf(text), flag)))
+    };
+    let schema = |text: &str, flag: &'static str| -> Result<Option<(Grammar, &'static str)>> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .with_context(|| format!("{flag}: the schema is not valid JSON"))?;
+        Ok(Some((Grammar::JsonSchema(v), flag)))
+    };
+    match (
+        &a.grammar,
+        &a.grammar_file,
+        &a.json_schema,
+        &a.json_schema_file,
+    ) {
+        (Some(g), ..) => gbnf(g.clone(), "--grammar"),
+        (_, Some(f), ..) => gbnf(read_text(f, "--grammar-file")?, "--grammar-file"),
+        (_, _, Some(s), _) => schema(s, "--json-schema"),
+        (_, _, _, Some(f)) => schema(&read_text(f, "--json-schema-file")?, "--json-schema-file"),
+        _ => Ok(None),
+    }
 }
 
 /// `blockspec run`: check the inputs, load, generate.
@@ -77,6 +116,7 @@ pub(super) fn cmd_run(a: RunArgs) -> Result<()> {
     if raw_prompt.is_none() && chat_messages.is_none() {
         bail!("no prompt: give -p PROMPT, -f FILE or --chat-file MESSAGES.json");
     }
+    let grammar = grammar_from_args(&a)?;
 
     let m = load(&a.model.load_config(!a.json)?)?;
     let (mut session, _) = m.first_session()?;
@@ -89,12 +129,20 @@ pub(super) fn cmd_run(a: RunArgs) -> Result<()> {
         None => raw_prompt.unwrap_or_default(),
     };
     let prompt = m.tokenizer.encode(&prompt_text, true, true)?;
+    params
+        .check_vocab(m.model.hp.n_vocab)
+        .map_err(|e| anyhow::anyhow!("--logit-bias: {e}"))?;
+    let constraint = match &grammar {
+        Some((g, flag)) => Some(m.grammars()?.compile(g).context(*flag)?),
+        None => None,
+    };
     let mut sampler = Sampler::new(params);
     let opts = GenerateOptions {
         max_tokens,
         ignore_eos: a.ignore_eos,
         stop: a.stop.clone(),
         stop_tokens: vec![],
+        constraint,
         ..Default::default()
     };
     let mut stdout = std::io::stdout().lock();

@@ -1,6 +1,7 @@
 //! Plain autoregressive generation: prefill the prompt, then sample and decode one token at a
 //! time until a stop condition. Shared by the CLI and (later) the server.
 
+use crate::decode::constrain::Constraint;
 use crate::decode::sampling::Sampler;
 use crate::runtime::engine::{Engine, Logits, Outputs};
 use crate::text::tokenizer::{StreamDecoder, Tokenizer};
@@ -30,6 +31,10 @@ pub struct GenerateOptions {
     /// The engine's first `reuse_kv` positions already hold the prompt's first `reuse_kv`
     /// tokens (a prompt cache hit); only the rest is evaluated. 0: the cache is reset.
     pub reuse_kv: usize,
+    /// The grammar the output must follow (from `GrammarCompiler::compile`), in its start
+    /// state; `None`: unconstrained. The generation works on a copy. Generation ends at an
+    /// end-of-generation token once the grammar is complete (also with `ignore_eos`).
+    pub constraint: Option<Constraint>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -193,7 +198,9 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
         {
             return Some(StopReason::Cancelled);
         }
-        if (self.tok.is_eog(t) && !self.opts.ignore_eos) || self.opts.stop_tokens.contains(&t) {
+        // A constrained output ends where its grammar lets it (an end-of-generation token).
+        let eog_stops = !self.opts.ignore_eos || self.opts.constraint.is_some();
+        if (self.tok.is_eog(t) && eog_stops) || self.opts.stop_tokens.contains(&t) {
             return Some(StopReason::Eos);
         }
         self.text.push_str(&self.stream.push(self.tok, t));
@@ -222,6 +229,29 @@ impl<'a, F: FnMut(&str)> Output<'a, F> {
             (self.on_text)(&self.text[self.emitted..]);
         }
         (self.tokens, self.text)
+    }
+}
+
+/// Check what a generation's sampler is asked for against the engine (logit bias ids in the
+/// vocabulary) and install the options' grammar constraint in it (or none).
+pub fn prepare_sampler(
+    engine: &Engine,
+    sampler: &mut Sampler,
+    opts: &GenerateOptions,
+) -> Result<()> {
+    sampler
+        .params
+        .check_vocab(engine.n_vocab())
+        .map_err(anyhow::Error::msg)?;
+    sampler.set_constraint(opts.constraint.clone());
+    Ok(())
+}
+
+/// Fail when the grammar engine failed (the output can no longer be constrained).
+pub fn check_constraint(sampler: &Sampler) -> Result<()> {
+    match sampler.constraint_error() {
+        Some(e) => bail!("constrained decoding failed: {e}"),
+        None => Ok(()),
     }
 }
 
@@ -276,6 +306,7 @@ pub fn generate(
     opts: &GenerateOptions,
     on_text: impl FnMut(&str),
 ) -> Result<Generation> {
+    prepare_sampler(engine, sampler, opts)?;
     let mut timings = Timings::default();
     let mut logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
@@ -288,6 +319,7 @@ pub fn generate(
     let stop = loop {
         let t = next;
         sampler.accept(t);
+        check_constraint(sampler)?;
         out.note_logprobs(logits.last(), t);
         if let Some(stop) = out.push(t) {
             break stop;

@@ -1,6 +1,8 @@
-//! Token sampling: penalties, then greedy (temperature <= 0) or top-k -> top-p -> min-p ->
-//! temperature -> a seeded random draw, in llama.cpp's default order.
+//! Token sampling: logit biases, penalties, the grammar's mask (a [`Constraint`]), then greedy
+//! (temperature <= 0) or top-k -> top-p -> min-p -> temperature -> a seeded random draw, in
+//! llama.cpp's default order.
 
+use crate::decode::constrain::Constraint;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -22,6 +24,11 @@ pub struct SamplingParams {
     pub repeat_last_n: i32,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
+    /// Added to the logits of these tokens before anything else (OpenAI / llama.cpp
+    /// `logit_bias`); `-inf` bans a token. Ids must be in the vocabulary and values finite or
+    /// `-inf` ([`validate`](Self::validate), [`check_vocab`](Self::check_vocab)). A token listed
+    /// twice gets both.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -37,6 +44,7 @@ impl Default for SamplingParams {
             repeat_last_n: 64,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -87,7 +95,24 @@ impl SamplingParams {
                 self.repeat_last_n
             ));
         }
+        for &(t, b) in &self.logit_bias {
+            if !(b.is_finite() || b == f32::NEG_INFINITY) {
+                return Err(format!(
+                    "logit_bias for token {t} must be a finite number or -inf, got {b}"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Check the token ids of `logit_bias` against a vocabulary of `n_vocab` tokens.
+    pub fn check_vocab(&self, n_vocab: usize) -> Result<(), String> {
+        match self.logit_bias.iter().find(|b| b.0 as usize >= n_vocab) {
+            Some(&(t, _)) => Err(format!(
+                "logit_bias: token id {t} is out of range (the vocabulary has {n_vocab} tokens)"
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -96,6 +121,8 @@ pub struct Sampler {
     pub params: SamplingParams,
     rng: ChaCha8Rng,
     history: Vec<u32>,
+    /// The grammar the output follows, advanced over every accepted token.
+    constraint: Option<Constraint>,
 }
 
 /// The candidates left after truncation and their probabilities (sum 1), for sampling and for
@@ -155,19 +182,53 @@ impl Sampler {
             params,
             rng,
             history: Vec::new(),
+            constraint: None,
         }
     }
 
-    /// Whether every choice is the plain argmax of the raw logits (greedy, no penalties), so an
-    /// argmax computed on the backend can stand in for [`sample`](Self::sample).
-    pub fn is_plain_argmax(&self) -> bool {
-        self.params.is_greedy() && !self.params.has_penalties()
+    /// Constrain every choice from now on to `c`'s grammar (`None`: unconstrained). The
+    /// generation functions install `GenerateOptions::constraint` here.
+    pub fn set_constraint(&mut self, c: Option<Constraint>) {
+        self.constraint = c;
     }
 
-    /// Record tokens the penalties should see (prompt and generated).
+    /// The grammar state, when constrained.
+    pub fn constraint(&self) -> Option<&Constraint> {
+        self.constraint.as_ref()
+    }
+
+    /// What went wrong in the grammar engine, if anything did: the generation must stop.
+    pub fn constraint_error(&self) -> Option<&str> {
+        self.constraint.as_ref().and_then(|c| c.error())
+    }
+
+    /// How many of `drafts` the grammar allows in order after the accepted tokens (all of them
+    /// when unconstrained); the state does not change.
+    pub fn valid_draft_prefix(&mut self, drafts: &[u32]) -> usize {
+        match &mut self.constraint {
+            Some(c) => c.valid_prefix(drafts),
+            None => drafts.len(),
+        }
+    }
+
+    /// Whether every choice is the plain argmax of the raw logits (greedy, no penalties, no
+    /// biases, no grammar), so an argmax computed on the backend can stand in for
+    /// [`sample`](Self::sample).
+    pub fn is_plain_argmax(&self) -> bool {
+        self.params.is_greedy()
+            && !self.params.has_penalties()
+            && self.params.logit_bias.is_empty()
+            && self.constraint.is_none()
+    }
+
+    /// Record a generated token: the penalties see it, the grammar advances over it.
     pub fn accept(&mut self, tok: u32) {
         self.history.push(tok);
+        if let Some(c) = &mut self.constraint {
+            c.commit(tok);
+        }
     }
+    /// Record prompt tokens the penalties should see (the grammar covers the output only).
     pub fn accept_all(&mut self, toks: &[u32]) {
         self.history.extend_from_slice(toks);
     }
@@ -175,6 +236,17 @@ impl Sampler {
     pub fn forget(&mut self, n: usize) {
         let keep = self.history.len().saturating_sub(n);
         self.history.truncate(keep);
+        if let Some(c) = &mut self.constraint {
+            c.rollback(n);
+        }
+    }
+
+    fn apply_logit_bias(&self, logits: &mut [f32]) {
+        for &(t, b) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
     }
 
     fn apply_penalties(&self, logits: &mut [f32]) {
@@ -204,11 +276,15 @@ impl Sampler {
         }
     }
 
-    /// The distribution the next token is drawn from (after penalties and truncation).
-    /// Greedy gives the argmax with probability 1.
+    /// The distribution the next token is drawn from (after biases, penalties, the grammar's
+    /// mask and truncation). Greedy gives the argmax with probability 1.
     pub fn distribution(&self, logits: &[f32]) -> Distribution {
         let mut l = logits.to_vec();
+        self.apply_logit_bias(&mut l);
         self.apply_penalties(&mut l);
+        if let Some(c) = &self.constraint {
+            c.apply(&mut l);
+        }
         let p = &self.params;
         if p.is_greedy() {
             return Distribution {
@@ -224,6 +300,10 @@ impl Sampler {
     /// [`distribution`](Self::distribution) applies them after the penalties. Not greedy.
     fn truncate_and_soften(&self, mut cand: Vec<(u32, f32)>) -> Distribution {
         let p = &self.params;
+        // Banned tokens (a -inf bias, the grammar's mask) are never drawn.
+        if cand.iter().any(|c| c.1 > f32::NEG_INFINITY) {
+            cand.retain(|c| c.1 > f32::NEG_INFINITY);
+        }
         // top-k (sorted descending; stable so equal logits keep id order)
         cand.sort_by(|a, b| b.1.total_cmp(&a.1));
         if p.top_k > 0 {

@@ -54,6 +54,7 @@ pub(super) fn submit(
             logprobs: p.logprobs,
             on_logprob: None,
             reuse_kv: 0,
+            constraint: None,
         },
         p.cache_prompt,
         p.stream,

@@ -354,6 +354,7 @@ pub fn load(cfg: &LoadConfig) -> Result<LoadedModel> {
         backend_choice,
         planned_bytes: plan.total(),
         device_free_at_start,
+        grammar_compiler: Default::default(),
     })
 }
 

@@ -73,9 +73,21 @@ pub struct LoadedModel {
     pub planned_bytes: usize,
     /// Free device memory before loading (GPU backends only).
     pub device_free_at_start: Option<usize>,
+    /// The grammar compiler over `tokenizer`, built on first use ([`LoadedModel::grammars`]).
+    pub grammar_compiler: std::sync::OnceLock<crate::decode::constrain::GrammarCompiler>,
 }
 
 impl LoadedModel {
+    /// The grammar compiler for this model's vocabulary (built on the first call, then shared):
+    /// `m.grammars()?.compile(&grammar)?` gives a request's `GenerateOptions::constraint`.
+    pub fn grammars(&self) -> Result<&crate::decode::constrain::GrammarCompiler> {
+        if let Some(c) = self.grammar_compiler.get() {
+            return Ok(c);
+        }
+        let c = crate::decode::constrain::GrammarCompiler::new(&self.tokenizer)?;
+        Ok(self.grammar_compiler.get_or_init(|| c))
+    }
+
     /// Opens another backend like `backend`: concurrent sessions each compute on their own
     /// (a ggml CPU backend's work buffer is not shared safely between threads).
     pub fn open_backend(&self) -> Result<ggml::Backend> {

@@ -21,7 +21,10 @@ pub use replay::ReplayAcceptance;
 pub use stats::SpecStats;
 
 use crate::decode::draft::{Drafter, Features};
-use crate::decode::generate::{prefill, GenerateOptions, Generation, Output, StopReason, Timings};
+use crate::decode::generate::{
+    check_constraint, prefill, prepare_sampler, GenerateOptions, Generation, Output, StopReason,
+    Timings,
+};
 use crate::decode::sampling::Sampler;
 use crate::runtime::engine::{Engine, Logits};
 use crate::runtime::profile;
@@ -98,6 +101,7 @@ pub fn generate_speculative(
     } = parts;
     let max_len = max_verify_len(engine, drafter, spec)?;
     let tree_rows = tree_rows(engine, spec)?;
+    prepare_sampler(engine, sampler, opts)?;
     let mut timings = Timings::default();
     let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
@@ -280,7 +284,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
     /// The first token from the prompt's logits, then steps of draft -> verify -> accept ->
     /// commit until a stop.
     fn run(&mut self, prompt_logits: &Logits) -> Result<StopReason> {
-        let mut last = self.first_token(prompt_logits);
+        let mut last = self.first_token(prompt_logits)?;
         if let Some(stop) = self.out.push(last) {
             return Ok(stop);
         }
@@ -294,6 +298,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
             let batch = self.draft(last, n)?;
             let verdict = self.verify(&batch)?;
             let accepted = self.accept(&verdict, &batch);
+            check_constraint(self.sampler)?;
             self.commit(start, &accepted)?;
             last = accepted.bonus;
             if let Some(stop) = self.emit(accepted) {
@@ -303,13 +308,14 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
     }
 
     /// Draw the first token from the prompt's logits.
-    fn first_token(&mut self, logits: &Logits) -> u32 {
+    fn first_token(&mut self, logits: &Logits) -> Result<u32> {
         let ts = Instant::now();
         let t = self.sampler.sample(logits.last());
         self.sampler.accept(t);
+        check_constraint(self.sampler)?;
         self.out.note_logprobs(logits.last(), t);
         self.rec.sampled(ms_since(ts));
-        t
+        Ok(t)
     }
 
     /// How many tokens to verify this step (1: a plain step); `None` when the context is full.
@@ -379,6 +385,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         // vocabulary); verify what is usable.
         drafts.truncate(n - 1);
         self.cut_at_foreign_id(&mut drafts);
+        self.cut_at_grammar(&mut drafts);
         self.verifier.proposals.truncate(drafts.len());
         batch.extend_from_slice(&drafts);
         Ok(batch)
@@ -476,6 +483,22 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
                 );
             }
             drafts.truncate(i);
+        }
+    }
+
+    /// Cut matched drafts at the first one the grammar forbids after the committed tokens and
+    /// the drafts before it: the target's masked choice could never equal it. (Drafts drawn
+    /// for rejection sampling are kept: the acceptance test rejects them, and cutting on what
+    /// was drawn would bias the output. Tree nodes are not pruned either: the walk masks the
+    /// target's choice at every node with the grammar state of its path.)
+    fn cut_at_grammar(&mut self, drafts: &mut Vec<u32>) {
+        if self.sampler.constraint().is_none() || !self.verifier.proposals.is_empty() {
+            return;
+        }
+        let ok = self.sampler.valid_draft_prefix(drafts);
+        if ok < drafts.len() {
+            tracing::trace!("grammar: {} of {} drafts allowed", ok, drafts.len());
+            drafts.truncate(ok);
         }
     }
 
