@@ -28,6 +28,7 @@ fn load_model(name: &str, draft: DraftConfig) -> Option<LoadedModel> {
         draft,
         fixed_verify_len: None,
         spec_tree: 0,
+        spec_tree_auto: false,
         accept_rule: Default::default(),
         verify: VerifyMode::Exact,
         // Plain decoding on the same kernels as the verify: token for token comparable.
