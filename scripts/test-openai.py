@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`blockspec serve` driven by the official `openai` Python client (as editors and agents use
 it): models (list, retrieve), chat (n choices), streaming, tool calls round trip,
-reasoning_content, legacy completions, embeddings, errors. Starts its own servers; run through scripts/test-openai.sh.
+reasoning_content, legacy completions, embeddings, constrained output (response_format, the
+SDK's parse helper), logit_bias, errors. Starts its own servers; run through scripts/test-openai.sh.
 
 Usage: test-openai.py BLOCKSPEC_BINARY MODELS_DIR TEMPLATES_DIR
 """
@@ -14,6 +15,7 @@ import time
 import urllib.request
 
 import openai
+import pydantic
 
 BIN, MODELS, TEMPLATES = sys.argv[1], sys.argv[2], sys.argv[3]
 M05 = os.path.join(MODELS, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
@@ -55,6 +57,19 @@ class Server:
     def close(self):
         self.proc.kill()
         self.proc.wait()
+
+
+def tokenize(s, text):
+    req = urllib.request.Request(s.base + "/tokenize", data=json.dumps({"content": text}).encode(),
+                                 headers={"Authorization": "Bearer " + KEY,
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["tokens"]
+
+
+class Point(pydantic.BaseModel):
+    x: int
+    y: int
 
 
 def check(cond, what):
@@ -144,6 +159,57 @@ def main():
         except openai.BadRequestError as e:
             check("'n'" in str(e), f"n=17 refused: {e}")
 
+        # Constrained output: a JSON Schema through response_format; the content parses and
+        # has the schema's fields.
+        schema = {"type": "object", "additionalProperties": False,
+                  "properties": {"name": {"type": "string", "maxLength": 20},
+                                 "languages": {"type": "array", "minItems": 2, "maxItems": 3,
+                                               "items": {"type": "string", "maxLength": 12}}},
+                  "required": ["name", "languages"]}
+        who = [{"role": "user", "content": "Introduce a fictional programmer."}]
+        r = c.chat.completions.create(
+            model=model, messages=who, max_tokens=80, temperature=0,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "programmer", "strict": True, "schema": schema}})
+        v = json.loads(r.choices[0].message.content)
+        check(set(v) == {"name", "languages"} and isinstance(v["name"], str)
+              and 2 <= len(v["languages"]) <= 3
+              and all(isinstance(x, str) for x in v["languages"]),
+              f"response_format json_schema: {r}")
+        # The SDK's parse helper: a pydantic model as a strict schema, parsed back.
+        p = c.chat.completions.parse(
+            model=model, messages=[{"role": "user", "content": "Give me a point on the plane."}],
+            max_tokens=40, temperature=0, response_format=Point)
+        check(isinstance(p.choices[0].message.parsed, Point), f"chat.completions.parse: {p}")
+        r = c.chat.completions.create(model=model, messages=who, max_tokens=60, temperature=0,
+                                      response_format={"type": "json_object"})
+        check(r.choices[0].message.content.lstrip().startswith("{"),
+              f"response_format json_object: {r}")
+        try:
+            c.chat.completions.create(
+                model=model, messages=who, max_tokens=4,
+                response_format={"type": "json_schema", "json_schema": {
+                    "name": "x", "schema": {"type": "object", "properties": {"a": {"$ref": "#/x"}}}}})
+            check(False, "bad schema refused")
+        except openai.BadRequestError as e:
+            check("'response_format'" in str(e), f"bad schema refused: {e}")
+
+        # logit_bias: banning the first token of the reply changes it.
+        hello = [{"role": "user", "content": "Say hello."}]
+        r0 = c.chat.completions.create(model=model, messages=hello, max_tokens=6, temperature=0)
+        first = tokenize(s, r0.choices[0].message.content)[0]
+        r1 = c.chat.completions.create(model=model, messages=hello, max_tokens=6, temperature=0,
+                                       logit_bias={str(first): -100})
+        check(r1.choices[0].message.content != r0.choices[0].message.content
+              and tokenize(s, r1.choices[0].message.content)[0] != first,
+              f"logit_bias: {r0.choices[0].message.content!r} -> {r1.choices[0].message.content!r}")
+        try:
+            c.chat.completions.create(model=model, messages=hello, max_tokens=4,
+                                      logit_bias={"99999999": 1})
+            check(False, "logit_bias out of range refused")
+        except openai.BadRequestError as e:
+            check("'logit_bias'" in str(e), f"logit_bias out of range refused: {e}")
+
         m = c.models.retrieve(model)
         check(m.id == model and m.object == "model", f"models.retrieve: {m}")
         try:
@@ -178,6 +244,17 @@ def main():
                                       extra_body={"chat_template_kwargs": {"enable_thinking": False}})
         check(getattr(r.choices[0].message, "reasoning_content", None) is None
               and r.choices[0].message.content, f"enable_thinking=false: {r}")
+
+        # A constrained reply where the template opened the reasoning block is content.
+        r = c.chat.completions.create(model="any", messages=msgs, max_tokens=16, temperature=0,
+                                      response_format={"type": "json_schema", "json_schema": {
+                                          "name": "sum", "schema": {
+                                              "type": "object", "required": ["sum"],
+                                              "properties": {"sum": {"type": "integer"}}}}},
+                                      extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+        check(getattr(r.choices[0].message, "reasoning_content", None) is None
+              and isinstance(json.loads(r.choices[0].message.content)["sum"], int),
+              f"constrained reply after an opened <think>: {r}")
 
         # The client asks for base64 and decodes it.
         e = c.embeddings.create(model="any", input=["hello world", "stock markets fell"])

@@ -2,6 +2,7 @@
 //! content and tool calls.
 
 use super::chat_parse::{parse_reply, ChatDelta, ChatParser};
+use super::constrained::{compile, tool_call_wrappers, tool_signatures, RequestGrammar};
 use super::openai::{
     body_object, chat_logprobs_json, finish_reason, short, timings_json, usage_json, ApiError,
     ApiResult, Endpoint, Fields,
@@ -11,10 +12,10 @@ use super::relay::{
 };
 use super::slots::Event;
 use super::{gen_request, json_body, GenRequest, Ready, Shared};
+use crate::decode::constrain::Grammar;
 use crate::text::chat::llama_default_kwargs;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -28,6 +29,8 @@ struct ChatRequest {
     /// The template writes tool calls in Qwen3-Coder's XML form.
     xml_tool_calls: bool,
     parse_reasoning: bool,
+    /// `tool_choice` asks for a tool call ("required" or a named function).
+    forces_tool_call: bool,
 }
 
 /// The roles a message may have: OpenAI's (`developer` is its newer name for `system`, and is
@@ -157,18 +160,14 @@ fn chosen_tools(f: &Fields) -> ApiResult<Option<Value>> {
 fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
     let messages = chat_messages(f)?;
     let tools = chosen_tools(f)?;
+    // "required" or a named function (chosen_tools has checked that tools are offered).
+    let forces_tool_call = tools.is_some()
+        && match f.get("tool_choice") {
+            Some(Value::String(c)) => c == "required",
+            Some(Value::Object(_)) => true,
+            _ => false,
+        };
     let kwargs = llama_default_kwargs(f.object("chat_template_kwargs")?);
-    if let Some(rf) = f.object("response_format")? {
-        match rf.get("type").and_then(Value::as_str) {
-            None | Some("text") => {}
-            Some(other) => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    format!("'response_format' type \"{other}\" is not supported (constrained output is not implemented); use \"text\""),
-                ))
-            }
-        }
-    }
     let reasoning_format = f.str("reasoning_format")?.unwrap_or("auto");
     let prompt_text = r
         .template
@@ -183,6 +182,7 @@ fn chat_request(r: &Ready, f: &Fields) -> ApiResult<ChatRequest> {
             _ => Vec::new(),
         },
         parse_reasoning: reasoning_format != "none",
+        forces_tool_call,
     })
 }
 
@@ -215,14 +215,40 @@ pub(super) async fn chat_completions(
     State(state): State<Shared>,
     body: Body,
 ) -> ApiResult<Response> {
-    let GenRequest { r, fields, p } = gen_request(&state, body, Endpoint::Chat).await?;
-    let chat = chat_request(r, &Fields(&fields))?;
+    let GenRequest { r, fields, mut p } = gen_request(&state, body, Endpoint::Chat).await?;
+    let mut chat = chat_request(r, &Fields(&fields))?;
+    if chat.forces_tool_call {
+        if let Some(g) = &p.grammar {
+            return Err(ApiError::bad_request(format!(
+                "'{}' and a forced tool call ('tool_choice') both constrain the output; give only one",
+                g.field
+            )));
+        }
+        // The call is constrained where the template's call syntax is one the reply parser
+        // reads; otherwise it is left to the model, as without a constraint.
+        if let Some((open, close)) = tool_call_wrappers(&chat.prompt_text, chat.xml_tool_calls) {
+            let tools = tool_signatures(&chat.tools);
+            if !tools.is_empty() {
+                let g = RequestGrammar {
+                    grammar: Grammar::tool_call(&tools, open, close),
+                    field: "tools",
+                };
+                p.constraint = Some(compile(&r.model, &g).await?);
+            }
+        }
+    }
+    let mut opens_reasoning = chat.prompt_text.trim_end().ends_with("<think>");
+    if opens_reasoning && p.constraint.is_some() {
+        // The template opened the reasoning block: a constrained reply starts after it (as
+        // templates write a reply without thinking), so it is content, not reasoning.
+        chat.prompt_text.push_str("\n</think>\n\n");
+        opens_reasoning = false;
+    }
     let prompt = r
         .model
         .tokenizer
         .encode(&chat.prompt_text, true, true)
         .map_err(|e| ApiError::bad_request(format!("cannot tokenize the prompt: {e:#}")))?;
-    let opens_reasoning = chat.prompt_text.trim_end().ends_with("<think>");
     let env = Envelope::new("chatcmpl", &state.cfg.model_alias);
     let id_prefix = env.id.trim_start_matches("chatcmpl-").to_string();
     // One parser per choice (tool call ids stay unique across choices).

@@ -8,6 +8,7 @@
 mod chat;
 pub mod chat_parse;
 mod completions;
+pub mod constrained;
 pub mod embeddings;
 pub mod infill;
 mod info;
@@ -330,7 +331,9 @@ struct GenRequest<'s> {
 }
 
 /// Read a generation request: 503 while the model loads, then the JSON body (413/400), its
-/// object of fields (400) and the generation parameters for `endpoint` (400), in that order.
+/// object of fields (400) and the generation parameters for `endpoint` (400), in that order;
+/// `logit_bias` is read against the model's vocabulary and the request's grammar compiled
+/// (400 naming the field).
 async fn gen_request(
     state: &AppState,
     body: Body,
@@ -338,12 +341,19 @@ async fn gen_request(
 ) -> ApiResult<GenRequest<'_>> {
     let r = state.ready()?;
     let fields = body_object(json_body(body, &state.cfg).await?)?;
-    let p = gen_params(
-        &Fields(&fields),
-        endpoint,
-        &state.cfg.defaults,
-        r.model.n_ctx,
-    )?;
+    let f = Fields(&fields);
+    let mut p = gen_params(&f, endpoint, &state.cfg.defaults, r.model.n_ctx)?;
+    // A request's logit_bias replaces the command line's (as in llama-server).
+    if let Some(bias) = constrained::logit_bias(&f, &r.model.tokenizer)? {
+        p.sampling.logit_bias = bias;
+    }
+    p.sampling
+        .validate()
+        .and_then(|()| p.sampling.check_vocab(r.model.tokenizer.n_vocab()))
+        .map_err(ApiError::bad_request)?;
+    if let Some(g) = &p.grammar {
+        p.constraint = Some(constrained::compile(&r.model, g).await?);
+    }
     Ok(GenRequest { r, fields, p })
 }
 

@@ -3,7 +3,9 @@
 //! Requests are read field by field from JSON (not derived), so that a field of the wrong type
 //! or out of range gets an error naming it; unknown fields are ignored, as clients send extras.
 
+use super::constrained::{request_grammar, RequestGrammar};
 use super::slots::Finished;
+use crate::decode::constrain::Constraint;
 use crate::decode::generate::{Generation, StopReason, TokenLogprob};
 use crate::decode::sampling::SamplingParams;
 use crate::decode::spec::SpecStats;
@@ -183,6 +185,11 @@ pub struct GenParams {
     pub cache_prompt: bool,
     /// Choices per prompt (`n`).
     pub n: usize,
+    /// What the output must follow (`response_format`, `json_schema`, `grammar`).
+    pub grammar: Option<RequestGrammar>,
+    /// `grammar` compiled (by the handler, which may also set a tool-call grammar); every
+    /// generation starts from a copy of it.
+    pub constraint: Option<Constraint>,
 }
 
 /// The largest token limit a request may ask for (llama.cpp's `n_predict` is an int32);
@@ -387,6 +394,8 @@ pub fn gen_params(
         logprobs,
         cache_prompt: f.bool("cache_prompt")?.unwrap_or(true),
         n,
+        grammar: request_grammar(f)?,
+        constraint: None,
     })
 }
 

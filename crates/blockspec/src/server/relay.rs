@@ -54,7 +54,7 @@ pub(super) fn submit(
             logprobs: p.logprobs,
             on_logprob: None,
             reuse_kv: 0,
-            constraint: None,
+            constraint: p.constraint.clone(),
         },
         p.cache_prompt,
         p.stream,
