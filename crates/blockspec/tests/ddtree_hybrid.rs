@@ -286,10 +286,13 @@ fn oracle_auto_on(name: &'static str) {
     let want = plain(&f, &mut e, prompt, 64);
     let mut truth = prompt.clone();
     truth.extend_from_slice(&want.tokens);
+    // A fixed chain length keeps every step speculative whatever the timings (see
+    // ddtree_lossless.rs), so the tree policy tries its budgets.
     let mut spec = SpecOptions {
         allow_inexact_batches: true,
         tree_budget: 16,
         tree_auto: true,
+        fixed_len: Some(8),
         ..Default::default()
     };
     // Two generations: the policies carry over, as in a server slot.
