@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hybrid;
+pub mod json_schema;
 pub mod oracle;
 pub mod server;
 pub mod stats;
