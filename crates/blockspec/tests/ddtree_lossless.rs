@@ -107,6 +107,17 @@ fn tree_with(
     .expect("tree")
 }
 
+/// The tiny DFlash drafter trained on the tiny target (fixtures/dflash/).
+fn trained_drafter(t: &Target) -> DFlashDrafter {
+    DFlashDrafter::load(
+        &common::fixture("dflash/tiny-qwen3-drafter"),
+        t.model.clone(),
+        t.backend.clone(),
+        &DrafterOptions::new(256),
+    )
+    .expect("drafter")
+}
+
 fn prompts() -> Vec<Vec<u32>> {
     let fx = common::read_json("dflash/reference.json");
     let mut out = Vec::new();
@@ -127,13 +138,7 @@ fn check_stats(name: &str, s: &SpecStats, budget: usize) {
 #[test]
 fn trained_drafter_trees_equal_plain_decoding() {
     let mut t = target(&TAPS);
-    let mut drafter = DFlashDrafter::load(
-        &common::fixture("dflash/tiny-qwen3-drafter"),
-        t.model.clone(),
-        t.backend.clone(),
-        &DrafterOptions::new(256),
-    )
-    .expect("drafter");
+    let mut drafter = trained_drafter(&t);
     let mut lengths = BTreeSet::new();
     for (i, prompt) in prompts().iter().enumerate() {
         let want = plain(&mut t, prompt, 40);
@@ -162,13 +167,7 @@ fn trained_drafter_trees_equal_plain_decoding() {
 #[test]
 fn auto_choice_equals_plain_decoding() {
     let mut t = target(&TAPS);
-    let mut drafter = DFlashDrafter::load(
-        &common::fixture("dflash/tiny-qwen3-drafter"),
-        t.model.clone(),
-        t.backend.clone(),
-        &DrafterOptions::new(256),
-    )
-    .expect("drafter");
+    let mut drafter = trained_drafter(&t);
     // A fixed chain length keeps every step speculative whatever this machine's timings say
     // (the length policy alone may settle on plain steps for this tiny model), so the tree
     // policy's tries of every budget happen; which of chain and tree it then keeps depends on
@@ -402,13 +401,7 @@ fn real_target_with_the_shipped_drafter_trees_equal_plain_decoding() {
 #[test]
 fn sampled_trees_reproduce_plain_sampling() {
     let mut t = target(&TAPS);
-    let mut drafter = DFlashDrafter::load(
-        &common::fixture("dflash/tiny-qwen3-drafter"),
-        t.model.clone(),
-        t.backend.clone(),
-        &DrafterOptions::new(256),
-    )
-    .expect("drafter");
+    let mut drafter = trained_drafter(&t);
     let prompt = &prompts()[0];
     let mut accepted = 0;
     for temp in [0.7f32, 1.0] {
