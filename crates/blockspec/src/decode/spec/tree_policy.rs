@@ -139,18 +139,12 @@ impl TreePolicy {
     /// A tree step of `budget` committed `tokens` in `ms` of drafting and verifying (`cold`: on
     /// a freshly built graph). `chain_rate`: the chain's expected rate at the time.
     pub fn record(&mut self, budget: usize, tokens: usize, ms: f64, cold: bool, chain_rate: f64) {
-        let steps = self.steps;
+        let (steps, n_arms) = (self.steps, self.arms.len() as f64);
         let Some(a) = self.arms.iter_mut().find(|a| a.budget == budget) else {
             return;
         };
         a.tries += 1;
         a.last_run = steps;
-        let n_arms = self.arms.len() as f64;
-        let a = self
-            .arms
-            .iter_mut()
-            .find(|a| a.budget == budget)
-            .expect("found above");
         a.ms.record(ms, cold);
         a.tokens.add(tokens as f64);
         // One re-measurement costs (chain / arm - 1) chain steps; spread so that all arms'
