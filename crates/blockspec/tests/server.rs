@@ -10,6 +10,22 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+/// A system prompt long enough (over 64 tokens) that a request using it fills a whole chunk of
+/// the exact prompt cache (`session::PROMPT_ALIGN`), which only reuses whole chunks.
+const SYSTEM: &str = "You are a careful senior software engineer. You answer questions about \
+    programming precisely, with short code examples where they help, and you say so when you are \
+    unsure. Prefer the standard library, explain trade-offs in one or two sentences, and keep \
+    answers short unless asked for more.";
+
+/// A chat request with [`SYSTEM`] and one user message.
+fn chat_sys(content: &str, max_tokens: usize) -> Value {
+    json!({
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
 fn chat(content: &str, max_tokens: usize) -> Value {
     json!({
         "messages": [{"role": "user", "content": content}],
@@ -80,7 +96,7 @@ fn endpoints_formats_and_errors() {
     assert_eq!(pieces["tokens"][0]["piece"], "def");
 
     // Chat, non-streamed: message, usage, timings with the drafter's counters.
-    let req = chat("Write a Python function that adds two numbers.", 24);
+    let req = chat_sys("Write a Python function that adds two numbers.", 24);
     let r = s.ok("/v1/chat/completions", &req);
     assert_eq!(r["object"], "chat.completion");
     let content = r["choices"][0]["message"]["content"]
@@ -138,6 +154,7 @@ fn endpoints_formats_and_errors() {
     // A second conversation turn: prefix reuse.
     let turn2 = json!({
         "messages": [
+            {"role": "system", "content": SYSTEM},
             {"role": "user", "content": "Write a Python function that adds two numbers."},
             {"role": "assistant", "content": content},
             {"role": "user", "content": "Now make it subtract."},
@@ -375,7 +392,7 @@ fn speculative_output_equals_plain_output() {
         return;
     };
     let requests: Vec<Value> = vec![
-        chat(
+        chat_sys(
             "Write a Python function that checks whether a number is prime.",
             32,
         ),
@@ -384,7 +401,8 @@ fn speculative_output_equals_plain_output() {
                "temperature": 0.8, "seed": 42}),
         // A follow-up sharing the first prompt's prefix: the target's and the draft model's
         // prompt caches are reused, and the output stays the same.
-        json!({"messages": [{"role": "user", "content": "Write a Python function that checks whether a number is prime."},
+        json!({"messages": [{"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": "Write a Python function that checks whether a number is prime."},
                             {"role": "assistant", "content": "def is_prime(n):"},
                             {"role": "user", "content": "Add a docstring."}],
                "max_tokens": 12, "temperature": 0}),
@@ -542,9 +560,10 @@ fn parallel_slots_equal_serial() {
 
     // Two conversations, one request at a time: each follow-up goes back to the slot that
     // holds its conversation and reuses the cached prefix.
-    let first = |q: &str| json!({"messages": [{"role": "user", "content": q}], "max_tokens": 8, "temperature": 0});
+    let first = |q: &str| chat_sys(q, 8);
     let follow_up = |q: &str, a: &Value| {
-        json!({"messages": [{"role": "user", "content": q},
+        json!({"messages": [{"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": q},
                             {"role": "assistant", "content": a["choices"][0]["message"]["content"]},
                             {"role": "user", "content": "And in Rust?"}],
                "max_tokens": 8, "temperature": 0})
@@ -566,10 +585,9 @@ fn parallel_slots_equal_serial() {
         let cached = turn2["usage"]["prompt_tokens_details"]["cached_tokens"]
             .as_u64()
             .unwrap();
-        assert!(
-            cached >= turn1["usage"]["prompt_tokens"].as_u64().unwrap(),
-            "{turn2}"
-        );
+        // The exact cache reuses the first turn's prompt in whole 64-token chunks.
+        let whole = turn1["usage"]["prompt_tokens"].as_u64().unwrap() / 64 * 64;
+        assert!(whole > 0 && cached >= whole, "{turn2}");
     }
 }
 
@@ -771,8 +789,9 @@ fn reasoning_and_tool_calls() {
 
 /// A hybrid target (the tiny random Qwen3.5 fixture) behind the server. Its recurrent state
 /// cannot be cut back like KV cells, so a prompt-cache hit may only resume from a state
-/// checkpoint at exactly the reused length (one is kept after each prompt), otherwise the prompt
-/// is recomputed; either way the reply equals an uncached request's.
+/// checkpoint at exactly the reused length (with the exact cache of the default `--verify auto`:
+/// one after the last whole 64-token chunk of each prompt), otherwise the prompt is recomputed;
+/// either way the reply equals an uncached request's.
 #[test]
 fn hybrid_prompt_cache_resumes_only_from_checkpoints() {
     let model = common::fixture("hybrid/qwen35/model-f32.gguf");
@@ -786,7 +805,8 @@ fn hybrid_prompt_cache_resumes_only_from_checkpoints() {
             .map(|t| t.as_u64().expect("id"))
             .collect()
     };
-    let p1 = "The quick brown fox jumps over the lazy dog.\n";
+    let p1 = "The quick brown fox jumps over the lazy dog.\n".repeat(8);
+    let p1 = p1.as_str();
     let p2 = format!("{p1}It was not amused at all, and it said so.");
     let p3 = "The quick brown cat sat down and slept.";
     let (t1, t2) = (tokens(&s, p1), tokens(&s, &p2));
@@ -794,11 +814,18 @@ fn hybrid_prompt_cache_resumes_only_from_checkpoints() {
 
     let first = s.ok("/completion", &req(p1, true));
     assert_eq!(first["timings"]["cache_n"], 0, "{first}");
-    // p2 extends p1: resumed from the checkpoint after p1's prompt.
+    // p2 extends p1: resumed from the checkpoint after p1's last whole chunk (p1's last token
+    // is evaluated on its own, after the chunks).
     let second = s.ok("/completion", &req(&p2, true));
+    let whole = (t1.len() as u64 - 1) / 64 * 64;
+    assert!(
+        whole > 0,
+        "precondition: p1 ({} tokens) fills a chunk",
+        t1.len()
+    );
     assert_eq!(
         second["timings"]["cache_n"].as_u64(),
-        Some(t1.len() as u64),
+        Some(whole),
         "{second}"
     );
     let fresh2 = s.ok("/completion", &req(&p2, false));

@@ -276,8 +276,9 @@ pub fn prefill(
     }
     // At least the last prompt token is evaluated: its logits give the first token.
     let reuse = reuse_kv.min(prompt.len() - 1).min(engine.n_past());
-    // A recurrent state may not go back to `reuse`: then fewer positions are kept.
-    let reuse = engine.truncate(reuse);
+    // A recurrent state may not go back to `reuse`, and an exact cache keeps only what this
+    // prompt's own evaluation would compute the same way: then fewer positions are kept.
+    let reuse = engine.keep_prompt_prefix(reuse);
     sampler.accept_all(prompt);
     timings.prompt_n = prompt.len() - reuse;
     let t0 = Instant::now();
@@ -286,11 +287,11 @@ pub fn prefill(
     // token to get its logits).
     let mut rest = &prompt[reuse..];
     if engine.is_hybrid() && rest.len() > 1 {
-        engine.decode(&rest[..rest.len() - 1], Outputs::Last)?;
+        engine.prefill(&rest[..rest.len() - 1])?;
         engine.save_checkpoint()?;
         rest = &rest[rest.len() - 1..];
     }
-    let logits = engine.decode(rest, Outputs::Last)?;
+    let logits = engine.prefill(rest)?;
     engine.save_checkpoint()?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Ok(logits)

@@ -98,12 +98,22 @@ pub struct Engine {
     forwards: u64,
     /// Saved recurrent states, by position (oldest first), to go back to without recomputing.
     checkpoints: Vec<Checkpoint>,
+    /// Prompts are evaluated in chunks that start at multiples of this (see
+    /// [`align_prompts`](Self::align_prompts)); `None`: in chunks of `n_ubatch` from anywhere.
+    prompt_align: Option<usize>,
+    /// Positions `0..aligned_prefix` were evaluated by [`prefill`](Self::prefill) in whole
+    /// aligned chunks only: what a fresh evaluation of any prompt beginning with these tokens
+    /// computes bit for bit.
+    aligned_prefix: usize,
 }
 
 /// The recurrent state after the first `pos` positions of the current sequence.
 struct Checkpoint {
     pos: usize,
     state: RecurrentState,
+    /// Saved at the end of a whole aligned chunk within `aligned_prefix`: a state a fresh
+    /// prompt evaluation computes too (see [`Engine::keep_prompt_prefix`]).
+    aligned: bool,
 }
 
 /// A verify batch whose recurrent state is not committed yet.
@@ -195,6 +205,8 @@ impl Engine {
             pending_tree: None,
             forwards: 0,
             checkpoints: Vec::new(),
+            prompt_align: None,
+            aligned_prefix: 0,
         };
         // Reserve compute memory once for the largest shapes, so no step allocates later: the
         // largest batch, and for a hybrid model the largest verify keeping every state.
@@ -270,6 +282,12 @@ impl Engine {
     /// any position of the last verify batch (whose per-token states were kept), otherwise it
     /// is kept whole if `n` covers it, else cleared (0 is returned: recompute from the start).
     pub fn truncate(&mut self, n: usize) -> usize {
+        let kept = self.truncate_state(n);
+        self.aligned_prefix = self.aligned_prefix.min(kept);
+        kept
+    }
+
+    fn truncate_state(&mut self, n: usize) -> usize {
         let Some(state) = &self.state else {
             self.n_past = self.n_past.min(n);
             return self.n_past;
@@ -345,7 +363,14 @@ impl Engine {
             }
         };
         saved.copy_from(state);
-        self.checkpoints.push(Checkpoint { pos, state: saved });
+        let aligned = self
+            .prompt_align
+            .is_some_and(|a| pos.is_multiple_of(a) && pos <= self.aligned_prefix);
+        self.checkpoints.push(Checkpoint {
+            pos,
+            state: saved,
+            aligned,
+        });
         self.checkpoints.sort_by_key(|c| c.pos);
         Ok(())
     }
@@ -382,6 +407,7 @@ impl Engine {
 
     pub fn reset(&mut self) {
         self.n_past = 0;
+        self.aligned_prefix = 0;
         self.pending = None;
         self.pending_tree = None;
         self.checkpoints.clear();
@@ -488,11 +514,64 @@ impl Engine {
     /// the rows `outputs` asks for.
     pub fn decode(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Logits> {
         let mut data = Vec::new();
-        self.evaluate(tokens, outputs, &mut ReadBack::Logits(&mut data))?;
+        self.evaluate(tokens, outputs, None, &mut ReadBack::Logits(&mut data))?;
         Ok(Logits {
             data,
             n_vocab: self.model.hp.n_vocab,
         })
+    }
+
+    /// Evaluate prompt tokens at positions `n_past..` like [`decode`](Self::decode) with
+    /// [`Outputs::Last`], in chunks that start at multiples of the
+    /// [`align_prompts`](Self::align_prompts) size when one is set.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Logits> {
+        let mut data = Vec::new();
+        let align = self.prompt_align;
+        self.evaluate(
+            tokens,
+            Outputs::Last,
+            align,
+            &mut ReadBack::Logits(&mut data),
+        )?;
+        Ok(Logits {
+            data,
+            n_vocab: self.model.hp.n_vocab,
+        })
+    }
+
+    /// Make the prompt cache exact: [`prefill`](Self::prefill) evaluates prompts in chunks that
+    /// start at multiples of `size` (at most `n_ubatch`), and
+    /// [`keep_prompt_prefix`](Self::keep_prompt_prefix) keeps only positions evaluated in whole
+    /// such chunks. ggml's kernels may compute a row differently depending on the batch it is in
+    /// (the CPU's repacked quantized products do), so a prompt evaluated partly from the cache
+    /// and partly in batches cut elsewhere could differ, in the last bits, from the same prompt
+    /// evaluated afresh, and so could the tokens that follow. With whole aligned chunks, every
+    /// position is computed in the same batch either way.
+    pub fn align_prompts(&mut self, size: usize) {
+        self.prompt_align = Some(size.clamp(1, self.cfg.n_ubatch));
+        self.aligned_prefix = 0;
+    }
+
+    /// Keep at most the first `n` positions for a new prompt that begins with them (a prompt
+    /// cache hit); returns how many are kept. Like [`truncate`](Self::truncate), but with
+    /// [`align_prompts`](Self::align_prompts) only positions the new prompt's own evaluation
+    /// would compute identically: whole aligned chunks of earlier prompts (a hybrid model's
+    /// recurrent state from a checkpoint at such a chunk's end), never generated tokens.
+    pub fn keep_prompt_prefix(&mut self, n: usize) -> usize {
+        let Some(a) = self.prompt_align else {
+            return self.truncate(n);
+        };
+        let mut n = n.min(self.aligned_prefix) / a * a;
+        if self.state.is_some() && n < self.n_past {
+            n = self
+                .checkpoints
+                .iter()
+                .filter(|c| c.aligned && c.pos <= n)
+                .map(|c| c.pos)
+                .max()
+                .unwrap_or(0);
+        }
+        self.truncate(n)
     }
 
     /// Like [`decode`](Self::decode), but returns each output row's most likely token, computed
@@ -500,7 +579,7 @@ impl Engine {
     /// reading back `rows x n_vocab` floats costs more than the argmax.
     pub fn decode_argmax(&mut self, tokens: &[u32], outputs: Outputs) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
-        self.evaluate(tokens, outputs, &mut ReadBack::Argmax(&mut ids))?;
+        self.evaluate(tokens, outputs, None, &mut ReadBack::Argmax(&mut ids))?;
         Ok(ids)
     }
 
@@ -509,7 +588,7 @@ impl Engine {
     /// embeddings before pooling): `tokens.len() x n_embd`, token-major.
     pub fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut rows = Vec::with_capacity(tokens.len() * self.model.hp.n_embd);
-        self.evaluate(tokens, Outputs::All, &mut ReadBack::Hidden(&mut rows))?;
+        self.evaluate(tokens, Outputs::All, None, &mut ReadBack::Hidden(&mut rows))?;
         Ok(rows)
     }
 
@@ -527,7 +606,15 @@ impl Engine {
         !self.backend.is_cpu()
     }
 
-    fn evaluate(&mut self, tokens: &[u32], outputs: Outputs, read: &mut ReadBack) -> Result<()> {
+    /// `align`: cut the batches at multiples of this position (see
+    /// [`align_prompts`](Self::align_prompts)), else every `n_ubatch` tokens.
+    fn evaluate(
+        &mut self,
+        tokens: &[u32],
+        outputs: Outputs,
+        align: Option<usize>,
+        read: &mut ReadBack,
+    ) -> Result<()> {
         if tokens.is_empty() {
             bail!("decode: no tokens");
         }
@@ -546,7 +633,26 @@ impl Engine {
         self.captured.clear();
         (self.chunk_rows, self.chunk_read) = (0, 0);
         self.last_cold = false;
-        let chunks: Vec<&[u32]> = tokens.chunks(self.cfg.n_ubatch).collect();
+        let chunks: Vec<&[u32]> = match align {
+            None => tokens.chunks(self.cfg.n_ubatch).collect(),
+            Some(a) => {
+                let mut chunks = Vec::new();
+                let mut rest = tokens;
+                let mut pos = self.n_past;
+                while !rest.is_empty() {
+                    let len = (a - pos % a).min(rest.len());
+                    let (chunk, tail) = rest.split_at(len);
+                    chunks.push(chunk);
+                    (rest, pos) = (tail, pos + len);
+                }
+                chunks
+            }
+        };
+        // With aligned chunks, a hybrid model saves the state after the last whole one (a follow-up
+        // prompt extends this one) and after whole chunks ending at a power-of-two multiple of
+        // the chunk size (a prompt sharing a shorter prefix, such as the system prompt): a later
+        // prompt resumes from the longest of them it shares (see `keep_prompt_prefix`).
+        let last_whole = align.and_then(|a| chunks.iter().rposition(|c| c.len() == a));
         for (ci, chunk) in chunks.iter().enumerate() {
             let last_chunk = ci + 1 == chunks.len();
             let n_outputs = match (outputs, last_chunk) {
@@ -554,7 +660,17 @@ impl Engine {
                 (Outputs::Last, true) => 1,
                 (Outputs::Last, false) => 0,
             };
+            let start = self.n_past;
             self.eval_chunk(chunk, n_outputs, read)?;
+            if let Some(a) = align {
+                if chunk.len() == a && start == self.aligned_prefix {
+                    self.aligned_prefix = start + a;
+                    let checkpoint = Some(ci) == last_whole || (start / a + 1).is_power_of_two();
+                    if checkpoint && self.state.is_some() {
+                        self.save_checkpoint()?;
+                    }
+                }
+            }
         }
         Ok(())
     }

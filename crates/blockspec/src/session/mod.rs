@@ -42,6 +42,11 @@ pub enum DraftSource {
     Ngram { n: usize },
 }
 
+/// Prompt chunk size of an exact prompt cache ([`Engine::align_prompts`]): a cache hit reuses a
+/// multiple of it. Small enough that a chat's shared prefix is mostly reused, large enough that
+/// prompt evaluation keeps its speed on a CPU.
+pub const PROMPT_ALIGN: usize = 64;
+
 /// A model loaded once, from which sessions are made.
 pub struct LoadedModel {
     pub gguf: Gguf,
@@ -180,7 +185,13 @@ impl LoadedModel {
                 .map(|d| d.target_layers().to_vec())
                 .unwrap_or_default(),
         };
-        let engine = Engine::new(self.model.clone(), backend, cfg)?;
+        let on_cpu = backend.is_cpu();
+        let mut engine = Engine::new(self.model.clone(), backend, cfg)?;
+        // Exact verification (the default `auto` on a CPU) comes with an exact prompt cache: the
+        // same request gives the same output whatever the cache holds.
+        if on_cpu && self.verify != crate::session::load::VerifyMode::Fast {
+            engine.align_prompts(PROMPT_ALIGN);
+        }
         let spec = SpecOptions {
             fixed_len: self.fixed_verify_len,
             allow_inexact_batches: self.fast_verify,
