@@ -123,6 +123,10 @@ fn endpoints_formats_and_errors() {
         "predicted_per_second",
         "draft_n",
         "draft_n_accepted",
+        "target_steps",
+        "spec_steps",
+        "tree_steps",
+        "tree_nodes",
     ] {
         assert!(r["timings"][f].is_number(), "timings.{f}: {}", r["timings"]);
     }
@@ -912,6 +916,12 @@ fn tree_verification_keeps_replies_and_tool_calls() {
     );
     assert!(drafted > 0 && drafted % budget == 0, "{t}");
     assert!(accepted > 0 && accepted <= drafted, "{t}");
+    // Every speculative step was a tree of `budget` nodes; tau is predicted_n / target_steps.
+    let tree_steps = t["tree_steps"].as_u64().unwrap();
+    assert_eq!(t["tree_nodes"].as_u64(), Some(drafted), "{t}");
+    assert_eq!(tree_steps * budget, drafted, "{t}");
+    assert_eq!(t["spec_steps"].as_u64(), Some(tree_steps), "{t}");
+    assert!(t["target_steps"].as_u64().unwrap() >= tree_steps, "{t}");
     // Streamed: the same call as one tool_calls delta.
     let mut sreq = tool_req.clone();
     sreq["stream"] = json!(true);

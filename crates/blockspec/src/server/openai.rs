@@ -494,13 +494,21 @@ pub fn finish_reason(stop: StopReason) -> &'static str {
     }
 }
 
-/// llama.cpp's `timings` object, with the speculative counters when a drafter ran.
+/// llama.cpp's `timings` object, with the speculative counters when a drafter ran: llama.cpp's
+/// `draft_n` and `draft_n_accepted` (a tree step counts its nodes as drafted), and ours:
+/// `target_steps` (target steps after the prompt, speculative and plain: tau is `predicted_n`
+/// over it), `spec_steps` (steps that verified drafts), `tree_steps` and `tree_nodes` (DDTree
+/// steps among them and the nodes they verified).
 pub fn timings_json(g: &Generation, spec: Option<&SpecStats>) -> Value {
     let mut t = serde_json::to_value(&g.timings).unwrap_or_else(|_| json!({}));
     t["cache_n"] = g.cached_prompt_n.into();
     if let Some(s) = spec {
         t["draft_n"] = s.drafted.into();
         t["draft_n_accepted"] = s.accepted.into();
+        t["target_steps"] = s.steps.into();
+        t["spec_steps"] = s.spec_steps.into();
+        t["tree_steps"] = s.trees.iter().map(|&(_, n)| n).sum::<usize>().into();
+        t["tree_nodes"] = s.trees.iter().map(|&(b, n)| b * n).sum::<usize>().into();
     }
     t
 }
