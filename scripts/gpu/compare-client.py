@@ -101,7 +101,7 @@ def summary_of(res, kind=None):
 
 # The configs of device-compare.sh in the order the table lists them; others follow by name.
 ORDER = ["llama-plain", "llama-dflash", "llama-simple", "bs-plain", "bs-dflash", "bs-tree-auto",
-         "bs-tree22", "bs-draft05"]
+         "bs-tree4", "bs-tree8", "bs-tree16", "bs-tree22", "bs-tree32", "bs-draft05"]
 
 
 def ratio(a, b):
@@ -169,11 +169,13 @@ def check_goals(out):
         e2e, dec = ratio(sa["e2e_tok_s"], sb["e2e_tok_s"]), ratio(sa["decode_tok_s"], sb["decode_tok_s"])
         goals.append({"what": what, "a": a, "b": b, "goal": goal, "e2e": e2e, "decode": dec,
                       "met": None if e2e is None else e2e >= goal})
-    for tree in ("bs-tree-auto", "bs-tree22"):
+    trees = [n for n in ORDER if n.startswith("bs-tree")]
+    trees += sorted({k.split("/")[0] for k in out if k.startswith("bs-tree")} - set(trees))
+    for tree in trees:
         add(f"{tree} / bs-dflash (tree vs chain)", tree, "bs-dflash", 1.15)
-    for cfg in ("bs-dflash", "bs-tree-auto", "bs-tree22"):
+    for cfg in ["bs-dflash"] + trees:
         add(f"{cfg} / bs-plain", cfg, "bs-plain", 1.5)
-    for cfg in ("bs-dflash", "bs-tree-auto", "bs-tree22"):
+    for cfg in ["bs-dflash"] + trees:
         add(f"{cfg} / llama-plain", cfg, "llama-plain", 1.8)
     return goals
 

@@ -6,7 +6,8 @@
 #   bs-dflash      blockspec serve --draft <our trained DFlash drafter> (chains)
 #   bs-tree-auto   the same drafter, --spec-tree auto (DDTree: each step plain, chain or a tree,
 #                  whichever is measured fastest)
-#   bs-tree22      the same drafter, --spec-tree 22 (a tree of 22 drafted nodes every step)
+#   bs-tree22      the same drafter, --spec-tree 22 (a tree of 22 drafted nodes every step; any
+#                  bs-treeN likewise)
 #   llama-plain    llama-server (llama.cpp b11434)
 #   llama-dflash   llama-server -md <the same drafter> --spec-type draft-dflash
 #   bs-draft05     blockspec serve --draft <Qwen2.5-Coder-0.5B-Instruct> (classic draft model)
@@ -105,7 +106,7 @@ run)
   need=("$T") llama=
   for cfg in "${configs[@]}"; do
     case $cfg in
-      bs-plain | bs-dflash | bs-tree-auto | bs-tree22 | bs-draft05) ;;
+      bs-plain | bs-dflash | bs-tree-auto | bs-tree[0-9]* | bs-draft05) ;;
       llama-plain | llama-dflash | llama-simple) llama=1 ;;
       *) echo "unknown config $cfg" >&2; exit 1 ;;
     esac
@@ -154,8 +155,8 @@ run)
       bs-dflash) cmd=("$bs" serve -m "$T" --device "$dev" -c 4096 --port $port --draft "$DF") ;;
       bs-tree-auto) cmd=("$bs" serve -m "$T" --device "$dev" -c 4096 --port $port --draft "$DF"
                          --spec-tree auto) ;;
-      bs-tree22) cmd=("$bs" serve -m "$T" --device "$dev" -c 4096 --port $port --draft "$DF"
-                      --spec-tree 22) ;;
+      bs-tree[0-9]*) cmd=("$bs" serve -m "$T" --device "$dev" -c 4096 --port $port --draft "$DF"
+                          --spec-tree "${cfg#bs-tree}") ;;
       bs-draft05) cmd=("$bs" serve -m "$T" --device "$dev" -c 4096 --port $port --draft "$D05") ;;
       llama-plain) cmd=("$ls" -m "$T" -ngl 99 -fa on -c 4096 --port $port) ;;
       llama-dflash) cmd=("$ls" -m "$T" -ngl 99 -fa on -c 4096 --port $port -md "$DF" -ngld 99
