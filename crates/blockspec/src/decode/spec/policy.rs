@@ -4,8 +4,11 @@
 //! Verifying n tokens commits on average E(n) = 1 + a1 + a1*a2 + ... (n terms) tokens, where ak is
 //! the chance draft position k is accepted given the ones before were. It costs the drafter's time
 //! plus the target's time for an n-token batch, c(n). Length 1 is plain decoding (no drafter run):
-//! rate 1 / c(1). When plain decoding wins, a speculative probe is still made now and then (with a
-//! growing interval while probes keep losing) so that the acceptance estimate can recover.
+//! rate 1 / c(1). When plain decoding wins, a speculative probe is still made now and then so
+//! that the acceptance estimate can recover: within a time budget (a probe's measured extra time
+//! at most [`PROBE_BUDGET`] of the plain decoding time since the one before), and at least
+//! [`MIN_PROBE`] plain steps apart, a gap that doubles with every probe in a row that did not pay
+//! (up to [`MAX_PROBE_GAP`] steps) and goes back to the shortest once one pays.
 
 use crate::decode::draft::DraftCost;
 
@@ -69,6 +72,10 @@ pub struct LengthPolicy {
     plain_ms_since_probe: f64,
     /// Extra time of speculative steps over plain decoding of what they committed.
     overhead_ms: Ema,
+    /// Probes in a row that cost more than plain decoding of what they committed.
+    failed_probes: u32,
+    /// The last speculative step chosen was a probe (plain decoding looked faster).
+    probing: bool,
 }
 
 const DECAY: f64 = 0.98;
@@ -76,6 +83,8 @@ const DECAY: f64 = 0.98;
 const FIRST_PROBE_LEN: usize = 4;
 /// Plain steps at least between two probes.
 const MIN_PROBE: usize = 16;
+/// The longest gap (plain steps) that failed probes in a row back off to.
+const MAX_PROBE_GAP: usize = 256;
 /// Probes may cost at most this fraction of the plain decoding time between them.
 const PROBE_BUDGET: f64 = 0.02;
 
@@ -94,6 +103,8 @@ impl LengthPolicy {
             plain_steps_since_probe: 0,
             plain_ms_since_probe: 0.0,
             overhead_ms: Ema::default(),
+            failed_probes: 0,
+            probing: false,
         }
     }
 
@@ -222,21 +233,32 @@ impl LengthPolicy {
         if spec_rate >= plain_rate {
             self.plain_steps_since_probe = 0;
             self.plain_ms_since_probe = 0.0;
+            self.failed_probes = 0;
+            self.probing = false;
             return spec;
         }
         self.plain_steps_since_probe += 1;
         // Probe now and then, so the acceptance estimate can recover when the text turns
         // predictable; but within a budget: a probe's measured extra time must stay under
-        // PROBE_BUDGET of the time decoded plainly since the last one.
+        // PROBE_BUDGET of the time decoded plainly since the last one, and probes that keep
+        // losing come ever further apart.
         let overhead = self.overhead_ms.get().unwrap_or(0.0).max(0.0);
-        if self.plain_steps_since_probe >= MIN_PROBE
+        if self.plain_steps_since_probe >= self.probe_gap()
             && self.plain_ms_since_probe * PROBE_BUDGET >= overhead
         {
             self.plain_steps_since_probe = 0;
             self.plain_ms_since_probe = 0.0;
+            self.probing = true;
             return spec;
         }
         1
+    }
+
+    /// Plain steps at least before the next probe: [`MIN_PROBE`], doubled for each probe in a
+    /// row that did not pay, at most [`MAX_PROBE_GAP`].
+    fn probe_gap(&self) -> usize {
+        let shift = self.failed_probes.min(MAX_PROBE_GAP.ilog2());
+        (MIN_PROBE << shift).min(MAX_PROBE_GAP)
     }
 
     /// A verify of n tokens took `ms`; `cold`: it ran a freshly built graph (not a steady cost).
@@ -251,6 +273,13 @@ impl LengthPolicy {
     /// (negative when it paid off): the cost of a probe.
     pub fn record_overhead(&mut self, ms: f64) {
         self.overhead_ms.add(ms);
+        if std::mem::take(&mut self.probing) {
+            self.failed_probes = if ms > 0.0 {
+                self.failed_probes.saturating_add(1)
+            } else {
+                0
+            };
+        }
     }
     /// A draft of `n_drafts` tokens took `ms` (`cold`: on a freshly built graph).
     pub fn record_draft(&mut self, ms: f64, n_drafts: usize, cold: bool) {
@@ -409,10 +438,24 @@ mod tests {
     /// Run the policy against a simulated machine: verify cost `cost(n)`, draft cost `draft`
     /// per step, each draft position accepted with chance `a`. Returns the lengths chosen.
     fn simulate(cost: impl Fn(usize) -> f64, draft: f64, a: f64, steps: usize) -> Vec<usize> {
-        let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
+        simulate_with(&mut new_policy(), cost, draft, |_| a, steps)
+    }
+
+    fn new_policy() -> LengthPolicy {
+        LengthPolicy::new(16, None, DraftCost::PerStep)
+    }
+
+    /// [`simulate`] on a given policy, with acceptance `a(step)` changing over the steps.
+    fn simulate_with(
+        p: &mut LengthPolicy,
+        cost: impl Fn(usize) -> f64,
+        draft: f64,
+        a: impl Fn(usize) -> f64,
+        steps: usize,
+    ) -> Vec<usize> {
         let mut x = 12345u64;
         let mut picks = Vec::new();
-        for _ in 0..steps {
+        for step in 0..steps {
             let n = p.choose();
             picks.push(n);
             p.record_verify(n, cost(n), false);
@@ -423,7 +466,7 @@ mod tests {
                     x = x
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
-                    if ((x >> 33) as f64 / (1u64 << 31) as f64) >= a {
+                    if ((x >> 33) as f64 / (1u64 << 31) as f64) >= a(step) {
                         break;
                     }
                     acc += 1;
@@ -470,5 +513,62 @@ mod tests {
             extra_ms <= 0.03 * plain_ms,
             "probes cost {extra_ms} ms over {plain_ms} ms of plain decoding"
         );
+    }
+
+    /// Indices of the speculative steps.
+    fn spec_steps(picks: &[usize]) -> Vec<usize> {
+        (0..picks.len()).filter(|&i| picks[i] > 1).collect()
+    }
+
+    #[test]
+    fn probes_that_keep_losing_come_ever_further_apart() {
+        // A cheap drafter on flat (GPU-like) costs, nothing accepted: each probe costs little,
+        // so the time budget alone would allow one every MIN_PROBE steps. (It speculates for a
+        // while first: on flat costs a small acceptance still looks worth it until the estimate
+        // has come down.)
+        let picks = simulate(|n| 5.0 + 0.05 * n as f64, 0.1, 0.0, 4000);
+        let spec = spec_steps(&picks);
+        let gaps: Vec<usize> = spec.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "gaps {gaps:?}");
+        assert!(gaps.last() == Some(&MAX_PROBE_GAP), "gaps {gaps:?}");
+        let late = spec.iter().filter(|&&i| i >= 1000).count();
+        assert!(late <= 12, "{late} probes in the last 3000 steps");
+    }
+
+    #[test]
+    fn speculation_is_found_again_when_the_text_turns_predictable() {
+        // Nothing accepted for 3000 steps (probes backed off to their longest gap), then 90%:
+        // on flat costs speculation pays, and the policy is back at long verifies within about
+        // one longest gap.
+        let mut p = new_policy();
+        let switch = 3000;
+        let a = |step: usize| if step < switch { 0.0 } else { 0.9 };
+        let picks = simulate_with(&mut p, |n| 5.0 + 0.05 * n as f64, 0.1, a, switch + 600);
+        let found = (switch..picks.len())
+            .find(|&i| picks[i..i + 20].iter().all(|&n| n >= 8))
+            .expect("speculation found again");
+        assert!(
+            found - switch <= MAX_PROBE_GAP + 64,
+            "found {} steps after the switch",
+            found - switch
+        );
+    }
+
+    #[test]
+    fn a_probe_that_pays_resets_the_back_off() {
+        let mut p = new_policy();
+        p.failed_probes = 4;
+        assert_eq!(p.probe_gap(), MAX_PROBE_GAP);
+        p.probing = true;
+        p.record_overhead(-3.0);
+        assert_eq!(p.probe_gap(), MIN_PROBE);
+        p.probing = true;
+        p.record_overhead(2.0);
+        p.probing = true;
+        p.record_overhead(2.0);
+        assert_eq!(p.probe_gap(), 4 * MIN_PROBE);
+        // Speculative steps chosen because they pay are no probes.
+        p.record_overhead(2.0);
+        assert_eq!(p.probe_gap(), 4 * MIN_PROBE);
     }
 }
