@@ -4,13 +4,19 @@
 //!
 //! Its KV cache only ever holds committed tokens plus the current step's drafts; after a verify
 //! it is cut back to the accepted prefix, and committed tokens it has not seen yet are evaluated
-//! in one batch at the start of the next draft (no per-token catch-up calls).
+//! in one batch at the start of the next draft (no per-token catch-up calls). After a long run of
+//! plain steps (drafts did not pay) only the last [`MAX_CATCH_UP`] of them are evaluated, right
+//! after what the cache holds: the context it drafts from then skips the middle of that run, and
+//! a probe costs the same whatever the run's length.
 
 use super::{DraftCost, Drafter, Features};
 use crate::decode::sampling::argmax;
 use crate::format::gguf::Gguf;
 use crate::runtime::engine::{Engine, Outputs};
 use anyhow::{bail, Result};
+
+/// Committed tokens at most that a draft catches up on after plain steps (the newest ones).
+pub const MAX_CATCH_UP: usize = 32;
 
 /// Vocabularies may differ in size by padding, not more (llama.cpp's limit).
 const MAX_VOCAB_SIZE_DIFFERENCE: usize = 128;
@@ -88,6 +94,22 @@ impl DraftModel {
     }
 }
 
+impl DraftModel {
+    /// Evaluate the pending committed tokens in one batch. One pending token rides along with
+    /// the next draft's first batch for free; more than that is a backlog (a prompt, or plain
+    /// steps) evaluated here.
+    fn catch_up(&mut self) -> Result<()> {
+        if self.pending.len() > 1 {
+            let room = self.engine.n_ctx() - self.engine.n_past();
+            if self.pending.len() <= room {
+                self.engine.decode(&self.pending, Outputs::Last)?;
+                self.cached.append(&mut self.pending);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Probability of the top token under softmax(logits).
 fn top_prob(logits: &[f32], top: usize) -> f32 {
     let m = logits[top];
@@ -129,20 +151,18 @@ impl Drafter for DraftModel {
         self.step_base = None;
         // The draft model's own prompt processing, done now (with the target's) rather than
         // inside the first draft.
-        self.sync()
+        self.catch_up()
     }
 
     fn sync(&mut self) -> Result<()> {
-        // One pending token rides along with the next draft's first batch for free; more than
-        // that is a backlog (a prompt, or plain steps) evaluated here in one batch.
-        if self.pending.len() > 1 {
-            let room = self.engine.n_ctx() - self.engine.n_past();
-            if self.pending.len() <= room {
-                self.engine.decode(&self.pending, Outputs::Last)?;
-                self.cached.append(&mut self.pending);
-            }
+        // Committed tokens of plain steps: the newest MAX_CATCH_UP are what the next drafts
+        // depend on most; evaluating every one of a long run would cost a prefill of the run at
+        // each probe, a tax on every plainly decoded token.
+        if self.pending.len() > MAX_CATCH_UP {
+            let skip = self.pending.len() - MAX_CATCH_UP;
+            self.pending.drain(..skip);
         }
-        Ok(())
+        self.catch_up()
     }
 
     fn draft(&mut self, last: u32, len: usize) -> Result<Vec<u32>> {
