@@ -52,9 +52,11 @@ cache)
   ;;
 setup)
   rm -rf "$CMP/gpu-dist" && cp -r target/gpu-dist "$CMP/gpu-dist"
-  [[ -f "$CMP/gpu-dist/llama-src.tar.xz" ]] || { echo "gpu-dist has no llama-src.tar.xz: build it with LLAMA_PEER=1" >&2; exit 1; }
   # Our CUDA ggml: device-bench.sh unpacks it from the cache (or builds it) and stops there.
   WORK="$CMP/work" STEPS=none bash "$CMP/gpu-dist/device-bench.sh"
+  # NO_LLAMA=1: blockspec configs only (no llama.cpp build to wait for).
+  [[ -n "${NO_LLAMA:-}" ]] && { echo "no llama.cpp build (NO_LLAMA)"; exit 0; }
+  [[ -f "$CMP/gpu-dist/llama-src.tar.xz" ]] || { echo "gpu-dist has no llama-src.tar.xz: build it with LLAMA_PEER=1" >&2; exit 1; }
   # llama.cpp with CUDA, in the background; `run` waits for $CMP/llama.done.
   rm -f "$CMP/llama.done"
   setsid bash -c '

@@ -193,7 +193,7 @@ fn infill_prompt_follows_llama_server() {
     ] {
         assert_eq!(tok.token_text(id), Some(text));
     }
-    let fim = FimTokens::of(&g, &tok);
+    let fim = FimTokens::of(&tok);
     assert_eq!(
         (fim.pre, fim.suf, fim.mid, fim.rep, fim.sep),
         (

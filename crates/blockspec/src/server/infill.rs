@@ -18,7 +18,6 @@
 use super::completions::{native_reply, Prompt};
 use super::openai::{short, ApiError, ApiResult, Endpoint, Fields};
 use super::{gen_request, GenRequest, Shared};
-use crate::format::gguf::Gguf;
 use crate::text::tokenizer::Tokenizer;
 use axum::body::Body;
 use axum::extract::State;
@@ -42,65 +41,17 @@ pub struct FimTokens {
 }
 
 impl FimTokens {
-    /// From the GGUF's `tokenizer.ggml.fim_*_token_id` keys, else the vocabulary's tokens of
-    /// the spellings llama.cpp recognizes.
-    pub fn of(g: &Gguf, tok: &Tokenizer) -> FimTokens {
-        let find = |key: &str, spellings: &[&str]| -> Option<u32> {
-            let from_key = g
-                .get(&format!("tokenizer.ggml.{key}_token_id"))
-                .and_then(|v| v.as_i64())
-                .filter(|&id| id >= 0 && (id as u64) < tok.n_vocab() as u64)
-                .map(|id| id as u32);
-            from_key.or_else(|| spellings.iter().find_map(|s| tok.token_to_id(s)))
-        };
+    /// The tokenizer's FIM ids: from the GGUF's `tokenizer.ggml.fim_*_token_id` keys, else the
+    /// vocabulary's tokens of the spellings llama.cpp recognizes (the same ids that end a
+    /// generation, see `text::tokenizer::special`).
+    pub fn of(tok: &Tokenizer) -> FimTokens {
+        let sp = tok.special_ids();
         FimTokens {
-            pre: find(
-                "fim_pre",
-                &[
-                    "<|fim_prefix|>",
-                    "<fim-prefix>",
-                    "<fim_prefix>",
-                    "<｜fim▁begin｜>",
-                    "<PRE>",
-                    "▁<PRE>",
-                ],
-            ),
-            suf: find(
-                "fim_suf",
-                &[
-                    "<|fim_suffix|>",
-                    "<fim-suffix>",
-                    "<fim_suffix>",
-                    "<｜fim▁hole｜>",
-                    "<SUF>",
-                    "▁<SUF>",
-                ],
-            ),
-            mid: find(
-                "fim_mid",
-                &[
-                    "<|fim_middle|>",
-                    "<fim-middle>",
-                    "<fim_middle>",
-                    "<｜fim▁end｜>",
-                    "<MID>",
-                    "▁<MID>",
-                ],
-            ),
-            rep: find(
-                "fim_rep",
-                &[
-                    "<|fim_repo|>",
-                    "<|repo_name|>",
-                    "<fim-repo>",
-                    "<REPO>",
-                    "<reponame>",
-                ],
-            ),
-            sep: find(
-                "fim_sep",
-                &["<|file_sep|>", "<file_sep>", "<|file_separator|>"],
-            ),
+            pre: sp.fim_pre,
+            suf: sp.fim_suf,
+            mid: sp.fim_mid,
+            rep: sp.fim_rep,
+            sep: sp.fim_sep,
         }
     }
 

@@ -221,7 +221,7 @@ fn start_loading(state: Shared, load: LoadConfig) {
                 None if state.cfg.embeddings => Pooling::from_gguf(&model.gguf)?,
                 None => Pooling::None,
             };
-            let fim = FimTokens::of(&model.gguf, &model.tokenizer);
+            let fim = FimTokens::of(&model.tokenizer);
             let pool = SlotPool::start(
                 model.clone(),
                 state.cfg.n_slots,
