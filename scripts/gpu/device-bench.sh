@@ -104,6 +104,10 @@ for step in ${STEPS:-plain verify spec}; do
             --spec-tokens 128 --draft-type q8_0 --json ;;
     replay) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --json ;;
+    # --verify exact on CUDA: verifies capped at the largest batch measured to compute every row
+    # bit for bit like a one-token step (its log says where), at the replayed acceptance.
+    replay-exact) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
+            --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --verify exact --json ;;
     replay-16) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
             --spec-tokens 256 --draft-type q8_0 --replay-tau 6.55 --block-size 16 --json ;;
     spec-fixed) "$bs" bench -m "$model" --device cuda -t 8 --draft "$drafter" -p 0 -n 0 \
