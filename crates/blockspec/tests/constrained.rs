@@ -11,7 +11,7 @@ use blockspec::decode::constrain::Grammar;
 use blockspec::decode::generate::{GenerateOptions, Generation, StopReason};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
 use blockspec::decode::spec::SpecStats;
-use blockspec::session::load::{load, Device, DraftConfig, LoadConfig, VerifyMode};
+use blockspec::session::load::{load, DraftConfig, LoadConfig, VerifyMode};
 use blockspec::session::{DraftSource, LoadedModel};
 use serde_json::{json, Value};
 
@@ -19,23 +19,10 @@ fn load_model(name: &str, draft: DraftConfig) -> Option<LoadedModel> {
     let path = common::model(name)?;
     ggml::set_log_verbosity(false);
     let cfg = LoadConfig {
-        model: path,
-        device: Device::Cpu,
-        n_gpu_layers: 0,
-        threads: Some(2),
-        n_ctx: Some(1024),
-        n_ubatch: 512,
-        type_k: ggml::Type::F16,
-        type_v: ggml::Type::F16,
-        draft,
-        fixed_verify_len: None,
-        spec_tree: 0,
-        spec_tree_auto: false,
-        accept_rule: Default::default(),
         verify: VerifyMode::Exact,
         // Plain decoding on the same kernels as the verify: token for token comparable.
         batch_invariant: true,
-        show_progress: false,
+        ..common::cpu_load_config(path, draft)
     };
     Some(load(&cfg).expect("load"))
 }

@@ -109,13 +109,7 @@ fn tree_with(
 
 /// The tiny DFlash drafter trained on the tiny target (fixtures/dflash/).
 fn trained_drafter(t: &Target) -> DFlashDrafter {
-    DFlashDrafter::load(
-        &common::fixture("dflash/tiny-qwen3-drafter"),
-        t.model.clone(),
-        t.backend.clone(),
-        &DrafterOptions::new(256),
-    )
-    .expect("drafter")
+    common::tiny_trained_drafter(t.model.clone(), t.backend.clone())
 }
 
 fn prompts() -> Vec<Vec<u32>> {

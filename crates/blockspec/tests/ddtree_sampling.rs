@@ -29,7 +29,7 @@
 
 mod common;
 
-use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
+use blockspec::decode::draft::dflash::DFlashDrafter;
 use blockspec::decode::draft::{DraftCost, DraftTopK, Drafter, Features};
 use blockspec::decode::generate::GenerateOptions;
 use blockspec::decode::sampling::{Sampler, SamplingParams};
@@ -80,13 +80,7 @@ fn engine_config(capture: &[usize]) -> EngineConfig {
 }
 
 fn trained_drafter(t: &Target) -> DFlashDrafter {
-    DFlashDrafter::load(
-        &common::fixture("dflash/tiny-qwen3-drafter"),
-        t.model.clone(),
-        t.backend.clone(),
-        &DrafterOptions::new(256),
-    )
-    .expect("drafter")
+    common::tiny_trained_drafter(t.model.clone(), t.backend.clone())
 }
 
 fn prompts() -> Vec<Vec<u32>> {

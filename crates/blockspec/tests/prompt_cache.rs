@@ -9,31 +9,14 @@ mod common;
 
 use blockspec::decode::generate::{GenerateOptions, Generation};
 use blockspec::decode::sampling::{Sampler, SamplingParams};
-use blockspec::session::load::{load, Device, DraftConfig, LoadConfig, VerifyMode};
+use blockspec::session::load::{load, DraftConfig};
 use blockspec::session::{LoadedModel, Session};
 
 fn load_05b(draft: DraftConfig) -> LoadedModel {
     let path = common::model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").expect("the 0.5B");
     ggml::set_log_verbosity(false);
-    let cfg = LoadConfig {
-        model: path,
-        device: Device::Cpu,
-        n_gpu_layers: 0,
-        threads: Some(2),
-        n_ctx: Some(1024),
-        n_ubatch: 512,
-        type_k: ggml::Type::F16,
-        type_v: ggml::Type::F16,
-        draft,
-        fixed_verify_len: None,
-        spec_tree: 0,
-        spec_tree_auto: false,
-        accept_rule: Default::default(),
-        // The defaults a user gets.
-        verify: VerifyMode::Auto,
-        batch_invariant: false,
-        show_progress: false,
-    };
+    // The defaults a user gets.
+    let cfg = common::cpu_load_config(path, draft);
     load(&cfg).expect("load")
 }
 

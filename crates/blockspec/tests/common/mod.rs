@@ -177,3 +177,45 @@ pub fn assert_lossless(
     }
     all
 }
+
+/// What `blockspec run` gives a real model on the CPU with 2 threads and `-c 1024` (the default
+/// `--verify auto`, repacked kernels), with `draft` as its drafter.
+pub fn cpu_load_config(
+    model: PathBuf,
+    draft: blockspec::session::load::DraftConfig,
+) -> blockspec::session::load::LoadConfig {
+    use blockspec::session::load::{Device, LoadConfig, VerifyMode};
+    LoadConfig {
+        model,
+        device: Device::Cpu,
+        n_gpu_layers: 0,
+        threads: Some(2),
+        n_ctx: Some(1024),
+        n_ubatch: 512,
+        type_k: ggml::Type::F16,
+        type_v: ggml::Type::F16,
+        draft,
+        fixed_verify_len: None,
+        spec_tree: 0,
+        spec_tree_auto: false,
+        accept_rule: Default::default(),
+        verify: VerifyMode::Auto,
+        batch_invariant: false,
+        show_progress: false,
+    }
+}
+
+/// The tiny DFlash drafter trained on the tiny Qwen3 target (fixtures/dflash/), for `model`.
+pub fn tiny_trained_drafter(
+    model: std::sync::Arc<blockspec::model::Model>,
+    backend: std::sync::Arc<ggml::Backend>,
+) -> blockspec::decode::draft::dflash::DFlashDrafter {
+    use blockspec::decode::draft::dflash::{DFlashDrafter, DrafterOptions};
+    DFlashDrafter::load(
+        &fixture("dflash/tiny-qwen3-drafter"),
+        model,
+        backend,
+        &DrafterOptions::new(256),
+    )
+    .expect("drafter")
+}
