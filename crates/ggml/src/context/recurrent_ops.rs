@@ -27,6 +27,11 @@ impl Context {
         self.depend_on(a);
         ptr!(self, unsafe { sys::ggml_soft_max(self.ctx(), a.raw()) })
     }
+    /// A new tensor of `a`'s shape with every element `value` (`a`'s data is not read).
+    pub fn fill(&mut self, a: &Tensor, value: f32) -> Tensor {
+        self.depend_on(a);
+        ptr!(self, unsafe { sys::ggml_fill(self.ctx(), a.raw(), value) })
+    }
     /// The sum of each row: `[n, ...]` -> `[1, ...]`.
     pub fn sum_rows(&mut self, a: &Tensor) -> Tensor {
         self.depend_on(a);

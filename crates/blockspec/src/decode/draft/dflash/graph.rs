@@ -3,6 +3,7 @@
 //! models' decoder layer, then the target's lm_head on the drafted slots), with fixed padded
 //! shapes so that a graph is built once per shape and reused.
 
+use super::top_k::{top_k_nodes, TopOutputs};
 use super::DFlashDrafter;
 use crate::model::blocks::{decoder_layer, kv_heads, write_kv, AttnSpec, LayerCache, StepInputs};
 use crate::runtime::graph_cache::BuiltGraph;
@@ -49,13 +50,6 @@ pub(super) struct StepGraph {
     /// With `Shape::top_k`: per drafted slot the candidates' ids (I32, unordered), their logits
     /// and their probabilities.
     pub(super) top: Option<TopOutputs>,
-}
-
-/// A block graph's top-k outputs, `[k, n_out]` each.
-pub(super) struct TopOutputs {
-    pub(super) ids: Tensor,
-    pub(super) logits: Tensor,
-    pub(super) probs: Tensor,
 }
 
 impl BuiltGraph for StepGraph {
@@ -207,22 +201,14 @@ impl DFlashDrafter {
         if s.top_k > 0 {
             // The candidates, their logits, and their probabilities: the log-normalizer is
             // computed on the host from the most likely one's (never underflowing) probability.
-            let rows = self.head_rows as i64;
-            let ids = g.top_k(&logits, s.top_k);
-            let l3 = g.reshape(&logits, &[1, rows, n_out]);
-            let vals = g.get_rows(&l3, &ids);
-            let p = g.soft_max(&logits);
-            let p3 = g.reshape(&p, &[1, rows, n_out]);
-            let probs = g.get_rows(&p3, &ids);
-            for t in [&ids, &vals, &probs] {
-                g.set_output(t);
-                g.build_forward_expand(&gf, t);
-            }
-            sg.top = Some(TopOutputs {
-                ids,
-                logits: vals,
-                probs,
-            });
+            sg.top = Some(top_k_nodes(
+                g,
+                &gf,
+                &logits,
+                self.head_rows,
+                s.n_out,
+                s.top_k,
+            ));
         }
         sg.blk_tokens = Some(toks);
         sg.blk_pos = Some(pos);

@@ -22,6 +22,7 @@ mod convert;
 pub mod gguf;
 mod graph;
 mod safetensors;
+mod top_k;
 mod weights;
 
 pub use config::{
@@ -421,12 +422,8 @@ impl DFlashDrafter {
         let _p = profile::scope("draft.read");
         let top = self.graphs.get(&s).and_then(|g| g.top.as_ref());
         let top = top.context("drafter: block graph missing after its run")?;
-        let n = k * (b - 1);
-        let mut ids = vec![0i32; n];
-        top.ids.read_i32_into(&mut ids, 0);
-        let (mut vals, mut probs) = (vec![0f32; n], vec![0f32; n]);
-        top.logits.read_f32_into(&mut vals, 0);
-        top.probs.read_f32_into(&mut probs, 0);
+        let (ids, vals, probs) = top.read(b - 1);
+        let n = ids.len();
         let mut out = DraftTopK {
             k,
             ids: Vec::with_capacity(n),
