@@ -32,6 +32,15 @@ impl Context {
         self.depend_on(a);
         ptr!(self, unsafe { sys::ggml_fill(self.ctx(), a.raw(), value) })
     }
+    /// The maximum of each `width`-wide piece of every row: `[n, ...]` -> `[n / width, ...]`
+    /// (a last partial piece is dropped).
+    pub fn max_pool_1d(&mut self, a: &Tensor, width: usize) -> Tensor {
+        self.depend_on(a);
+        let w = width as i32;
+        ptr!(self, unsafe {
+            sys::ggml_pool_1d(self.ctx(), a.raw(), sys::GGML_OP_POOL_MAX, w, w, 0)
+        })
+    }
     /// The sum of each row: `[n, ...]` -> `[1, ...]`.
     pub fn sum_rows(&mut self, a: &Tensor) -> Tensor {
         self.depend_on(a);

@@ -3,26 +3,32 @@
 //!
 //! ggml's `top_k` sorts whole rows on CUDA (an argsort, unless the CUDA toolkit has CUB's
 //! DeviceTopK): for the 15 drafted slots of a 152K vocabulary that took ~1 ms on an H100, as
-//! long as the rest of the drafter step (2026-12-07, docs/BENCHMARKS.md). Long rows therefore go
-//! in two stages: the top `k` of each [`CHUNK`]-wide piece of the row (a sort in shared memory),
-//! then the top `k` of those `k x pieces` survivors. Every entry of a row's top `k` is among the
-//! top `k` of its own piece, so the result is the same set of values as one sort of the row.
-//! A row is padded to whole pieces with -inf logits (never chosen while a row has `k` finite
-//! ones).
+//! long as the rest of the drafter step (2026-12-07, docs/BENCHMARKS.md). Long rows are
+//! therefore cut into pieces, and only the `k` pieces with the largest maxima are searched: each
+//! of a row's `k` largest entries lies in a piece whose maximum is at least that entry, and the
+//! `k` chosen pieces hold `k` entries (their maxima) at least as large as anything outside them,
+//! so the `k` largest entries of the chosen pieces are the `k` largest values of the row. The
+//! pieces are narrow enough that the final sort (`k x piece` entries) fits one CUDA block. A row
+//! is padded to whole pieces with -inf logits (probability 0, never chosen while a row has `k`
+//! finite entries).
 
 use ggml::{Context, Graph, Tensor};
 
-/// Width of a first-stage piece: rows up to this long sort in one CUDA block's shared memory.
-pub(super) const CHUNK: usize = 1024;
+/// Rows longer than this are searched piece by piece.
+const ONE_SORT: usize = 2048;
+/// Entries of the final sort: one CUDA block's shared-memory sort.
+const FINAL_SORT: usize = 1024;
 
 /// The graph outputs that give each slot's candidates: `k` per slot, unordered.
 pub(super) struct TopOutputs {
     k: usize,
-    /// One stage: the candidates' ids (I32 `[k, slots]`). Two stages: their places among the
-    /// survivors of their slot (`piece * k + rank in the piece`).
+    /// Width of the pieces a row is searched in (0: one sort of the whole row).
+    piece: usize,
+    /// One sort: the candidates' ids (I32 `[k, slots]`). Pieces: their places among the chosen
+    /// pieces' entries (`rank of the piece * piece + place in it`).
     pick: Tensor,
-    /// Two stages: the candidates' places within their pieces (I32 `[1, k, slots]`).
-    local: Option<Tensor>,
+    /// Pieces: the chosen pieces of each slot (I32 `[k, slots]`).
+    pieces: Option<Tensor>,
     /// The candidates' logits and probabilities (`k x slots` values).
     logits: Tensor,
     probs: Tensor,
@@ -40,62 +46,68 @@ pub(super) fn top_k_nodes(
     k: usize,
 ) -> TopOutputs {
     let (n_i, s_i, k_i) = (n as i64, slots as i64, k as i64);
-    let probs_full = g.soft_max(logits);
-    let out = if n <= 2 * CHUNK || k > CHUNK {
+    // The piece width: a power of two with k pieces in one final sort.
+    let piece = match FINAL_SORT / k.max(1) {
+        0 => 0,
+        w => 1 << w.ilog2(),
+    };
+    let out = if n <= ONE_SORT || piece < 16 {
+        let probs_full = g.soft_max(logits);
         let pick = g.top_k(logits, k);
         let l3 = g.reshape(logits, &[1, n_i, s_i]);
         let p3 = g.reshape(&probs_full, &[1, n_i, s_i]);
         TopOutputs {
             k,
+            piece: 0,
             logits: g.get_rows(&l3, &pick),
             probs: g.get_rows(&p3, &pick),
             pick,
-            local: None,
+            pieces: None,
         }
     } else {
-        let pieces = n.div_ceil(CHUNK);
-        let (c, np) = (CHUNK as i64, pieces as i64);
-        let pad = |g: &mut Context, t: &Tensor, value: f32| {
-            if pieces * CHUNK == n {
-                return t.clone();
-            }
+        let n_pieces = n.div_ceil(piece);
+        let (w, np) = (piece as i64, n_pieces as i64);
+        let x = if n_pieces * piece == n {
+            logits.clone()
+        } else {
             // The filler's template: a contiguous view of the right size (values unused).
-            let extra = (pieces * CHUNK - n) as i64;
-            let flat = g.view(t, &[extra * s_i], &[], 0);
+            let extra = (n_pieces * piece - n) as i64;
+            let flat = g.view(logits, &[extra * s_i], &[], 0);
             let shape = g.reshape(&flat, &[extra, s_i]);
-            let filler = g.fill(&shape, value);
-            g.concat(t, &filler, 0)
+            let filler = g.fill(&shape, f32::NEG_INFINITY);
+            g.concat(logits, &filler, 0)
         };
-        let x = pad(g, logits, f32::NEG_INFINITY);
-        let p = pad(g, &probs_full, 0.0);
-        // Stage 1: each piece's top k (places within the piece), and their values.
-        let x2 = g.reshape(&x, &[c, np * s_i]);
-        let local_all = g.top_k(&x2, k);
-        let x3 = g.reshape(&x, &[1, c, np * s_i]);
-        let p3 = g.reshape(&p, &[1, c, np * s_i]);
-        let surv_l = g.get_rows(&x3, &local_all);
-        let surv_p = g.get_rows(&p3, &local_all);
-        // Stage 2: the slot's top k among its pieces' survivors.
-        let surv2 = g.reshape(&surv_l, &[k_i * np, s_i]);
-        let pick = g.top_k(&surv2, k);
+        // The padding's probabilities are exp(-inf) = 0.
+        let p = g.soft_max(&x);
+        let maxima = g.max_pool_1d(&x, piece);
+        let pieces = g.top_k(&maxima, k);
+        // The chosen pieces' entries, `[piece, k, slots]`, and the k largest among them.
         let gather = |g: &mut Context, t: &Tensor| {
-            let t3 = g.reshape(t, &[1, k_i * np, s_i]);
+            let t3 = g.reshape(t, &[w, np, s_i]);
+            g.get_rows(&t3, &pieces)
+        };
+        let cand_l = gather(g, &x);
+        let cand_p = gather(g, &p);
+        let flat = g.reshape(&cand_l, &[w * k_i, s_i]);
+        let pick = g.top_k(&flat, k);
+        let select = |g: &mut Context, t: &Tensor| {
+            let t3 = g.reshape(t, &[1, w * k_i, s_i]);
             g.get_rows(&t3, &pick)
         };
-        let logits = gather(g, &surv_l);
-        let probs = gather(g, &surv_p);
-        let local = gather(g, &local_all);
+        let logits = select(g, &cand_l);
+        let probs = select(g, &cand_p);
         TopOutputs {
             k,
+            piece,
             pick,
-            local: Some(local),
+            pieces: Some(pieces),
             logits,
             probs,
         }
     };
     for t in [
         Some(&out.pick),
-        out.local.as_ref(),
+        out.pieces.as_ref(),
         Some(&out.logits),
         Some(&out.probs),
     ]
@@ -115,12 +127,14 @@ impl TopOutputs {
         let n = self.k * slots;
         let mut ids = vec![0i32; n];
         self.pick.read_i32_into(&mut ids, 0);
-        if let Some(local) = &self.local {
-            let mut places = vec![0i32; n];
-            local.read_i32_into(&mut places, 0);
-            let k = self.k as i32;
-            for (id, place) in ids.iter_mut().zip(places) {
-                *id = *id / k * CHUNK as i32 + place;
+        if let Some(pieces) = &self.pieces {
+            let mut chosen = vec![0i32; n];
+            pieces.read_i32_into(&mut chosen, 0);
+            let w = self.piece as i32;
+            for (i, id) in ids.iter_mut().enumerate() {
+                let slot = i / self.k;
+                let rank = (*id / w) as usize;
+                *id = chosen[slot * self.k + rank] * w + *id % w;
             }
         }
         let (mut logits, mut probs) = (vec![0f32; n], vec![0f32; n]);
@@ -139,13 +153,15 @@ mod tests {
     /// The candidates of random rows (with ties and rows that need padding) against a sort on
     /// the host: the same values, ids that hold them, and probabilities that match a softmax.
     #[test]
-    fn two_stage_top_k_finds_the_largest_entries() {
+    fn top_k_by_pieces_finds_the_largest_entries() {
         let backend = Arc::new(Backend::cpu(2));
         for (n, slots, k) in [
             (151_936, 3, 4),
             (151_936, 2, 32),
             (5_000, 3, 8),
-            (3 * CHUNK, 2, 5),
+            (3 * 1024, 2, 5),
+            (151_936, 2, 1),
+            (200_000, 2, 20),
             (700, 2, 3),
         ] {
             let mut g = Context::new(64, 256);
