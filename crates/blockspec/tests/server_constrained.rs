@@ -439,6 +439,80 @@ fn forced_tool_calls_05b() {
     eprintln!("tool call tests: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// Forced tool calls with a template of the Qwen3.5 family (calls written as
+/// `<function=NAME>` blocks with `<parameter=ARG>` values, tests/fixtures/templates/
+/// xml_tools.jinja) on the real 0.5B: the reply is a call in that form, parsed into
+/// `tool_calls` whose arguments validate against the tool's schema (an enum included), plain and
+/// streamed, "required" and named.
+#[test]
+fn forced_xml_tool_calls_05b() {
+    let Some(m) = common::model(common::MODEL_05B) else {
+        return;
+    };
+    let template = common::fixture("templates/xml_tools.jinja");
+    let template = template.to_str().expect("utf-8 path");
+    let s = Server::start(&m, &["-c", "1024", "--chat-template-file", template]);
+    let schema_of = |name: &str| {
+        tools()
+            .as_array()
+            .expect("tools")
+            .iter()
+            .find(|t| t["function"]["name"] == name)
+            .map(|t| t["function"]["parameters"].clone())
+            .unwrap_or_else(|| panic!("not an offered tool: {name}"))
+    };
+    let check = |r: &Value, want: Option<&str>| {
+        let msg = &r["choices"][0]["message"];
+        eprintln!("xml -> {msg}");
+        assert_eq!(r["choices"][0]["finish_reason"], "tool_calls", "{r}");
+        let calls = msg["tool_calls"].as_array().expect("tool_calls");
+        assert_eq!(calls.len(), 1, "{msg}");
+        let name = check_call(&calls[0], want);
+        let args = calls[0]["function"]["arguments"].as_str().expect("args");
+        validates(&schema_of(&name), args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        (name, args.to_string())
+    };
+    let mut body = json!({
+        "messages": [{"role": "user", "content": "Is it cold in Reykjavik today?"}],
+        "temperature": 0, "max_tokens": 80, "tools": tools(), "tool_choice": "required",
+    });
+    let (name, args) = check(&s.ok("/v1/chat/completions", &body), None);
+    body["stream"] = json!(true);
+    let (mut s_name, mut s_args) = (String::new(), String::new());
+    for e in &s.stream("/v1/chat/completions", &body) {
+        for c in e["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            s_name.push_str(c["function"]["name"].as_str().unwrap_or_default());
+            s_args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
+        }
+    }
+    assert_eq!((s_name, s_args), (name, args));
+    body["stream"] = json!(false);
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
+    check(&s.ok("/v1/chat/completions", &body), Some("get_time"));
+    // Values that are JSON, not text (an integer with bounds, a boolean), and an optional one.
+    let forecast = json!({"type": "object", "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "hourly": {"type": "boolean"}
+    }, "required": ["city", "days"]});
+    body["tools"] = json!([{"type": "function", "function": {
+        "name": "get_forecast", "parameters": forecast}}]);
+    body["tool_choice"] = json!("required");
+    body["messages"][0]["content"] = json!("Will it rain in Lima this week?");
+    let r = s.ok("/v1/chat/completions", &body);
+    eprintln!("xml forecast -> {}", r["choices"][0]["message"]);
+    let call = &r["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_forecast", "{r}");
+    let args = call["arguments"].as_str().expect("args");
+    validates(&forecast, args).unwrap_or_else(|e| panic!("get_forecast: {e}"));
+    let v: Value = serde_json::from_str(args).expect("JSON");
+    assert!(v["days"].is_i64(), "days must be a JSON integer: {args}");
+}
+
 /// The 1.5B with the shipped DFlash drafter: a constrained reply equals the plain server's.
 #[test]
 fn constrained_with_dflash_equals_plain_15b() {

@@ -2,7 +2,7 @@
 //! content and tool calls.
 
 use super::chat_parse::{parse_reply, ChatDelta, ChatParser};
-use super::constrained::{compile, tool_call_wrappers, tool_signatures, RequestGrammar};
+use super::constrained::{compile, forced_call_grammar, tool_signatures, RequestGrammar};
 use super::openai::{
     body_object, chat_logprobs_json, finish_reason, short, timings_json, usage_json, ApiError,
     ApiResult, Endpoint, Fields,
@@ -12,7 +12,6 @@ use super::relay::{
 };
 use super::slots::Event;
 use super::{gen_request, json_body, GenRequest, Ready, Shared};
-use crate::decode::constrain::Grammar;
 use crate::text::chat::llama_default_kwargs;
 use axum::body::Body;
 use axum::extract::State;
@@ -226,15 +225,13 @@ pub(super) async fn chat_completions(
         }
         // The call is constrained where the template's call syntax is one the reply parser
         // reads; otherwise it is left to the model, as without a constraint.
-        if let Some((open, close)) = tool_call_wrappers(&chat.prompt_text, chat.xml_tool_calls) {
-            let tools = tool_signatures(&chat.tools);
-            if !tools.is_empty() {
-                let g = RequestGrammar {
-                    grammar: Grammar::tool_call(&tools, open, close),
-                    field: "tools",
-                };
-                p.constraint = Some(compile(&r.model, &g).await?);
-            }
+        let tools = tool_signatures(&chat.tools);
+        if let Some(grammar) = forced_call_grammar(&chat.prompt_text, chat.xml_tool_calls, &tools) {
+            let g = RequestGrammar {
+                grammar,
+                field: "tools",
+            };
+            p.constraint = Some(compile(&r.model, &g).await?);
         }
     }
     let mut opens_reasoning = chat.prompt_text.trim_end().ends_with("<think>");

@@ -13,6 +13,7 @@
 //! [-100, 100] (OpenAI's range).
 
 use super::openai::{short, ApiError, ApiResult, Fields};
+use super::tool_xml::xml_call_grammar;
 use crate::decode::constrain::{Constraint, Grammar};
 use crate::session::LoadedModel;
 use crate::text::tokenizer::Tokenizer;
@@ -256,19 +257,27 @@ pub fn logit_bias(f: &Fields, tok: &Tokenizer) -> ApiResult<Option<Vec<(u32, f32
     Ok(Some(out))
 }
 
-/// The text a forced tool call is wrapped in, for a chat whose rendered prompt is
-/// `prompt_text`: Qwen2.5 / Hermes templates tell the model to write
-/// `<tool_call>\n{"name": .., "arguments": ..}\n</tool_call>` (the form the reply parser reads).
-/// None where the call syntax cannot be constrained (Qwen3-Coder's XML calls, templates without
-/// `<tool_call>`): the call is left to the model as without a constraint.
-pub fn tool_call_wrappers(
+/// The grammar of a forced tool call (`tool_choice` "required" or a named function) for a chat
+/// whose rendered prompt is `prompt_text`, over `tools` (name, `parameters` schema): the
+/// XML form where the template writes calls so (Qwen3.5 / Qwen3.6 / Qwen3-Coder), else the
+/// JSON form Qwen2.5 / Hermes templates ask for, `<tool_call>\n{"name": .., "arguments":
+/// ..}\n</tool_call>`. None where the template shows no `<tool_call>` syntax or there is no
+/// tool: the call is left to the model, as without a constraint.
+pub fn forced_call_grammar(
     prompt_text: &str,
     xml_tool_calls: bool,
-) -> Option<(&'static str, &'static str)> {
-    if xml_tool_calls || !prompt_text.contains("<tool_call>") {
+    tools: &[(String, Option<Value>)],
+) -> Option<Grammar> {
+    if tools.is_empty() {
         return None;
     }
-    Some(("<tool_call>\n", "\n</tool_call>"))
+    if xml_tool_calls {
+        return Some(xml_call_grammar(tools));
+    }
+    if !prompt_text.contains("<tool_call>") {
+        return None;
+    }
+    Some(Grammar::tool_call(tools, "<tool_call>\n", "\n</tool_call>"))
 }
 
 /// (name, parameters) of each tool in an OpenAI `tools` array (entries without a function name

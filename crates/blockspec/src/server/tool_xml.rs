@@ -15,6 +15,7 @@
 //! that, else the string. The arguments JSON text is built as llama.cpp builds it:
 //! `{"name":value,...}`, JSON values as the model wrote them, strings escaped.
 
+use crate::decode::constrain::{lark_json, lark_string, Grammar};
 use serde_json::Value;
 
 const FUNCTION_OPEN: &str = "<function=";
@@ -72,6 +73,99 @@ pub(super) fn parse_xml_call(body: &str, tools: &[Value]) -> Option<(String, Str
         rest = after;
     }
     Some((name.to_string(), format!("{{{}}}", args.join(","))))
+}
+
+/// One tool call in the XML form, constrained to the offered tools (`tools`: name and
+/// `parameters` schema; at least one): `<tool_call>`, one `<function=NAME>` block with the
+/// tool's declared parameters in the schema's order (the required ones always, the others
+/// optionally), then `</tool_call>`, as the Qwen3.5 family's templates write calls. A value
+/// whose schema allows only strings is free text (an `enum` or `const` of strings: one of
+/// those); one that cannot be a string is JSON of its schema; one that may be both is free
+/// text, which [`parse_xml_call`] types. A tool without declared parameters takes any.
+pub(super) fn xml_call_grammar(tools: &[(String, Option<Value>)]) -> Grammar {
+    let mut rules = Vec::new();
+    let mut calls = Vec::new();
+    for (i, (name, params)) in tools.iter().enumerate() {
+        let props = params
+            .as_ref()
+            .and_then(|p| p.get("properties"))
+            .and_then(Value::as_object);
+        let required: Vec<&str> = params
+            .as_ref()
+            .and_then(|p| p.get("required"))
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut body = vec![lark_string(&format!("{FUNCTION_OPEN}{name}>\n"))];
+        let declared: Vec<(&str, Option<&Value>)> = match props {
+            Some(p) => p.iter().map(|(k, v)| (k.as_str(), Some(v))).collect(),
+            None => Vec::new(),
+        };
+        let undeclared = required
+            .iter()
+            .filter(|r| !declared.iter().any(|(k, _)| k == *r))
+            .map(|r| (*r, None));
+        let all: Vec<(&str, Option<&Value>)> = declared.iter().copied().chain(undeclared).collect();
+        if all.is_empty() {
+            body.push(format!(
+                "({} /[A-Za-z_][A-Za-z0-9_.\\-]*/ \">\\n\" XML_TEXT)*",
+                lark_string(PARAM_OPEN)
+            ));
+        }
+        for (j, (arg, schema)) in all.iter().enumerate() {
+            let rule = format!("p_{i}_{j}");
+            let open = lark_string(&format!("{PARAM_OPEN}{arg}>\n"));
+            rules.push(format!("{rule}: {open} {}", xml_value(*schema)));
+            let needed = required.contains(arg);
+            body.push(if needed { rule } else { format!("{rule}?") });
+        }
+        body.push(lark_string(&format!("{FUNCTION_CLOSE}\n")));
+        rules.push(format!("call_{i}: {}", body.join(" ")));
+        calls.push(format!("call_{i}"));
+    }
+    let mut lark = format!(
+        "start: {} ({}) {}\n",
+        lark_string("<tool_call>\n"),
+        calls.join(" | "),
+        lark_string("</tool_call>")
+    );
+    for r in rules {
+        lark.push_str(&r);
+        lark.push('\n');
+    }
+    // A value and the line that closes it, with no other `</parameter>` in it.
+    lark.push_str(
+        "XML_TEXT: /(?s:.*)\\n<\\/parameter>\\n/ & ~/(?s:.*)<\\/parameter>(?s:.*)<\\/parameter>(?s:.*)/\n",
+    );
+    Grammar::Lark(lark)
+}
+
+/// A parameter's value and its closing line, by the argument's schema (None: undeclared).
+fn xml_value(schema: Option<&Value>) -> String {
+    let close = lark_string(&format!("\n{PARAM_CLOSE}\n"));
+    let Some(schema) = schema else {
+        return "XML_TEXT".into();
+    };
+    let types = value_types(schema, 0);
+    if types == STRING {
+        let fixed: Option<Vec<&str>> = match (schema.get("const"), schema.get("enum")) {
+            (Some(c), _) => c.as_str().map(|c| vec![c]),
+            (None, Some(Value::Array(vs))) => vs.iter().map(Value::as_str).collect(),
+            _ => None,
+        };
+        // (An empty string has no Lark literal: such a list stays free text.)
+        return match fixed {
+            Some(vs) if !vs.is_empty() && vs.iter().all(|v| !v.is_empty()) => {
+                let alts: Vec<String> = vs.iter().map(|v| lark_string(v)).collect();
+                format!("({}) {close}", alts.join(" | "))
+            }
+            _ => "XML_TEXT".into(),
+        };
+    }
+    if types & STRING == 0 {
+        return format!("{} {close}", lark_json(schema));
+    }
+    "XML_TEXT".into()
 }
 
 /// The value's JSON text for an argument whose schema allows `types`.

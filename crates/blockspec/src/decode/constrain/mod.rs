@@ -123,6 +123,20 @@ pub(crate) fn lark_string(s: &str) -> String {
         .replace('\u{7f}', "\\u007f")
 }
 
+/// A Lark `%json` atom for a value of `schema` (whitespace between its tokens limited as in
+/// [`Grammar::JsonSchema`]).
+pub(crate) fn lark_json(schema: &serde_json::Value) -> String {
+    let mut schema = match schema {
+        serde_json::Value::Object(_) => schema.clone(),
+        _ => serde_json::json!({}),
+    };
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }));
+    }
+    format!("%json {schema}")
+}
+
 /// Whitespace allowed between JSON tokens: JSON's blanks, at most 20 at a time (an unbounded
 /// run lets a small model fill its token budget with newlines).
 const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,20}";
