@@ -1045,3 +1045,63 @@ fn prompt_cache_reuse_on_qwen35() {
         cached = cached_after(&e, prompt, &g);
     }
 }
+
+/// A drafter that drafts nothing and keeps the prompt features it was given.
+struct FeatureProbe {
+    features: Vec<f32>,
+}
+
+impl Drafter for FeatureProbe {
+    fn name(&self) -> &'static str {
+        "feature probe"
+    }
+    fn max_verify_len(&self) -> usize {
+        4
+    }
+    fn cost(&self) -> DraftCost {
+        DraftCost::PerStep
+    }
+    fn begin(&mut self, _prompt: &[u32], features: &[f32]) -> anyhow::Result<()> {
+        self.features = features.to_vec();
+        Ok(())
+    }
+    fn draft(&mut self, _last: u32, _len: usize) -> anyhow::Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    fn commit(&mut self, _tokens: &[u32], _features: Features) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A DFlash drafter reads the target's hidden states of every prompt token. A hybrid target
+/// evaluates a prompt in two parts (it keeps the state a token before the end); the drafter must
+/// still get one feature row per prompt token, equal (within rounding) to the rows of the whole
+/// prompt evaluated in one batch.
+#[test]
+fn the_drafter_gets_every_prompt_row_on_hybrid_targets() {
+    for name in ["qwen35", "qwen3next"] {
+        let f = fixture(name);
+        let layers = vec![0, 1];
+        let n_feat = layers.len() * f.model.hp.n_embd;
+        let prompt = &f.prompts[2];
+        let mut whole = f.engine_with(N_UBATCH, layers.clone());
+        whole
+            .decode(prompt, Outputs::Last)
+            .expect("prompt in one batch");
+        let want = whole.captured().to_vec();
+        assert_eq!(want.len(), prompt.len() * n_feat);
+        let mut e = f.engine_with(N_UBATCH, layers.clone());
+        let mut probe = FeatureProbe {
+            features: Vec::new(),
+        };
+        spec_greedy(&mut e, &mut probe, &f.tok, prompt, &greedy_opts(2), None);
+        assert_eq!(
+            probe.features.len(),
+            want.len(),
+            "{name}: feature rows for a prompt of {} tokens",
+            prompt.len()
+        );
+        let d = max_diff(&probe.features, &want);
+        assert!(d < 1e-3, "{name}: features differ by {d}");
+    }
+}

@@ -286,12 +286,16 @@ pub fn prefill(
     // it) and the one a token before its end (the same prompt again re-evaluates its last
     // token to get its logits).
     let mut rest = &prompt[reuse..];
+    let mut head_rows = Vec::new();
     if engine.is_hybrid() && rest.len() > 1 {
         engine.prefill(&rest[..rest.len() - 1])?;
+        // A drafter reads every evaluated prompt position's features (`Engine::captured`).
+        head_rows = engine.captured().to_vec();
         engine.save_checkpoint()?;
         rest = &rest[rest.len() - 1..];
     }
     let logits = engine.prefill(rest)?;
+    engine.prepend_captured(head_rows);
     engine.save_checkpoint()?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Ok(logits)

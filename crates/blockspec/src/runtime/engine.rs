@@ -469,6 +469,18 @@ impl Engine {
         Ok(exact)
     }
 
+    /// Put `rows` (captured rows of an earlier evaluation, token-major) before the rows of the
+    /// last one, so that [`captured`](Self::captured) returns both: a prompt evaluated in two
+    /// calls (a hybrid model keeps the state a token before its end) hands a drafter every
+    /// prompt row.
+    pub fn prepend_captured(&mut self, mut rows: Vec<f32>) {
+        if self.capture.is_none() || rows.is_empty() {
+            return;
+        }
+        rows.append(&mut self.captured);
+        self.captured = rows;
+    }
+
     /// Hidden states captured by the last `decode` (all its tokens), token-major.
     pub fn captured(&mut self) -> &[f32] {
         self.captured_rows(usize::MAX)
