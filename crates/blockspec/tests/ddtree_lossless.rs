@@ -199,7 +199,7 @@ fn auto_choice_equals_plain_decoding() {
     // The budgets tried are listed ones up to 32 (no exact-batch cap: inexact allowed).
     assert!(budgets.len() >= 2, "tree budgets tried: {budgets:?}");
     assert!(
-        budgets.iter().all(|b| [4, 8, 16, 22, 32].contains(b)),
+        budgets.iter().all(|b| [4, 8, 15, 22, 32].contains(b)),
         "{budgets:?}"
     );
 }

@@ -352,11 +352,86 @@ fn choices_echo_prompt_lists_slots_infill_templates_and_embeddings() {
         streamed_by_index(&ev, "/text", 1)[0],
         format!("{prompt}{plain}")
     );
+    // echo with logprobs: the prompt's tokens scored too (the first has none), as
+    // lm-eval-harness asks for log-likelihoods (max_tokens 0).
+    let (_, toks) = s.post("/tokenize", &json!({"content": prompt}));
+    let prompt_ids: Vec<u64> = toks["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_u64().expect("id"))
+        .collect();
+    let scored = s.ok(
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 0}),
+    );
+    let lp = &scored["choices"][0]["logprobs"];
+    assert_eq!(scored["choices"][0]["text"], prompt, "{scored}");
+    let pieces: Vec<&str> = lp["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_str().expect("piece"))
+        .collect();
+    assert_eq!(pieces.len(), prompt_ids.len(), "{lp}");
+    assert_eq!(pieces.concat(), prompt);
+    let lps = lp["token_logprobs"].as_array().expect("token_logprobs");
+    assert!(lps[0].is_null() && lp["top_logprobs"][0].is_null(), "{lp}");
+    for v in &lps[1..] {
+        let v = v.as_f64().expect("a logprob");
+        assert!(v.is_finite() && v <= 0.0, "{lp}");
+    }
+    // The score of a token after the prompt equals its log-probability as the first generated
+    // token, and the greedy token is the top candidate there.
+    let first = s.ok(
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 1}),
+    );
+    let gen_lp = &first["choices"][0]["logprobs"];
+    let want = gen_lp["token_logprobs"][0].as_f64().expect("logprob");
+    let (_, t) = s.post(
+        "/tokenize",
+        &json!({"content": first["choices"][0]["text"]}),
+    );
+    let mut ext = prompt_ids.clone();
+    ext.push(t["tokens"][0].as_u64().expect("the generated token"));
+    let scored = s.ok(
+        "/v1/completions",
+        &json!({"prompt": ext, "echo": true, "logprobs": 1, "max_tokens": 0}),
+    );
+    let lp = &scored["choices"][0]["logprobs"];
+    let got = lp["token_logprobs"][prompt_ids.len()]
+        .as_f64()
+        .expect("logprob");
+    assert!(
+        (got - want).abs() < 1e-3,
+        "scored {got} vs generated {want}"
+    );
+    let top = lp["top_logprobs"][prompt_ids.len()]
+        .as_object()
+        .expect("top");
+    assert!(
+        top.contains_key(gen_lp["tokens"][0].as_str().expect("piece")),
+        "{top:?}"
+    );
+    // With generated tokens after the prompt: both kinds, in order.
+    let both = s.ok(
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "logprobs": 0, "max_tokens": 3, "temperature": 0}),
+    );
+    let n = both["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .expect("token_logprobs")
+        .len();
+    assert_eq!(
+        n,
+        prompt_ids.len() + both["usage"]["completion_tokens"].as_u64().unwrap() as usize
+    );
     bad(
         &s,
         "/v1/completions",
-        json!({"prompt": prompt, "echo": true, "logprobs": 2}),
-        "'echo'",
+        json!({"prompt": prompt, "echo": true, "logprobs": 2, "stream": true}),
+        "'echo' with 'logprobs'",
     );
     // Token ids and a list of prompts times n: index = prompt * n + choice.
     let (_, toks) = s.post("/tokenize", &json!({"content": prompt}));

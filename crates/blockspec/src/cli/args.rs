@@ -53,7 +53,7 @@ pub(super) struct ModelArgs {
     /// DDTree: verify a tree of this many drafted tokens per step, built from the DFlash
     /// drafter's per-position candidates, instead of a chain (0: chains). On a hybrid target at
     /// most 31 (every node's recurrent state is kept). `auto`: each step plain, the chain or a
-    /// tree of budget 4, 8, 16, 22 or 32 (up to what fits), whichever is measured fastest here.
+    /// tree of budget 4, 8, 15, 22 or 32 (up to what fits), whichever is measured fastest here.
     #[arg(long = "spec-tree", default_value = "0")]
     pub(super) spec_tree: String,
     /// Which drafts a step keeps at temperature > 0: `rejection` (speculative rejection

@@ -3,7 +3,7 @@
 use super::args::{ModelArgs, SamplingArgs};
 use super::read_text;
 use crate::decode::constrain::{gbnf, Grammar};
-use crate::decode::generate::{GenerateOptions, Generation, StopReason};
+use crate::decode::generate::{GenerateOptions, Generation};
 use crate::decode::sampling::Sampler;
 use crate::session::load::load;
 use anyhow::{bail, Context as _, Result};
@@ -155,15 +155,7 @@ pub(super) fn cmd_run(a: RunArgs) -> Result<()> {
     };
     let (g, spec) = if max_tokens == Some(0) {
         // -n 0 generates nothing (as llama.cpp).
-        let g = Generation {
-            tokens: Vec::new(),
-            text: String::new(),
-            stop: StopReason::Limit,
-            timings: Default::default(),
-            logprobs: Vec::new(),
-            cached_prompt_n: 0,
-        };
-        (g, None)
+        (Generation::nothing(Default::default(), 0, Vec::new()), None)
     } else {
         session.generate(&m.tokenizer, &mut sampler, &prompt, &opts, false, on_text)?
     };

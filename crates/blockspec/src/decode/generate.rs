@@ -31,6 +31,11 @@ pub struct GenerateOptions {
     /// The engine's first `reuse_kv` positions already hold the prompt's first `reuse_kv`
     /// tokens (a prompt cache hit); only the rest is evaluated. 0: the cache is reset.
     pub reuse_kv: usize,
+    /// Also record the prompt's tokens' log-probabilities (each given the tokens before it;
+    /// [`Generation::prompt_logprobs`]) with `logprobs` top candidates each: OpenAI's `echo`
+    /// with `logprobs`. The whole prompt is then evaluated (no cache reuse), every position
+    /// with its logits.
+    pub prompt_logprobs: bool,
     /// The grammar the output must follow (from `GrammarCompiler::compile`), in its start
     /// state; `None`: unconstrained. The generation works on a copy. Generation ends at an
     /// end-of-generation token once the grammar is complete (also with `ignore_eos`).
@@ -141,6 +146,8 @@ pub struct Generation {
     pub logprobs: Vec<TokenLogprob>,
     /// Prompt tokens taken from the cache instead of evaluated ([`GenerateOptions::reuse_kv`]).
     pub cached_prompt_n: usize,
+    /// With [`GenerateOptions::prompt_logprobs`]: one per prompt token after the first.
+    pub prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// Collects generated tokens, turns them into text, streams complete text that cannot be the
@@ -256,13 +263,15 @@ pub fn check_constraint(sampler: &Sampler) -> Result<()> {
 }
 
 /// Check the prompt fits, reset the engine (keeping the first `reuse_kv` positions, a prompt
-/// cache hit) and the sampler history, and prefill the rest.
+/// cache hit) and the sampler history, and prefill the rest. `scores`: (top candidates, where
+/// to put them): also score every prompt token after the first (the whole prompt is evaluated).
 pub fn prefill(
     engine: &mut Engine,
     sampler: &mut Sampler,
     prompt: &[u32],
     reuse_kv: usize,
     timings: &mut Timings,
+    scores: Option<(usize, &mut Vec<TokenLogprob>)>,
 ) -> Result<Logits> {
     if prompt.is_empty() {
         bail!("the prompt is empty (no tokens)");
@@ -275,7 +284,8 @@ pub fn prefill(
         );
     }
     // At least the last prompt token is evaluated: its logits give the first token.
-    let reuse = reuse_kv.min(prompt.len() - 1).min(engine.n_past());
+    let reuse = if scores.is_some() { 0 } else { reuse_kv };
+    let reuse = reuse.min(prompt.len() - 1).min(engine.n_past());
     // A recurrent state may not go back to `reuse`, and an exact cache keeps only what this
     // prompt's own evaluation would compute the same way: then fewer positions are kept.
     let reuse = engine.keep_prompt_prefix(reuse);
@@ -284,11 +294,27 @@ pub fn prefill(
     let t0 = Instant::now();
     // A recurrent state cannot be cut back: keep this prompt's (for a next request that extends
     // it) and the one a token before its end (the same prompt again re-evaluates its last
-    // token to get its logits).
+    // token to get its logits). Scored prompts are evaluated in the same two parts.
     let mut rest = &prompt[reuse..];
     let mut head_rows = Vec::new();
-    if engine.is_hybrid() && rest.len() > 1 {
-        engine.prefill(&rest[..rest.len() - 1])?;
+    if (engine.is_hybrid() || scores.is_some()) && rest.len() > 1 {
+        let head = &rest[..rest.len() - 1];
+        match scores {
+            Some((n_top, out)) => {
+                let n_vocab = engine.n_vocab();
+                let mut next = prompt[1..].iter();
+                engine.prefill_scored(head, &mut |rows: &[f32]| {
+                    for row in rows.chunks_exact(n_vocab) {
+                        if let Some(&t) = next.next() {
+                            out.push(TokenLogprob::new(row, t, n_top));
+                        }
+                    }
+                })?;
+            }
+            None => {
+                engine.prefill(head)?;
+            }
+        }
         // A drafter reads every evaluated prompt position's features (`Engine::captured`).
         head_rows = engine.captured().to_vec();
         engine.save_checkpoint()?;
@@ -313,8 +339,19 @@ pub fn generate(
 ) -> Result<Generation> {
     prepare_sampler(engine, sampler, opts)?;
     let mut timings = Timings::default();
-    let mut logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
+    let mut prompt_logprobs = Vec::new();
+    let scores = opts
+        .prompt_logprobs
+        .then(|| (opts.logprobs.unwrap_or(0), &mut prompt_logprobs));
+    let mut logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings, scores)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
+    if opts.max_tokens == Some(0) {
+        return Ok(Generation::nothing(
+            timings,
+            cached_prompt_n,
+            prompt_logprobs,
+        ));
+    }
     let t1 = Instant::now();
     let mut out = Output::new(tok, opts, on_text);
     // Log-probabilities need the logits; otherwise a GPU reads back only the argmax id.
@@ -351,7 +388,27 @@ pub fn generate(
         timings,
         logprobs,
         cached_prompt_n,
+        prompt_logprobs,
     })
+}
+
+impl Generation {
+    /// A generation of no tokens (a token limit of 0), stopped at the limit.
+    pub fn nothing(
+        timings: Timings,
+        cached_prompt_n: usize,
+        prompt_logprobs: Vec<TokenLogprob>,
+    ) -> Generation {
+        Generation {
+            tokens: Vec::new(),
+            text: String::new(),
+            stop: StopReason::Limit,
+            timings,
+            logprobs: Vec::new(),
+            cached_prompt_n,
+            prompt_logprobs,
+        }
+    }
 }
 
 /// Byte index where the first stop string starts, if any occurs.

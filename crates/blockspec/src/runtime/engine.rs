@@ -551,6 +551,21 @@ impl Engine {
         })
     }
 
+    /// Evaluate prompt tokens like [`prefill`](Self::prefill), but compute every position's
+    /// logits and hand them to `each`, a chunk at a time (`rows x n_vocab`, row-major, in
+    /// order): a prompt's own log-probabilities (OpenAI's `echo` with `logprobs`).
+    pub fn prefill_scored(&mut self, tokens: &[u32], each: &mut dyn FnMut(&[f32])) -> Result<()> {
+        // Chunks of at most SCORED_CHUNK rows: every row's logits take graph memory (152K
+        // floats a row for Qwen vocabularies), and the prompt graphs were sized for one row.
+        let align = self.prompt_align.unwrap_or(SCORED_CHUNK).min(SCORED_CHUNK);
+        self.evaluate(tokens, Outputs::All, Some(align), &mut ReadBack::Each(each))?;
+        // A short last chunk may have kept its rows' recurrent states: all of it stays.
+        if self.pending.is_some() {
+            self.truncate(self.n_past);
+        }
+        Ok(())
+    }
+
     /// Make the prompt cache exact: [`prefill`](Self::prefill) evaluates prompts in chunks that
     /// start at multiples of `size` (at most `n_ubatch`), and
     /// [`keep_prompt_prefix`](Self::keep_prompt_prefix) keeps only positions evaluated in whole
@@ -769,6 +784,18 @@ impl Engine {
                         out,
                     );
                 }
+                ReadBack::Each(each) => {
+                    let n_vocab = self.model.hp.n_vocab;
+                    let mut rows = Vec::new();
+                    read_f32_staged(
+                        &logits_t,
+                        first_row * n_vocab,
+                        n_outputs * n_vocab,
+                        self.staging.as_mut(),
+                        &mut rows,
+                    );
+                    each(&rows);
+                }
                 ReadBack::Argmax(out) => {
                     let mut ids = vec![0i32; n_outputs];
                     argmax_t.read_i32_into(&mut ids, first_row);
@@ -806,9 +833,14 @@ impl BuiltGraph for ForwardGraph {
 /// state rows.
 enum ReadBack<'a> {
     Logits(&'a mut Vec<f32>),
+    /// Each chunk's logit rows, handed over and not kept.
+    Each(&'a mut dyn FnMut(&[f32])),
     Argmax(&'a mut Vec<u32>),
     Hidden(&'a mut Vec<f32>),
 }
+
+/// Most rows of a chunk whose every row's logits are read ([`Engine::prefill_scored`]).
+const SCORED_CHUNK: usize = 64;
 
 /// F16 bits of 0 and -inf.
 const F16_ZERO: u16 = 0x0000;

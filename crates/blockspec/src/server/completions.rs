@@ -2,8 +2,9 @@
 
 use super::info::settings_json;
 use super::openai::{
-    completion_logprobs_json, finish_reason, native_probs_json, prompt_inputs, timings_json,
-    usage_json, ApiError, ApiResult, Endpoint, Fields, GenParams, PromptInput, PromptPiece,
+    completion_logprobs_json, echo_logprobs_json, finish_reason, native_probs_json, prompt_inputs,
+    timings_json, usage_json, ApiError, ApiResult, Endpoint, Fields, GenParams, PromptInput,
+    PromptPiece,
 };
 use super::relay::{
     collect, event_frames, runs_of, sse_data, sse_response, stream_error, submit, Envelope,
@@ -97,12 +98,15 @@ fn all_runs(prompts: &[Prompt], p: &GenParams) -> ApiResult<Vec<Run>> {
 }
 
 pub(super) async fn completions(State(state): State<Shared>, body: Body) -> ApiResult<Response> {
-    let GenRequest { r, fields, p } = gen_request(&state, body, Endpoint::Completions).await?;
+    let GenRequest { r, fields, mut p } = gen_request(&state, body, Endpoint::Completions).await?;
     let f = Fields(&fields);
     let echo = f.bool("echo")?.unwrap_or(false);
-    if echo && p.logprobs.is_some() {
+    // `echo` with `logprobs`: the prompt's tokens are scored too (lm-eval-harness style
+    // log-likelihoods, usually with `max_tokens: 0`).
+    p.prompt_logprobs = echo && p.logprobs.is_some();
+    if p.prompt_logprobs && p.stream {
         return Err(ApiError::bad_request(
-            "'echo' with 'logprobs' is not supported: the prompt's log-probabilities are not computed",
+            "'echo' with 'logprobs' is not supported when streamed ('stream': true); ask without streaming",
         ));
     }
     let prompts = completion_prompts(r, &f)?;
@@ -113,6 +117,7 @@ pub(super) async fn completions(State(state): State<Shared>, body: Body) -> ApiR
     let env = Envelope::new("cmpl", &state.cfg.model_alias);
     let model = r.model.clone();
     let n = p.n;
+    let prompt_tokens: Vec<Vec<u32>> = prompts.iter().map(|pr| pr.tokens.clone()).collect();
     let echoed: Vec<String> = prompts
         .into_iter()
         .map(|pr| if echo { pr.text } else { String::new() })
@@ -124,9 +129,15 @@ pub(super) async fn completions(State(state): State<Shared>, body: Body) -> ApiR
             .iter()
             .map(|d| {
                 let g = &d.generation;
-                let logprobs = match p.logprobs {
-                    Some(_) => completion_logprobs_json(&model.tokenizer, &g.logprobs),
-                    None => Value::Null,
+                let prompt = &prompt_tokens[d.index / n];
+                let logprobs = match (p.logprobs, prompt.first()) {
+                    (Some(_), Some(&first)) if p.prompt_logprobs => {
+                        let all: Vec<_> =
+                            g.prompt_logprobs.iter().chain(&g.logprobs).cloned().collect();
+                        echo_logprobs_json(&model.tokenizer, first, &all)
+                    }
+                    (Some(_), _) => completion_logprobs_json(&model.tokenizer, &g.logprobs),
+                    (None, _) => Value::Null,
                 };
                 let text = format!("{}{}", echoed[d.index / n], g.text);
                 json!({"text": text, "index": d.index, "logprobs": logprobs, "finish_reason": finish_reason(g.stop)})

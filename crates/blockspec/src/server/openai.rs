@@ -180,6 +180,8 @@ pub struct GenParams {
     pub include_usage: bool,
     /// Top candidates per token to report (None: no logprobs).
     pub logprobs: Option<usize>,
+    /// Also score the prompt's tokens (`echo` with `logprobs` on `/v1/completions`).
+    pub prompt_logprobs: bool,
     /// Reuse the KV of the common prefix with the slot's previous prompt (llama.cpp's
     /// `cache_prompt`, default true).
     pub cache_prompt: bool,
@@ -392,6 +394,7 @@ pub fn gen_params(
         stream,
         include_usage,
         logprobs,
+        prompt_logprobs: false,
         cache_prompt: f.bool("cache_prompt")?.unwrap_or(true),
         n,
         grammar: request_grammar(f)?,
@@ -550,17 +553,36 @@ pub fn chat_logprobs_json(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
 
 /// Legacy completions `logprobs`: tokens, token_logprobs, top_logprobs, text_offset.
 pub fn completion_logprobs_json(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
+    completion_logprobs_after(tok, None, lps)
+}
+
+/// OpenAI's completion `logprobs` of an echoed prompt and its completion: the prompt's first
+/// token (no log-probability: nothing comes before it), then `lps` (the prompt's other tokens'
+/// and the generated ones').
+pub fn echo_logprobs_json(tok: &Tokenizer, first: u32, lps: &[TokenLogprob]) -> Value {
+    completion_logprobs_after(tok, Some(first), lps)
+}
+
+fn completion_logprobs_after(tok: &Tokenizer, first: Option<u32>, lps: &[TokenLogprob]) -> Value {
     let mut tokens = Vec::new();
     let mut token_logprobs = Vec::new();
     let mut top = Vec::new();
     let mut offsets = Vec::new();
     let mut offset = 0usize;
+    if let Some(t) = first {
+        let (text, _) = token_piece(tok, t);
+        offsets.push(offset);
+        offset += text.len();
+        tokens.push(text);
+        token_logprobs.push(Value::Null);
+        top.push(Value::Null);
+    }
     for l in lps {
         let (text, _) = token_piece(tok, l.token);
         offsets.push(offset);
         offset += text.len();
         tokens.push(text);
-        token_logprobs.push(l.logprob);
+        token_logprobs.push(l.logprob.into());
         let mut m = Map::new();
         for &(t, lp) in &l.top {
             m.insert(token_piece(tok, t).0, lp.into());

@@ -3,7 +3,7 @@
 use super::openai::{new_id, timings_json, unix_time, usage_json, ApiError, ApiResult, GenParams};
 use super::slots::{CancelOnDrop, Event, Finished, Job, Run, Work};
 use super::Ready;
-use crate::decode::generate::{GenerateOptions, Generation, StopReason, Timings};
+use crate::decode::generate::{GenerateOptions, Generation, Timings};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,16 +24,10 @@ pub(super) fn submit(
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let max_tokens = p.max_tokens.or(default_max_tokens);
-    if max_tokens == Some(0) {
+    // (Scoring the prompt, `echo` with `logprobs`, still needs a slot.)
+    if max_tokens == Some(0) && !p.prompt_logprobs {
         for index in 0..runs.len() {
-            let generation = Generation {
-                tokens: Vec::new(),
-                text: String::new(),
-                stop: StopReason::Limit,
-                timings: Timings::default(),
-                logprobs: Vec::new(),
-                cached_prompt_n: 0,
-            };
+            let generation = Generation::nothing(Timings::default(), 0, Vec::new());
             let _ = tx.send(Event::Done(Box::new(Finished {
                 generation,
                 spec: None,
@@ -54,6 +48,7 @@ pub(super) fn submit(
             logprobs: p.logprobs,
             on_logprob: None,
             reuse_kv: 0,
+            prompt_logprobs: p.prompt_logprobs,
             constraint: p.constraint.clone(),
         },
         p.cache_prompt,

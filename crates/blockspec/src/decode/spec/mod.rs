@@ -103,7 +103,11 @@ pub fn generate_speculative(
     let tree_rows = tree_rows(engine, spec)?;
     prepare_sampler(engine, sampler, opts)?;
     let mut timings = Timings::default();
-    let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings)?;
+    let mut prompt_logprobs = Vec::new();
+    let scores = opts
+        .prompt_logprobs
+        .then(|| (opts.logprobs.unwrap_or(0), &mut prompt_logprobs));
+    let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings, scores)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
     // Log-probabilities need the logits; otherwise a GPU reads back only argmax ids.
     let device_argmax =
@@ -112,6 +116,10 @@ pub fn generate_speculative(
     let tb = Instant::now();
     drafter.begin_from(prompt, cached_prompt_n, engine.captured())?;
     timings.prompt_ms += ms_since(tb);
+    if opts.max_tokens == Some(0) {
+        let g = Generation::nothing(timings, cached_prompt_n, prompt_logprobs);
+        return Ok((g, SpecStats::default()));
+    }
 
     let t1 = Instant::now();
     let fixed = spec.fixed_len.map(|f| f.min(max_len));
@@ -189,6 +197,7 @@ pub fn generate_speculative(
             timings,
             logprobs,
             cached_prompt_n,
+            prompt_logprobs,
         },
         stats,
     ))

@@ -509,9 +509,43 @@ mod tests {
             .sum();
         let probes = picks.iter().filter(|&&n| n > 1).count();
         assert!(probes >= 3, "it must keep probing ({probes} probes)");
+        // The budget, plus the first speculative step (made before any plain step) and one
+        // probe beyond it.
+        let one = 30.0 + cost(FIRST_PROBE_LEN) - cost(1);
         assert!(
-            extra_ms <= 0.03 * plain_ms,
+            extra_ms <= PROBE_BUDGET * plain_ms + 2.0 * one,
             "probes cost {extra_ms} ms over {plain_ms} ms of plain decoding"
+        );
+    }
+
+    #[test]
+    fn probes_that_cost_more_after_long_plain_runs_stay_within_the_budget() {
+        // A classic draft model on a CPU: before drafting it catches up on the tokens committed
+        // since its last step (up to 32, 8 ms each), so a probe after a long plain run costs
+        // far more than the early ones that set the estimate. Nothing is accepted.
+        let cost = |n: usize| 55.0 + 20.0 * (n as f64 - 1.0);
+        let mut p = new_policy();
+        let (mut plain_ms, mut extra_ms, mut since, mut worst) = (0.0, 0.0, 0usize, 0.0f64);
+        for _ in 0..4000 {
+            let n = p.choose();
+            p.record_verify(n, cost(n), false);
+            if n == 1 {
+                plain_ms += cost(1);
+                since += 1;
+                continue;
+            }
+            let draft = 25.0 * (n - 1) as f64 + 8.0 * since.min(32) as f64;
+            since = 0;
+            p.record_draft(draft, n - 1, false);
+            p.record_accept(n - 1, 0);
+            let extra = draft + cost(n) - cost(1);
+            p.record_overhead(extra);
+            extra_ms += extra;
+            worst = worst.max(extra);
+        }
+        assert!(
+            extra_ms <= PROBE_BUDGET * plain_ms + 2.0 * worst,
+            "probes cost {extra_ms:.0} ms over {plain_ms:.0} ms of plain decoding (worst {worst:.0})"
         );
     }
 

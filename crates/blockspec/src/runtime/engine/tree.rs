@@ -200,6 +200,11 @@ impl Engine {
             ReadBack::Logits(out) => {
                 read_f32_staged(&logits_t, 0, n * n_vocab, self.staging.as_mut(), out);
             }
+            ReadBack::Each(each) => {
+                let mut rows = Vec::new();
+                read_f32_staged(&logits_t, 0, n * n_vocab, self.staging.as_mut(), &mut rows);
+                each(&rows);
+            }
             ReadBack::Argmax(out) => {
                 let mut ids = vec![0i32; n];
                 argmax_t.read_i32_into(&mut ids, 0);
