@@ -329,7 +329,7 @@ fn oracle_auto_on(name: &'static str) {
             "{name}, round {round}: no tree tried ({s:?})"
         );
         assert!(
-            s.trees.iter().all(|&(b, _)| [4, 8, 16].contains(&b)),
+            s.trees.iter().all(|&(b, _)| [4, 8, 15].contains(&b)),
             "{name}: budgets {:?}",
             s.trees
         );
