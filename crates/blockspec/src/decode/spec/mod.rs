@@ -369,8 +369,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         let _p = profile::scope("spec.sync");
         self.drafter.sync()?;
         drop(_p);
-        let sync_ms = ms_since(tsync);
-        self.rec.synced(sync_ms);
+        self.rec.synced(ms_since(tsync));
         if self.tree_step {
             match self.draft_tree(last)? {
                 Some(batch) => return Ok(batch),
@@ -389,11 +388,7 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         };
         let ms = ms_since(td);
         let cold = self.drafter.last_draft_was_cold();
-        // What choosing to draft costs includes catching up on the tokens committed since the
-        // drafter's last step (a classic draft model evaluates them first): after plain steps
-        // that is most of a probe's cost (the 0.5B on a 2-core CPU: 135-190 ms, against 40 ms
-        // a drafted token).
-        self.policy.record_draft(ms + sync_ms, drafts.len(), cold);
+        self.policy.record_draft(ms, drafts.len(), cold);
         self.rec.drafted(ms);
         // A drafter may propose fewer (or ids the target does not have: a draft model's padded
         // vocabulary); verify what is usable.
