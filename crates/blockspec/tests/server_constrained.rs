@@ -362,6 +362,22 @@ fn check_call(call: &Value, want: Option<&str>) -> String {
     name
 }
 
+/// The tool call a streamed chat reply makes: (name, arguments), joined from its deltas.
+fn streamed_call(events: &[Value]) -> (String, String) {
+    let (mut name, mut args) = (String::new(), String::new());
+    for e in events {
+        for c in e["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            name.push_str(c["function"]["name"].as_str().unwrap_or_default());
+            args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
+        }
+    }
+    (name, args)
+}
+
 #[test]
 fn forced_tool_calls_05b() {
     let Some(m) = common::model(common::MODEL_05B) else {
@@ -394,18 +410,7 @@ fn forced_tool_calls_05b() {
     check_call(&calls[0], None);
     // Streamed: the same call.
     b["stream"] = json!(true);
-    let events = s.stream("/v1/chat/completions", &b);
-    let (mut name, mut args) = (String::new(), String::new());
-    for e in &events {
-        for c in e["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            name.push_str(c["function"]["name"].as_str().unwrap_or_default());
-            args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
-        }
-    }
+    let (name, args) = streamed_call(&s.stream("/v1/chat/completions", &b));
     assert_eq!(name, calls[0]["function"]["name"].as_str().unwrap());
     assert_eq!(args, calls[0]["function"]["arguments"].as_str().unwrap());
 
@@ -478,18 +483,8 @@ fn forced_xml_tool_calls_05b() {
     });
     let (name, args) = check(&s.ok("/v1/chat/completions", &body), None);
     body["stream"] = json!(true);
-    let (mut s_name, mut s_args) = (String::new(), String::new());
-    for e in &s.stream("/v1/chat/completions", &body) {
-        for c in e["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            s_name.push_str(c["function"]["name"].as_str().unwrap_or_default());
-            s_args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
-        }
-    }
-    assert_eq!((s_name, s_args), (name, args));
+    let streamed = streamed_call(&s.stream("/v1/chat/completions", &body));
+    assert_eq!(streamed, (name, args));
     body["stream"] = json!(false);
     body["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
     check(&s.ok("/v1/chat/completions", &body), Some("get_time"));

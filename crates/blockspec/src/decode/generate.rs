@@ -262,17 +262,17 @@ pub fn check_constraint(sampler: &Sampler) -> Result<()> {
     }
 }
 
-/// Check the prompt fits, reset the engine (keeping the first `reuse_kv` positions, a prompt
-/// cache hit) and the sampler history, and prefill the rest. `scores`: (top candidates, where
-/// to put them): also score every prompt token after the first (the whole prompt is evaluated).
+/// Check the prompt fits, reset the engine (keeping the first `opts.reuse_kv` positions, a
+/// prompt cache hit) and the sampler history, and prefill the rest. Returns the last position's
+/// logits and, with `opts.prompt_logprobs`, the scores of the prompt's tokens after the first
+/// (the whole prompt is then evaluated).
 pub fn prefill(
     engine: &mut Engine,
     sampler: &mut Sampler,
     prompt: &[u32],
-    reuse_kv: usize,
+    opts: &GenerateOptions,
     timings: &mut Timings,
-    scores: Option<(usize, &mut Vec<TokenLogprob>)>,
-) -> Result<Logits> {
+) -> Result<(Logits, Vec<TokenLogprob>)> {
     if prompt.is_empty() {
         bail!("the prompt is empty (no tokens)");
     }
@@ -284,7 +284,8 @@ pub fn prefill(
         );
     }
     // At least the last prompt token is evaluated: its logits give the first token.
-    let reuse = if scores.is_some() { 0 } else { reuse_kv };
+    let scored = opts.prompt_logprobs;
+    let reuse = if scored { 0 } else { opts.reuse_kv };
     let reuse = reuse.min(prompt.len() - 1).min(engine.n_past());
     // A recurrent state may not go back to `reuse`, and an exact cache keeps only what this
     // prompt's own evaluation would compute the same way: then fewer positions are kept.
@@ -297,23 +298,21 @@ pub fn prefill(
     // token to get its logits). Scored prompts are evaluated in the same two parts.
     let mut rest = &prompt[reuse..];
     let mut head_rows = Vec::new();
-    if (engine.is_hybrid() || scores.is_some()) && rest.len() > 1 {
+    let mut scores = Vec::new();
+    if (engine.is_hybrid() || scored) && rest.len() > 1 {
         let head = &rest[..rest.len() - 1];
-        match scores {
-            Some((n_top, out)) => {
-                let n_vocab = engine.n_vocab();
-                let mut next = prompt[1..].iter();
-                engine.prefill_scored(head, &mut |rows: &[f32]| {
-                    for row in rows.chunks_exact(n_vocab) {
-                        if let Some(&t) = next.next() {
-                            out.push(TokenLogprob::new(row, t, n_top));
-                        }
+        if scored {
+            let (n_vocab, n_top) = (engine.n_vocab(), opts.logprobs.unwrap_or(0));
+            let mut next = prompt[1..].iter();
+            engine.prefill_scored(head, &mut |rows: &[f32]| {
+                for row in rows.chunks_exact(n_vocab) {
+                    if let Some(&t) = next.next() {
+                        scores.push(TokenLogprob::new(row, t, n_top));
                     }
-                })?;
-            }
-            None => {
-                engine.prefill(head)?;
-            }
+                }
+            })?;
+        } else {
+            engine.prefill(head)?;
         }
         // A drafter reads every evaluated prompt position's features (`Engine::captured`).
         head_rows = engine.captured().to_vec();
@@ -324,7 +323,7 @@ pub fn prefill(
     engine.prepend_captured(head_rows);
     engine.save_checkpoint()?;
     timings.prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    Ok(logits)
+    Ok((logits, scores))
 }
 
 /// Generate from `prompt` (the engine's cache is reset first). `on_text` receives each piece of
@@ -339,11 +338,7 @@ pub fn generate(
 ) -> Result<Generation> {
     prepare_sampler(engine, sampler, opts)?;
     let mut timings = Timings::default();
-    let mut prompt_logprobs = Vec::new();
-    let scores = opts
-        .prompt_logprobs
-        .then(|| (opts.logprobs.unwrap_or(0), &mut prompt_logprobs));
-    let mut logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings, scores)?;
+    let (mut logits, prompt_logprobs) = prefill(engine, sampler, prompt, opts, &mut timings)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
     if opts.max_tokens == Some(0) {
         return Ok(Generation::nothing(

@@ -126,15 +126,21 @@ pub(crate) fn lark_string(s: &str) -> String {
 /// A Lark `%json` atom for a value of `schema` (whitespace between its tokens limited as in
 /// [`Grammar::JsonSchema`]).
 pub(crate) fn lark_json(schema: &serde_json::Value) -> String {
-    let mut schema = match schema {
+    let schema = match schema {
         serde_json::Value::Object(_) => schema.clone(),
         _ => serde_json::json!({}),
     };
+    format!("%json {}", limit_json_whitespace(schema))
+}
+
+/// `schema` (an object) with the whitespace between JSON tokens limited to [`JSON_WHITESPACE`]
+/// unless its own `x-guidance` says otherwise.
+fn limit_json_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
     if let Some(o) = schema.as_object_mut() {
         o.entry("x-guidance")
             .or_insert_with(|| serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }));
     }
-    format!("%json {schema}")
+    schema
 }
 
 /// Whitespace allowed between JSON tokens: JSON's blanks, at most 20 at a time (an unbounded
@@ -211,22 +217,16 @@ impl GrammarCompiler {
     pub fn compile(&self, grammar: &Grammar) -> Result<Constraint> {
         let top = match grammar {
             Grammar::JsonSchema(schema) => {
-                let mut schema = match schema {
+                let schema = match schema {
                     serde_json::Value::Bool(true) => serde_json::json!({}),
                     serde_json::Value::Object(_) => schema.clone(),
                     other => bail!("JSON schema: expected an object, got {other}"),
                 };
-                if let Some(o) = schema.as_object_mut() {
-                    o.entry("x-guidance").or_insert_with(
-                        || serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }),
-                    );
-                }
-                TopLevelGrammar::from_json_schema(schema)
+                TopLevelGrammar::from_json_schema(limit_json_whitespace(schema))
             }
-            Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({
-                "type": "object",
-                "x-guidance": { "whitespace_pattern": JSON_WHITESPACE }
-            })),
+            Grammar::JsonObject => TopLevelGrammar::from_json_schema(limit_json_whitespace(
+                serde_json::json!({ "type": "object" }),
+            )),
             Grammar::Gbnf(g) => {
                 let lark = gbnf::gbnf_to_lark(g).map_err(anyhow::Error::msg)?;
                 TopLevelGrammar::from_lark(lark)

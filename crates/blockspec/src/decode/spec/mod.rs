@@ -103,11 +103,7 @@ pub fn generate_speculative(
     let tree_rows = tree_rows(engine, spec)?;
     prepare_sampler(engine, sampler, opts)?;
     let mut timings = Timings::default();
-    let mut prompt_logprobs = Vec::new();
-    let scores = opts
-        .prompt_logprobs
-        .then(|| (opts.logprobs.unwrap_or(0), &mut prompt_logprobs));
-    let logits = prefill(engine, sampler, prompt, opts.reuse_kv, &mut timings, scores)?;
+    let (logits, prompt_logprobs) = prefill(engine, sampler, prompt, opts, &mut timings)?;
     let cached_prompt_n = prompt.len() - timings.prompt_n;
     // Log-probabilities need the logits; otherwise a GPU reads back only argmax ids.
     let device_argmax =
