@@ -72,7 +72,7 @@ pub struct Engine {
     graphs: GraphCache<GraphShape, ForwardGraph>,
     kv: KvCache,
     capture: Option<CaptureBuffer>,
-    /// Whether the last `decode` ran a graph among its first COLD_RUNS evaluations.
+    /// Whether the last `decode` ran a graph among its first evaluations (`COLD_RUNS` on a GPU).
     last_cold: bool,
     n_past: usize,
     cfg: EngineConfig,

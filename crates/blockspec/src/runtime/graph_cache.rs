@@ -9,7 +9,9 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 /// A graph's first evaluations are not representative of its cost: the one that builds it, and
-/// on CUDA two more (ggml-cuda runs a new graph directly, then captures it as a CUDA graph).
+/// on a GPU two more (ggml-cuda runs a new graph directly, then captures it as a CUDA graph).
+/// On a CPU only the first: counting more as cold there left the rare shapes (a probe's drafts
+/// and verifies, a new KV span every 256 positions) without a steady time at all.
 pub const COLD_RUNS: u32 = 3;
 
 /// Something built around a ggml graph (its input and output tensors).
@@ -32,6 +34,8 @@ pub struct GraphCache<K, G> {
     /// Pin every node to the first backend (GPU backends: otherwise ggml's scheduler may give
     /// nodes without a pre-allocated input no backend and abort).
     pin: bool,
+    /// A graph's first this many evaluations are cold: [`COLD_RUNS`] on a GPU, 1 on a CPU.
+    cold_runs: u32,
     /// At most this many graphs are kept (prompt lengths vary; decode shapes repeat).
     max_graphs: usize,
     /// For messages: `engine`, `drafter`.
@@ -39,7 +43,9 @@ pub struct GraphCache<K, G> {
 }
 
 impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
-    pub fn new(sched: Sched, pin: bool, max_graphs: usize, owner: &'static str) -> Self {
+    /// `gpu`: the scheduler's first backend is a GPU (nodes are pinned to it; graphs stay cold
+    /// for [`COLD_RUNS`] evaluations).
+    pub fn new(sched: Sched, gpu: bool, max_graphs: usize, owner: &'static str) -> Self {
         GraphCache {
             sched,
             graphs: HashMap::new(),
@@ -47,7 +53,8 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
             last_use: HashMap::new(),
             uses: 0,
             allocated: None,
-            pin,
+            pin: gpu,
+            cold_runs: if gpu { COLD_RUNS } else { 1 },
             max_graphs,
             owner,
         }
@@ -161,7 +168,7 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
     }
 
     /// Run the prepared graph for `key`. Returns whether it was cold (among its first
-    /// [`COLD_RUNS`] evaluations), so its time says little about its steady cost.
+    /// evaluations, see [`COLD_RUNS`]), so its time says little about its steady cost.
     pub fn compute(&mut self, key: K) -> Result<bool> {
         if self.allocated != Some(key) {
             bail!("{}: compute of {key:?} without prepare", self.owner);
@@ -170,7 +177,7 @@ impl<K: Copy + Eq + Hash + Debug, G: BuiltGraph> GraphCache<K, G> {
         self.sched.compute(&graph).map_err(anyhow::Error::msg)?;
         let runs = self.runs.entry(key).or_insert(0);
         *runs += 1;
-        Ok(*runs <= COLD_RUNS)
+        Ok(*runs <= self.cold_runs)
     }
 
     pub fn get(&self, key: &K) -> Option<&G> {

@@ -8,7 +8,9 @@
 //! that the acceptance estimate can recover: within a time budget (a probe's measured extra time
 //! at most [`PROBE_BUDGET`] of the plain decoding time since the one before), and at least
 //! [`MIN_PROBE`] plain steps apart, a gap that doubles with every probe in a row that did not pay
-//! (up to [`MAX_PROBE_GAP`] steps) and goes back to the shortest once one pays.
+//! (up to [`MAX_PROBE_GAP`] steps) and goes back to the shortest once one pays. When drafting
+//! cannot pay at the measured costs even with every draft accepted, probes only re-measure the
+//! costs, [`HOPELESS_PROBE_GAP`] plain steps apart.
 
 use crate::decode::draft::DraftCost;
 
@@ -76,6 +78,8 @@ pub struct LengthPolicy {
     failed_probes: u32,
     /// The last speculative step chosen was a probe (plain decoding looked faster).
     probing: bool,
+    /// The last step chosen was speculative because speculation looked faster (not a probe).
+    speculating: bool,
 }
 
 const DECAY: f64 = 0.98;
@@ -87,6 +91,14 @@ const MIN_PROBE: usize = 16;
 const MAX_PROBE_GAP: usize = 256;
 /// Probes may cost at most this fraction of the plain decoding time between them.
 const PROBE_BUDGET: f64 = 0.02;
+/// Speculation must be expected to beat plain decoding by this fraction before the policy turns
+/// to it from plain steps. A switch costs what the rates leave out (a draft model first catches
+/// up on the tokens committed since it last ran), and near break-even it gains nothing: without
+/// the margin, a draft model about as fast as it would need to be switched back and forth.
+const SWITCH_MARGIN: f64 = 0.03;
+/// Plain steps between probes once drafting is hopeless ([`LengthPolicy::hopeless`]): only a
+/// change in the measured costs could make it pay, and those are re-measured this often.
+const HOPELESS_PROBE_GAP: usize = 1024;
 
 impl LengthPolicy {
     /// `max_len`: the longest verify (lengths 1..=max_len). `fixed`: always use this.
@@ -105,6 +117,7 @@ impl LengthPolicy {
             overhead_ms: Ema::default(),
             failed_probes: 0,
             probing: false,
+            speculating: false,
         }
     }
 
@@ -230,7 +243,14 @@ impl LengthPolicy {
         let spec = self.best_speculative();
         let spec_rate = self.rate(spec).unwrap_or(0.0);
         let plain_rate = self.rate(1).unwrap_or(0.0);
-        if spec_rate >= plain_rate {
+        // Switching from plain steps to speculation asks for a clear gain, staying does not.
+        let margin = if self.speculating {
+            1.0
+        } else {
+            1.0 + SWITCH_MARGIN
+        };
+        self.speculating = spec_rate >= plain_rate * margin;
+        if self.speculating {
             self.plain_steps_since_probe = 0;
             self.plain_ms_since_probe = 0.0;
             self.failed_probes = 0;
@@ -254,9 +274,41 @@ impl LengthPolicy {
         1
     }
 
+    /// Drafting cannot pay at the measured costs even if every draft were accepted: at every
+    /// speculative length, n tokens take longer than n plain steps, or nearly as long (within
+    /// [`SWITCH_MARGIN`], which a switch to speculation asks for): a classic draft model on a
+    /// CPU whose verify batches are capped at a few exact rows. Acceptance then does not
+    /// matter, so probing for it is wasted. Only steady measurements count (a freshly built
+    /// graph's first run is slow), and lengths not measured yet are priced as optimistically as
+    /// [`verify_cost`](Self::verify_cost) does, so that they do not make drafting look hopeless.
+    pub fn hopeless(&self) -> bool {
+        let (Some(plain), Some(draft)) = (self.verify_ms[1].steady(), self.draft_ms.steady())
+        else {
+            return false;
+        };
+        let measured = (2..=self.max_len).any(|n| self.verify_ms[n].steady().is_some());
+        measured
+            && (2..=self.max_len).all(|n| {
+                let Some(verify) = self.verify_ms[n].steady().or_else(|| self.cost_between(n))
+                else {
+                    return false;
+                };
+                let draft = if self.per_token {
+                    draft * (n - 1) as f64
+                } else {
+                    draft
+                };
+                (verify + draft) * (1.0 + SWITCH_MARGIN) >= n as f64 * plain
+            })
+    }
+
     /// Plain steps at least before the next probe: [`MIN_PROBE`], doubled for each probe in a
-    /// row that did not pay, at most [`MAX_PROBE_GAP`].
+    /// row that did not pay, at most [`MAX_PROBE_GAP`]; [`HOPELESS_PROBE_GAP`] when drafting
+    /// cannot pay whatever is accepted.
     fn probe_gap(&self) -> usize {
+        if self.hopeless() {
+            return HOPELESS_PROBE_GAP;
+        }
         let shift = self.failed_probes.min(MAX_PROBE_GAP.ilog2());
         (MIN_PROBE << shift).min(MAX_PROBE_GAP)
     }
@@ -546,6 +598,101 @@ mod tests {
         assert!(
             extra_ms <= PROBE_BUDGET * plain_ms + 2.0 * worst,
             "probes cost {extra_ms:.0} ms over {plain_ms:.0} ms of plain decoding (worst {worst:.0})"
+        );
+    }
+
+    #[test]
+    fn drafting_that_cannot_pay_is_hopeless_whatever_is_accepted() {
+        // A CPU with verifies capped at 3 rows: 2 rows cost 1.43 plain steps, 3 rows 1.6.
+        let cost = |n: usize| [0.0, 51.0, 73.0, 82.0][n];
+        let costs = |draft_per_token: f64| {
+            let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
+            for n in 1..=3 {
+                p.record_verify(n, cost(n), false);
+            }
+            p.record_draft(2.0 * draft_per_token, 2, false);
+            p
+        };
+        // A classic draft model at 40 ms a token: 3 tokens take 162 ms against 153 plainly.
+        assert!(costs(40.0).hopeless());
+        // At 30 ms a token 3 tokens take 142 ms: it pays if enough is accepted.
+        assert!(!costs(30.0).hopeless());
+        // Lengths not measured yet are priced optimistically: a 3-row verify priced as a 2-row
+        // one (73 + 2 * 35 < 3 * 51, where 2 rows lose: 73 + 35 > 2 * 51).
+        let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
+        p.record_verify(1, 51.0, false);
+        p.record_verify(2, 73.0, false);
+        p.record_draft(35.0, 1, false);
+        assert!(!p.hopeless());
+        // Cold measurements only: not yet.
+        let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
+        p.record_verify(1, 51.0, false);
+        p.record_verify(3, 82.0, true);
+        p.record_draft(80.0, 2, true);
+        assert!(!p.hopeless());
+    }
+
+    #[test]
+    fn a_hopeless_drafter_is_probed_rarely() {
+        // The draft model above, every draft accepted, over 4000 steps: after the probes that
+        // measure the costs, one per HOPELESS_PROBE_GAP plain steps.
+        let cost = |n: usize| [0.0, 51.0, 73.0, 82.0][n];
+        let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
+        let (mut plain_ms, mut extra_ms, mut probes) = (0.0, 0.0, 0);
+        for _ in 0..4000 {
+            let n = p.choose();
+            p.record_verify(n, cost(n), false);
+            if n == 1 {
+                plain_ms += cost(1);
+                continue;
+            }
+            probes += 1;
+            let draft = 40.0 * (n - 1) as f64;
+            p.record_draft(draft, n - 1, false);
+            p.record_accept(n - 1, n - 1);
+            let extra = draft + cost(n) - n as f64 * cost(1);
+            p.record_overhead(extra);
+            extra_ms += extra;
+        }
+        assert!(p.hopeless());
+        assert!(probes <= 8, "{probes} probes");
+        assert!(
+            extra_ms <= 0.002 * plain_ms,
+            "probes cost {extra_ms:.0} ms over {plain_ms:.0} ms of plain decoding"
+        );
+    }
+
+    #[test]
+    fn a_drafter_at_break_even_is_not_switched_to_and_fro() {
+        // Measured with the 0.5B draft model for the 1.5B on a 2-core CPU (verifies capped at
+        // 3 rows): every draft accepted, 2 tokens in 80.5 ms against 81.4 ms plainly. Each run
+        // of speculative steps begins with the draft model's catch-up on the tokens committed
+        // meanwhile (up to 32, 5.3 ms each), which the rates do not hold.
+        let cost = |n: usize| [0.0, 40.7, 56.9, 75.7][n];
+        let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
+        let (mut plain_ms, mut spec_ms, mut spec_tokens, mut since) = (0.0, 0.0, 0, 0usize);
+        for _ in 0..4000 {
+            let n = p.choose();
+            p.record_verify(n, cost(n), false);
+            if n == 1 {
+                plain_ms += cost(1);
+                since += 1;
+                continue;
+            }
+            let draft = 23.6 * (n - 1) as f64;
+            let step = draft + cost(n) + 5.3 * since.min(32) as f64;
+            since = 0;
+            p.record_draft(draft, n - 1, false);
+            p.record_accept(n - 1, n - 1);
+            p.record_overhead(step - n as f64 * cost(1));
+            spec_ms += step;
+            spec_tokens += n;
+        }
+        // The time lost against decoding every token plainly.
+        let lost = spec_ms - spec_tokens as f64 * cost(1);
+        assert!(
+            lost <= 0.01 * plain_ms,
+            "speculation lost {lost:.0} ms over {plain_ms:.0} ms of plain decoding ({spec_tokens} tokens)"
         );
     }
 
