@@ -205,11 +205,18 @@ impl LengthPolicy {
         if n == 1 {
             return Some(1.0 / c.max(1e-6));
         }
-        let mut d = self.draft_ms.get()?;
-        if self.per_token {
-            d *= (n - 1) as f64;
-        }
+        let d = self.draft_cost(self.draft_ms.get()?, n);
         Some(self.expected_tokens(n) / (c + d).max(1e-6))
+    }
+
+    /// Drafting time for a verify of n tokens, from the recorded `draft_ms` (per step, or per
+    /// drafted token).
+    fn draft_cost(&self, draft_ms: f64, n: usize) -> f64 {
+        if self.per_token {
+            draft_ms * (n - 1) as f64
+        } else {
+            draft_ms
+        }
     }
 
     /// The speculative length with the best expected rate.
@@ -293,12 +300,7 @@ impl LengthPolicy {
                 else {
                     return false;
                 };
-                let draft = if self.per_token {
-                    draft * (n - 1) as f64
-                } else {
-                    draft
-                };
-                (verify + draft) * (1.0 + SWITCH_MARGIN) >= n as f64 * plain
+                (verify + self.draft_cost(draft, n)) * (1.0 + SWITCH_MARGIN) >= n as f64 * plain
             })
     }
 
@@ -576,28 +578,13 @@ mod tests {
         // since its last step (up to 32, 8 ms each), so a probe after a long plain run costs
         // far more than the early ones that set the estimate. Nothing is accepted.
         let cost = |n: usize| 55.0 + 20.0 * (n as f64 - 1.0);
-        let mut p = new_policy();
-        let (mut plain_ms, mut extra_ms, mut since, mut worst) = (0.0, 0.0, 0usize, 0.0f64);
-        for _ in 0..4000 {
-            let n = p.choose();
-            p.record_verify(n, cost(n), false);
-            if n == 1 {
-                plain_ms += cost(1);
-                since += 1;
-                continue;
-            }
-            let draft = 25.0 * (n - 1) as f64 + 8.0 * since.min(32) as f64;
-            since = 0;
-            p.record_draft(draft, n - 1, false);
-            p.record_accept(n - 1, 0);
-            let extra = draft + cost(n) - cost(1);
-            p.record_overhead(extra);
-            extra_ms += extra;
-            worst = worst.max(extra);
-        }
+        let r = simulate_draft_model(&mut new_policy(), cost, 25.0, 8.0, false, 4000);
         assert!(
-            extra_ms <= PROBE_BUDGET * plain_ms + 2.0 * worst,
-            "probes cost {extra_ms:.0} ms over {plain_ms:.0} ms of plain decoding (worst {worst:.0})"
+            r.extra_ms <= PROBE_BUDGET * r.plain_ms + 2.0 * r.worst,
+            "probes cost {:.0} ms over {:.0} ms of plain decoding (worst {:.0})",
+            r.extra_ms,
+            r.plain_ms,
+            r.worst
         );
     }
 
@@ -638,27 +625,14 @@ mod tests {
         // measure the costs, one per HOPELESS_PROBE_GAP plain steps.
         let cost = |n: usize| [0.0, 51.0, 73.0, 82.0][n];
         let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
-        let (mut plain_ms, mut extra_ms, mut probes) = (0.0, 0.0, 0);
-        for _ in 0..4000 {
-            let n = p.choose();
-            p.record_verify(n, cost(n), false);
-            if n == 1 {
-                plain_ms += cost(1);
-                continue;
-            }
-            probes += 1;
-            let draft = 40.0 * (n - 1) as f64;
-            p.record_draft(draft, n - 1, false);
-            p.record_accept(n - 1, n - 1);
-            let extra = draft + cost(n) - n as f64 * cost(1);
-            p.record_overhead(extra);
-            extra_ms += extra;
-        }
+        let r = simulate_draft_model(&mut p, cost, 40.0, 0.0, true, 4000);
         assert!(p.hopeless());
-        assert!(probes <= 8, "{probes} probes");
+        assert!(r.spec_steps <= 8, "{} probes", r.spec_steps);
         assert!(
-            extra_ms <= 0.002 * plain_ms,
-            "probes cost {extra_ms:.0} ms over {plain_ms:.0} ms of plain decoding"
+            r.extra_ms <= 0.002 * r.plain_ms,
+            "probes cost {:.0} ms over {:.0} ms of plain decoding",
+            r.extra_ms,
+            r.plain_ms
         );
     }
 
@@ -670,30 +644,68 @@ mod tests {
         // meanwhile (up to 32, 5.3 ms each), which the rates do not hold.
         let cost = |n: usize| [0.0, 40.7, 56.9, 75.7][n];
         let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
-        let (mut plain_ms, mut spec_ms, mut spec_tokens, mut since) = (0.0, 0.0, 0, 0usize);
-        for _ in 0..4000 {
+        let r = simulate_draft_model(&mut p, cost, 23.6, 5.3, true, 4000);
+        // With every draft accepted, `extra_ms` is the time lost against decoding every token
+        // plainly.
+        assert!(
+            r.extra_ms <= 0.01 * r.plain_ms,
+            "speculation lost {:.0} ms over {:.0} ms of plain decoding ({} speculative steps)",
+            r.extra_ms,
+            r.plain_ms,
+            r.spec_steps
+        );
+    }
+
+    /// Totals of a [`simulate_draft_model`] run.
+    struct DraftModelRun {
+        plain_ms: f64,
+        spec_steps: usize,
+        /// Speculative steps' time beyond plain decoding of what they committed.
+        extra_ms: f64,
+        /// The most one speculative step cost beyond that.
+        worst: f64,
+    }
+
+    /// Run `p` against a simulated classic draft model: verify cost `cost(n)`, `draft` ms per
+    /// drafted token, and before drafting a catch-up of `catch_up` ms per token committed by
+    /// plain steps since its last draft (at most 32 of them); every draft accepted or none. As
+    /// in the engine, the catch-up is part of the step's overhead, not of the drafting time.
+    fn simulate_draft_model(
+        p: &mut LengthPolicy,
+        cost: impl Fn(usize) -> f64,
+        draft: f64,
+        catch_up: f64,
+        accept_all: bool,
+        steps: usize,
+    ) -> DraftModelRun {
+        let mut r = DraftModelRun {
+            plain_ms: 0.0,
+            spec_steps: 0,
+            extra_ms: 0.0,
+            worst: 0.0,
+        };
+        let mut since = 0usize;
+        for _ in 0..steps {
             let n = p.choose();
             p.record_verify(n, cost(n), false);
             if n == 1 {
-                plain_ms += cost(1);
+                r.plain_ms += cost(1);
                 since += 1;
                 continue;
             }
-            let draft = 23.6 * (n - 1) as f64;
-            let step = draft + cost(n) + 5.3 * since.min(32) as f64;
+            let drafting = draft * (n - 1) as f64;
+            let step = drafting + cost(n) + catch_up * since.min(32) as f64;
             since = 0;
-            p.record_draft(draft, n - 1, false);
-            p.record_accept(n - 1, n - 1);
-            p.record_overhead(step - n as f64 * cost(1));
-            spec_ms += step;
-            spec_tokens += n;
+            let accepted = if accept_all { n - 1 } else { 0 };
+            p.record_draft(drafting, n - 1, false);
+            p.record_accept(n - 1, accepted);
+            let extra = step - (accepted + 1) as f64 * cost(1);
+            p.record_overhead(extra);
+            r.spec_steps += 1;
+            r.extra_ms += extra;
+            r.worst = r.worst.max(extra);
         }
-        // The time lost against decoding every token plainly.
-        let lost = spec_ms - spec_tokens as f64 * cost(1);
-        assert!(
-            lost <= 0.01 * plain_ms,
-            "speculation lost {lost:.0} ms over {plain_ms:.0} ms of plain decoding ({spec_tokens} tokens)"
-        );
+        r
     }
 
     /// Indices of the speculative steps.
