@@ -19,6 +19,26 @@ fn bench_prompts() -> Result<Vec<String>> {
     serde_json::from_str(BENCH_PROMPTS_JSON).context("bench_prompts.json")
 }
 
+/// Plain greedy generation of one prompt; its tokens and time are added to `total`.
+fn plain_run(
+    l: &mut Loaded,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    total: &mut (usize, f64),
+) -> Result<crate::decode::generate::Generation> {
+    let g = generate(
+        &mut l.engine,
+        &l.model.tokenizer,
+        &mut Sampler::new(SamplingParams::greedy()),
+        prompt,
+        opts,
+        |_| {},
+    )?;
+    total.0 += g.tokens.len();
+    total.1 += g.timings.predicted_ms;
+    Ok(g)
+}
+
 /// Plain and speculative greedy generation on the same prompts and the same loaded target.
 pub(super) fn bench_spec(
     l: &mut Loaded,
@@ -63,23 +83,15 @@ pub(super) fn bench_spec(
         accept_rule: l.model.accept_rule,
     };
     let prompts = bench_prompts()?;
-    for p in &prompts {
+    for (i, p) in prompts.iter().enumerate() {
         let prompt = l.model.tokenizer.encode(p, true, true)?;
-        let g = if known_plain_rate.is_none() {
-            let g = generate(
-                &mut l.engine,
-                &l.model.tokenizer,
-                &mut Sampler::new(SamplingParams::greedy()),
-                &prompt,
-                &opts,
-                |_| {},
-            )?;
-            plain.0 += g.tokens.len();
-            plain.1 += g.timings.predicted_ms;
-            Some(g)
-        } else {
-            None
-        };
+        // Plain first on even prompts, speculation first on odd ones: whatever the order
+        // favours (a machine drifting faster or slower, caches) falls on both sides alike.
+        let spec_first = i % 2 == 1;
+        let mut g = None;
+        if known_plain_rate.is_none() && !spec_first {
+            g = Some(plain_run(l, &prompt, &opts, &mut plain)?);
+        }
         profile::reset();
         let (gs, st) = generate_speculative(
             SpecParts {
@@ -93,6 +105,10 @@ pub(super) fn bench_spec(
             &mut so,
             |_| {},
         )?;
+        let phase_totals = profile::totals();
+        if known_plain_rate.is_none() && spec_first {
+            g = Some(plain_run(l, &prompt, &opts, &mut plain)?);
+        }
         n_identical += usize::from(g.is_some_and(|g| gs.tokens == g.tokens));
         spec.0 += gs.tokens.len();
         spec.1 += gs.timings.predicted_ms;
@@ -104,7 +120,7 @@ pub(super) fn bench_spec(
         draft_ms += st.draft_ms;
         verify_ms += st.verify_ms;
         host_ms += st.sample_ms + st.other_ms;
-        for (name, ms, n) in profile::totals() {
+        for (name, ms, n) in phase_totals {
             match phases.iter_mut().find(|p| p.0 == name) {
                 Some(p) => {
                     p.1 += ms;
