@@ -15,8 +15,10 @@ use crate::format::gguf::Gguf;
 use crate::runtime::engine::{Engine, Outputs};
 use anyhow::{bail, Result};
 
-/// Committed tokens at most that a draft catches up on after plain steps (the newest ones).
-pub const MAX_CATCH_UP: usize = 32;
+/// Committed tokens at most that a draft catches up on after plain steps (the newest ones). With
+/// the 0.5B draft model on a 2-core CPU a catch-up of 32 cost a probe 135-170 ms, up to 3% of a
+/// bench where drafts never paid; 8 cost about 40 ms (docs/BENCHMARKS.md).
+pub const MAX_CATCH_UP: usize = 8;
 
 /// Vocabularies may differ in size by padding, not more (llama.cpp's limit).
 const MAX_VOCAB_SIZE_DIFFERENCE: usize = 128;

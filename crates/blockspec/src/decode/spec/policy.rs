@@ -14,9 +14,10 @@
 
 use crate::decode::draft::DraftCost;
 
-/// Exponential moving average.
+/// Exponential moving average: the mean of the first `WINDOW` samples, then each new sample
+/// weighs 1/`WINDOW`.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Ema {
+pub(super) struct Ema<const WINDOW: u32 = 4> {
     value: f64,
     n: u32,
     /// Holds only a cold sample (a freshly built graph, see Engine::last_decode_was_cold):
@@ -24,7 +25,7 @@ pub(super) struct Ema {
     provisional: bool,
 }
 
-impl Ema {
+impl<const WINDOW: u32> Ema<WINDOW> {
     /// Add a sample; a `cold` one only stands in while nothing else is known.
     pub(super) fn record(&mut self, x: f64, cold: bool) {
         if cold {
@@ -35,7 +36,7 @@ impl Ema {
             return;
         }
         if self.provisional {
-            *self = Ema::default();
+            *self = Self::default();
         }
         self.add(x);
     }
@@ -45,11 +46,7 @@ impl Ema {
     }
     pub(super) fn add(&mut self, x: f64) {
         self.n += 1;
-        let w = if self.n < 4 {
-            1.0 / self.n as f64
-        } else {
-            0.25
-        };
+        let w = 1.0 / self.n.min(WINDOW) as f64;
         self.value += w * (x - self.value);
     }
     pub(super) fn get(&self) -> Option<f64> {
@@ -63,9 +60,9 @@ pub struct LengthPolicy {
     /// Fixed length requested by the user (no adaptation).
     fixed: Option<usize>,
     /// Verify time (ms) per batch length 1..=max_len (index n).
-    verify_ms: Vec<Ema>,
+    verify_ms: Vec<Ema<COST_WINDOW>>,
     /// Drafting time: per step, or per drafted token (`per_token`).
-    draft_ms: Ema,
+    draft_ms: Ema<COST_WINDOW>,
     per_token: bool,
     /// Per draft position k (index k-1): decayed accepted / offered counts.
     hits: Vec<f64>,
@@ -83,6 +80,10 @@ pub struct LengthPolicy {
 }
 
 const DECAY: f64 = 0.98;
+/// Samples the step costs are averaged over. On a shared CPU single steps vary by a third (a
+/// plain step of 32 ms took up to 49): over 4 samples, as before, one slow step moved the plain
+/// cost by 13%, enough to make a drafter at break-even look worth a probe.
+const COST_WINDOW: u32 = 16;
 /// Length of the first speculative step.
 const FIRST_PROBE_LEN: usize = 4;
 /// Plain steps at least between two probes.
@@ -362,6 +363,7 @@ impl LengthPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::draft::model::MAX_CATCH_UP;
 
     fn trained(accept_rate: f64, cost: impl Fn(usize) -> f64, draft: f64) -> LengthPolicy {
         let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
@@ -578,7 +580,7 @@ mod tests {
         // since its last step (up to 32, 8 ms each), so a probe after a long plain run costs
         // far more than the early ones that set the estimate. Nothing is accepted.
         let cost = |n: usize| 55.0 + 20.0 * (n as f64 - 1.0);
-        let r = simulate_draft_model(&mut new_policy(), cost, 25.0, 8.0, false, 4000);
+        let r = simulate_draft_model(&mut new_policy(), cost, 25.0, 8.0, false, 0, 4000);
         assert!(
             r.extra_ms <= PROBE_BUDGET * r.plain_ms + 2.0 * r.worst,
             "probes cost {:.0} ms over {:.0} ms of plain decoding (worst {:.0})",
@@ -625,7 +627,7 @@ mod tests {
         // measure the costs, one per HOPELESS_PROBE_GAP plain steps.
         let cost = |n: usize| [0.0, 51.0, 73.0, 82.0][n];
         let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
-        let r = simulate_draft_model(&mut p, cost, 40.0, 0.0, true, 4000);
+        let r = simulate_draft_model(&mut p, cost, 40.0, 0.0, true, 0, 4000);
         assert!(p.hopeless());
         assert!(r.spec_steps <= 8, "{} probes", r.spec_steps);
         assert!(
@@ -641,10 +643,10 @@ mod tests {
         // Measured with the 0.5B draft model for the 1.5B on a 2-core CPU (verifies capped at
         // 3 rows): every draft accepted, 2 tokens in 80.5 ms against 81.4 ms plainly. Each run
         // of speculative steps begins with the draft model's catch-up on the tokens committed
-        // meanwhile (up to 32, 5.3 ms each), which the rates do not hold.
+        // meanwhile (up to MAX_CATCH_UP, 5.3 ms each), which the rates do not hold.
         let cost = |n: usize| [0.0, 40.7, 56.9, 75.7][n];
         let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
-        let r = simulate_draft_model(&mut p, cost, 23.6, 5.3, true, 4000);
+        let r = simulate_draft_model(&mut p, cost, 23.6, 5.3, true, 0, 4000);
         // With every draft accepted, `extra_ms` is the time lost against decoding every token
         // plainly.
         assert!(
@@ -654,6 +656,21 @@ mod tests {
             r.plain_ms,
             r.spec_steps
         );
+    }
+
+    #[test]
+    fn slow_plain_steps_do_not_make_a_hopeless_drafter_worth_probing() {
+        // The 0.5B draft model for the 1.5B on a 2-core CPU, as measured in a bench: plain
+        // steps 32.5 ms, verifies of 2 and 3 tokens 56.8 and 74.4 ms, 19.7 ms per drafted
+        // token: hopeless, all the more since every draft is rejected here. Every 50 plain
+        // steps, three in a row take 1.4 times as long (single steps took up to 49 ms in that
+        // bench). Averaged over 4 steps, as before, they made plain decoding look 23% slower
+        // and drafting worth a probe again.
+        let cost = |n: usize| [0.0, 32.5, 56.8, 74.4][n];
+        let mut p = LengthPolicy::new(3, None, DraftCost::PerToken);
+        let r = simulate_draft_model(&mut p, cost, 19.7, 5.3, false, 50, 4000);
+        assert!(p.hopeless());
+        assert!(r.spec_steps <= 8, "{} probes", r.spec_steps);
     }
 
     /// Totals of a [`simulate_draft_model`] run.
@@ -668,14 +685,18 @@ mod tests {
 
     /// Run `p` against a simulated classic draft model: verify cost `cost(n)`, `draft` ms per
     /// drafted token, and before drafting a catch-up of `catch_up` ms per token committed by
-    /// plain steps since its last draft (at most 32 of them); every draft accepted or none. As
-    /// in the engine, the catch-up is part of the step's overhead, not of the drafting time.
+    /// plain steps since its last draft (at most MAX_CATCH_UP of them); every draft accepted or
+    /// none. As in the engine, the catch-up is part of the step's overhead, not of the drafting
+    /// time. `slow_every` > 0: every so many plain steps three in a row take 1.4 times as long
+    /// (a shared CPU's hiccups).
+    #[allow(clippy::too_many_arguments)]
     fn simulate_draft_model(
         p: &mut LengthPolicy,
         cost: impl Fn(usize) -> f64,
         draft: f64,
         catch_up: f64,
         accept_all: bool,
+        slow_every: usize,
         steps: usize,
     ) -> DraftModelRun {
         let mut r = DraftModelRun {
@@ -685,16 +706,21 @@ mod tests {
             worst: 0.0,
         };
         let mut since = 0usize;
+        let mut plain_steps = 0usize;
         for _ in 0..steps {
             let n = p.choose();
-            p.record_verify(n, cost(n), false);
             if n == 1 {
-                r.plain_ms += cost(1);
+                plain_steps += 1;
+                let slow = slow_every > 0 && plain_steps % slow_every < 3;
+                let ms = cost(1) * if slow { 1.4 } else { 1.0 };
+                p.record_verify(1, ms, false);
+                r.plain_ms += ms;
                 since += 1;
                 continue;
             }
+            p.record_verify(n, cost(n), false);
             let drafting = draft * (n - 1) as f64;
-            let step = drafting + cost(n) + catch_up * since.min(32) as f64;
+            let step = drafting + cost(n) + catch_up * since.min(MAX_CATCH_UP) as f64;
             since = 0;
             let accepted = if accept_all { n - 1 } else { 0 };
             p.record_draft(drafting, n - 1, false);
