@@ -270,7 +270,7 @@ impl LengthPolicy {
         // predictable; but within a budget: a probe's measured extra time must stay under
         // PROBE_BUDGET of the time decoded plainly since the last one, and probes that keep
         // losing come ever further apart.
-        let overhead = self.overhead_ms.get().unwrap_or(0.0).max(0.0);
+        let overhead = self.overhead_ms.steady().unwrap_or(0.0).max(0.0);
         if self.plain_steps_since_probe >= self.probe_gap()
             && self.plain_ms_since_probe * PROBE_BUDGET >= overhead
         {
@@ -325,10 +325,13 @@ impl LengthPolicy {
     }
 
     /// A speculative step took `ms` more than plain decoding of the tokens it committed
-    /// (negative when it paid off): the cost of a probe.
-    pub fn record_overhead(&mut self, ms: f64) {
-        self.overhead_ms.add(ms);
-        if std::mem::take(&mut self.probing) {
+    /// (negative when it paid off): the cost of a probe. `cold`: it ran a freshly built graph,
+    /// a one-off cost that neither counts against the probe budget nor makes the probe a failed
+    /// one (on a GPU a shape's first three runs are cold: charged to the budget, they held the
+    /// next probes back for thousands of plain steps, and a drafter that paid was found late).
+    pub fn record_overhead(&mut self, ms: f64, cold: bool) {
+        self.overhead_ms.record(ms, cold);
+        if std::mem::take(&mut self.probing) && !cold {
             self.failed_probes = if ms > 0.0 {
                 self.failed_probes.saturating_add(1)
             } else {
@@ -364,6 +367,7 @@ impl LengthPolicy {
 mod tests {
     use super::*;
     use crate::decode::draft::model::MAX_CATCH_UP;
+    use crate::runtime::graph_cache::COLD_RUNS;
 
     fn trained(accept_rate: f64, cost: impl Fn(usize) -> f64, draft: f64) -> LengthPolicy {
         let mut p = LengthPolicy::new(16, None, DraftCost::PerStep);
@@ -528,7 +532,7 @@ mod tests {
                     acc += 1;
                 }
                 p.record_accept(n - 1, acc);
-                p.record_overhead(draft + cost(n) - (acc + 1) as f64 * cost(1));
+                p.record_overhead(draft + cost(n) - (acc + 1) as f64 * cost(1), false);
             }
         }
         picks
@@ -659,6 +663,72 @@ mod tests {
     }
 
     #[test]
+    fn graphs_built_by_the_first_probes_do_not_hold_speculation_back() {
+        // The real 1.5B with its DFlash drafter on the H100: plain step 1.86 ms, verifies
+        // 3.2-3.4 ms, drafting 0.55 ms per step; code prompts accept about 3 of 4 drafts. On a
+        // GPU a graph's first three runs are cold (built, then captured as a CUDA graph); here
+        // each costs 30 ms more, and every graph is new again each 256 positions (the attended
+        // KV span grows). The plain step's graph is warm at the start (a server's warm-up).
+        // Charged to the probe budget, cold probes held the next ones back for thousands of
+        // plain steps.
+        let cost = |n: usize| if n == 1 { 1.86 } else { 3.2 + 0.015 * n as f64 };
+        let (draft, cold_extra, a) = (0.55, 30.0, 0.75);
+        let mut p = new_policy();
+        let mut runs = [0u32; 17];
+        runs[1] = COLD_RUNS;
+        let mut draft_runs = 0u32;
+        let mut x = 12345u64;
+        let mut first_speculating = None;
+        let mut pos = 0usize;
+        let mut plain_after = 0usize;
+        for step in 0..3000 {
+            let n = p.choose();
+            if n == 1 && first_speculating.is_some() {
+                plain_after += 1;
+            }
+            if pos / 256 != (pos + n) / 256 {
+                runs = [0; 17];
+                draft_runs = 0;
+            }
+            runs[n] += 1;
+            let cold = runs[n] <= COLD_RUNS;
+            let verify = cost(n) + if cold { cold_extra } else { 0.0 };
+            p.record_verify(n, verify, cold);
+            if n == 1 {
+                pos += 1;
+                continue;
+            }
+            draft_runs += 1;
+            let draft_cold = draft_runs <= COLD_RUNS;
+            let drafting = draft + if draft_cold { cold_extra } else { 0.0 };
+            p.record_draft(drafting, n - 1, draft_cold);
+            let mut acc = 0;
+            while acc < n - 1 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if ((x >> 33) as f64 / (1u64 << 31) as f64) >= a {
+                    break;
+                }
+                acc += 1;
+            }
+            p.record_accept(n - 1, acc);
+            pos += acc + 1;
+            let plain = p.plain_ms().unwrap_or(cost(1));
+            p.record_overhead(
+                drafting + verify - (acc + 1) as f64 * plain,
+                cold || draft_cold,
+            );
+            if p.speculating && first_speculating.is_none() {
+                first_speculating = Some(step);
+            }
+        }
+        let first = first_speculating.expect("never speculated");
+        assert!(first < 200, "speculation began at step {first}");
+        assert!(plain_after < 30, "{plain_after} plain steps after that");
+    }
+
+    #[test]
     fn slow_plain_steps_do_not_make_a_hopeless_drafter_worth_probing() {
         // The 0.5B draft model for the 1.5B on a 2-core CPU, as measured in a bench: plain
         // steps 32.5 ms, verifies of 2 and 3 tokens 56.8 and 74.4 ms, 19.7 ms per drafted
@@ -726,7 +796,7 @@ mod tests {
             p.record_draft(drafting, n - 1, false);
             p.record_accept(n - 1, accepted);
             let extra = step - (accepted + 1) as f64 * cost(1);
-            p.record_overhead(extra);
+            p.record_overhead(extra, false);
             r.spec_steps += 1;
             r.extra_ms += extra;
             r.worst = r.worst.max(extra);
@@ -779,15 +849,15 @@ mod tests {
         p.failed_probes = 4;
         assert_eq!(p.probe_gap(), MAX_PROBE_GAP);
         p.probing = true;
-        p.record_overhead(-3.0);
+        p.record_overhead(-3.0, false);
         assert_eq!(p.probe_gap(), MIN_PROBE);
         p.probing = true;
-        p.record_overhead(2.0);
+        p.record_overhead(2.0, false);
         p.probing = true;
-        p.record_overhead(2.0);
+        p.record_overhead(2.0, false);
         assert_eq!(p.probe_gap(), 4 * MIN_PROBE);
         // Speculative steps chosen because they pay are no probes.
-        p.record_overhead(2.0);
+        p.record_overhead(2.0, false);
         assert_eq!(p.probe_gap(), 4 * MIN_PROBE);
     }
 }
