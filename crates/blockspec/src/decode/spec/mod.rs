@@ -564,13 +564,11 @@ impl<F: FnMut(&str)> SpecRun<'_, F> {
         } else if n > 1 {
             self.rec.accepted(n - 1, k);
             self.policy.record_accept(n - 1, k);
-            // A step that built a graph (or, on a GPU, captured one) costs more once; the
-            // policy does not let that hold back the next probes.
+            // A probe's cost includes building its graphs: that is what probing costs.
             let step_ms = self.rec.step_ms();
-            let cold = self.engine.last_decode_was_cold() || self.drafter.last_draft_was_cold();
             if let Some(plain) = self.policy.plain_ms() {
                 self.policy
-                    .record_overhead(step_ms - (k + 1) as f64 * plain, cold);
+                    .record_overhead(step_ms - (k + 1) as f64 * plain);
             }
             tracing::debug!(
                 "step: {n} tokens verified in {:.1} ms ({step_ms:.1} ms with drafting), {k} accepted",
