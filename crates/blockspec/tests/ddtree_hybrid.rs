@@ -295,7 +295,10 @@ fn oracle_auto_on(name: &'static str) {
         fixed_len: Some(8),
         ..Default::default()
     };
-    // Two generations: the policies carry over, as in a server slot.
+    // Two generations: the policies carry over, as in a server slot. The first one explores
+    // the budgets between chain steps whatever the timings; in the second, the trees may win
+    // every step (the oracle's trees accept more than its chain), so chain steps are asked of
+    // the first only.
     for round in 0..2 {
         let mut oracle = Oracle {
             truth: truth.clone(),
@@ -334,7 +337,9 @@ fn oracle_auto_on(name: &'static str) {
             s.trees
         );
         let tree_steps: usize = s.trees.iter().map(|&(_, c)| c).sum();
-        assert!(s.spec_steps > tree_steps, "{name}: no chain step ({s:?})");
+        if round == 0 {
+            assert!(s.spec_steps > tree_steps, "{name}: no chain step ({s:?})");
+        }
     }
 }
 
