@@ -214,11 +214,14 @@ impl LengthPolicy {
         // measured, so a useless drafter is not tried at every length.
         let draft = match self.draft_ms.steady() {
             Some(d) => d,
-            None if self.hits[0] > 0.0 => {
-                self.draft_ms.get()?;
-                0.0
+            None => {
+                let cold = self.draft_ms.get()?;
+                if self.hits[0] > 0.0 {
+                    0.0
+                } else {
+                    cold
+                }
             }
-            None => self.draft_ms.get()?,
         };
         let d = self.draft_cost(draft, n);
         Some(self.expected_tokens(n) / (c + d).max(1e-6))
@@ -516,6 +519,22 @@ mod tests {
         LengthPolicy::new(16, None, DraftCost::PerStep)
     }
 
+    /// Drafts accepted of `offered`, each with chance `a` given the ones before, drawn from
+    /// the LCG state `x`.
+    fn accepted_drafts(x: &mut u64, a: f64, offered: usize) -> usize {
+        let mut acc = 0;
+        while acc < offered {
+            *x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if ((*x >> 33) as f64 / (1u64 << 31) as f64) >= a {
+                break;
+            }
+            acc += 1;
+        }
+        acc
+    }
+
     /// [`simulate`] on a given policy, with acceptance `a(step)` changing over the steps.
     fn simulate_with(
         p: &mut LengthPolicy,
@@ -532,16 +551,7 @@ mod tests {
             p.record_verify(n, cost(n), false);
             if n > 1 {
                 p.record_draft(draft, n - 1, false);
-                let mut acc = 0;
-                while acc < n - 1 {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    if ((x >> 33) as f64 / (1u64 << 31) as f64) >= a(step) {
-                        break;
-                    }
-                    acc += 1;
-                }
+                let acc = accepted_drafts(&mut x, a(step), n - 1);
                 p.record_accept(n - 1, acc);
                 p.record_overhead(draft + cost(n) - (acc + 1) as f64 * cost(1));
             }
@@ -730,16 +740,7 @@ mod tests {
             let draft_cold = draft_runs <= COLD_RUNS;
             let drafting = draft + if draft_cold { cold_ms } else { 0.0 };
             p.record_draft(drafting, n - 1, draft_cold);
-            let mut acc = 0;
-            while acc < n - 1 {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                if ((x >> 33) as f64 / (1u64 << 31) as f64) >= a {
-                    break;
-                }
-                acc += 1;
-            }
+            let acc = accepted_drafts(&mut x, a, n - 1);
             p.record_accept(n - 1, acc);
             pos += acc + 1;
             let extra = drafting + verify - (acc + 1) as f64 * cost(1);
